@@ -1,0 +1,1 @@
+"""Aggregate: pure functions from a Snapshot to attribution and metric points, capped."""

@@ -1,0 +1,174 @@
+"""One dedicated, read-only connection per target, and the poll that reads a Snapshot."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import conninfo, errors
+from psycopg.rows import kwargs_row
+
+from .. import contract
+from ..config import Target, read_password
+from ..errors import TargetError
+from . import queries
+from .settings import normalise
+from .snapshot import (
+    ActivityGroup,
+    BackendTypeCount,
+    ConnectionLimit,
+    DatabaseSessions,
+    LockWait,
+    Session,
+    Setting,
+    Snapshot,
+    WaitCount,
+)
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+APPLICATION_NAME = "pgconn-agent"
+STATEMENT_TIMEOUT_MS = 5000
+LOCK_TIMEOUT_MS = 1000
+CONNECT_TIMEOUT_S = 5
+CHURN_WINDOW_S = 60.0
+IDLE_TX_LIMIT = 20
+SESSION_LIMIT = 500
+QUERY_CHARS = 200
+
+
+def connection_string(target: Target) -> str:
+    """The target's DSN with the agent's own settings: its name, a connect timeout, read-only."""
+    params = conninfo.conninfo_to_dict(target.dsn)
+    password = read_password(target)
+    if password is not None:
+        params["password"] = password
+    params["application_name"] = APPLICATION_NAME
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    own = "-c default_transaction_read_only=on"
+    params["options"] = f"{params.get('options') or ''} {own}".strip()
+    return conninfo.make_conninfo("", **params)
+
+
+def classify(exc: BaseException, target: str) -> TargetError:
+    """Map a psycopg error to a poll-error kind and a one-line message without secrets."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+    if isinstance(exc, errors.TooManyConnections) or sqlstate == "53300":
+        kind = "too_many_connections"
+    elif isinstance(exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword) \
+            or (sqlstate or "").startswith("28"):
+        kind = "auth"
+    elif isinstance(exc, errors.QueryCanceled | errors.LockNotAvailable | TimeoutError):
+        kind = "timeout"
+    elif isinstance(exc, psycopg.OperationalError) or isinstance(exc, OSError):
+        kind = "connect"
+    else:
+        kind = "query"
+    return TargetError(kind, f"target {target}: {kind}: {first_line}")
+
+
+class TargetClient:
+    """Holds one target's connection; ``poll`` (re)connects on demand and never writes."""
+
+    def __init__(self, target: Target, *, show_queries: bool = False) -> None:
+        self.target = target
+        self.show_queries = show_queries
+        self._conn: psycopg.Connection[Any] | None = None
+        self._since: datetime | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> None:
+        if self.connected:
+            return
+        try:
+            conn = psycopg.connect(connection_string(self.target), autocommit=True)
+        except (psycopg.Error, OSError) as exc:
+            raise classify(exc, self.target.name) from None
+        conn.read_only = True
+        self._conn = conn
+        self._since = None
+        log.info("connected", extra={"target": self.target.name,
+                                     "server_version": conn.info.server_version})
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def poll(self) -> Snapshot:
+        """Read one snapshot in a single read-only transaction; reconnects if needed."""
+        self.connect()
+        assert self._conn is not None
+        try:
+            snapshot = self._read(self._conn)
+        except psycopg.Error as exc:
+            error = classify(exc, self.target.name)
+            if self._conn.broken or error.kind == "connect":
+                self.close()
+            raise error from None
+        self._since = snapshot.taken_at
+        return snapshot
+
+    def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
+        version = conn.info.server_version
+        params: dict[str, Any] = {
+            "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
+            "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
+            "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
+            "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
+            "setting_names": queries.setting_names(version),
+        }
+        with conn.transaction():
+            # SET LOCAL, not startup options: pg_settings.reset_val must stay the server's value.
+            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}; "
+                         f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+            row = conn.execute("SELECT now()").fetchone()
+            assert row is not None
+            taken_at: datetime = row[0]
+
+            def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
+                sql = queries.load(query, version)
+                if sql is None:
+                    return ()
+                with conn.cursor(row_factory=kwargs_row(make)) as cur:
+                    return tuple(cur.execute(sql, params, prepare=True).fetchall())
+
+            groups = rows("activity_groups", ActivityGroup)
+            snapshot = Snapshot(
+                target=self.target.name,
+                taken_at=taken_at,
+                server_version_num=version,
+                agent_pid=conn.info.backend_pid,
+                settings=_settings(conn, version, params),
+                groups=groups,
+                backend_types=rows("backend_types", BackendTypeCount),
+                waits=rows("waits", WaitCount),
+                sessions=rows("sessions", _session),
+                lock_waits=rows("lock_waits", LockWait),
+                limits=rows("limits", ConnectionLimit),
+                databases=rows("databases", DatabaseSessions),
+                can_see_all=all(g.state != contract.HIDDEN for g in groups),
+                churn_window=CHURN_WINDOW_S,
+            )
+        return snapshot
+
+
+def _settings(conn: psycopg.Connection[Any], version: int,
+              params: dict[str, Any]) -> tuple[Setting, ...]:
+    sql = queries.load("settings", version)
+    assert sql is not None
+    return tuple(normalise(name, setting, unit)
+                 for name, setting, unit in conn.execute(sql, params).fetchall())
+
+
+def _session(**row: Any) -> Session:
+    row["blocking_pids"] = tuple(row["blocking_pids"] or ())
+    return Session(**row)

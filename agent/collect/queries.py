@@ -1,0 +1,58 @@
+"""Version-gated SQL: ``sql/<query>/<lowest server_version_num>.sql``, picked once per server.
+
+Each file opens with a comment saying what it needs; the loader picks the file with the highest
+version not above the server's. A query with no file for an old server is a feature that server
+lacks (``None``).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+SQL_ROOT = resources.files("agent.collect") / "sql"
+OLDEST_SUPPORTED = 120000
+"""PostgreSQL 12: the oldest server the agent supports."""
+
+
+@cache
+def versions(query: str) -> tuple[int, ...]:
+    """Server versions for which ``query`` has a file, ascending."""
+    folder = SQL_ROOT / query
+    return tuple(sorted(int(f.name.removesuffix(".sql")) for f in folder.iterdir()
+                        if f.name.endswith(".sql")))
+
+
+@cache
+def load(query: str, server_version_num: int) -> str | None:
+    """The SQL of ``query`` for a server, or ``None`` if that server lacks the feature."""
+    fitting = [v for v in versions(query) if v <= server_version_num]
+    if not fitting:
+        return None
+    return (SQL_ROOT / query / f"{fitting[-1]}.sql").read_text(encoding="utf-8")
+
+
+QUERIES: tuple[str, ...] = (
+    "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
+    "databases",
+)
+
+SETTING_SINCE: dict[str, int] = {
+    "max_connections": 120000,
+    "superuser_reserved_connections": 120000,
+    "reserved_connections": 160000,
+    "idle_in_transaction_session_timeout": 120000,
+    "idle_session_timeout": 140000,
+    "statement_timeout": 120000,
+    "lock_timeout": 120000,
+    "deadlock_timeout": 120000,
+    "tcp_keepalives_idle": 120000,
+    "client_connection_check_interval": 140000,
+    "authentication_timeout": 120000,
+    "transaction_timeout": 170000,
+}
+"""Connection-relevant settings and the server version that introduced each."""
+
+
+def setting_names(server_version_num: int) -> list[str]:
+    return [name for name, since in SETTING_SINCE.items() if since <= server_version_num]

@@ -1,0 +1,357 @@
+"""Configuration: TOML file, ``PGCONN_AGENT_*`` environment and CLI flags into frozen dataclasses.
+
+Unknown keys are rejected; every error names the file, the dotted key, and expected vs found.
+Connection strings go through psycopg's conninfo helpers and are only ever shown redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from psycopg import conninfo
+
+from .contract import GROUP_DIMENSIONS
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_LISTEN = "127.0.0.1:9188"
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    dsn: str
+    password_file: Path | None = None
+    password_credential: str | None = None
+    interval: float = 15.0
+
+    @property
+    def redacted_dsn(self) -> str:
+        return redact(self.dsn)
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpConfig:
+    """OTLP export; anything left ``None`` falls back to the standard ``OTEL_*`` variables."""
+
+    enabled: bool | None = None
+    endpoint: str | None = None
+    protocol: str | None = None
+    headers: Mapping[str, str] | None = None
+    certificate: Path | None = None
+    insecure: bool | None = None
+    export_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Where diagnosis findings start; documented in the README."""
+
+    utilization_warning: float = 0.8
+    utilization_critical: float = 0.95
+    holder_share: float = 0.5
+    idle_hoard_count: int = 10
+    idle_hoard_age: float = 60.0
+    idle_in_transaction_warning: float = 60.0
+    idle_in_transaction_critical: float = 300.0
+    long_transaction: float = 300.0
+    churn_young: int = 20
+    limit_share: float = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    targets: tuple[Target, ...]
+    interval: float = 15.0
+    max_groups: int = 200
+    dimensions: tuple[str, ...] = GROUP_DIMENSIONS
+    show_queries: bool = False
+    listen: str | None = DEFAULT_LISTEN
+    log_format: str = "text"
+    log_level: str = "info"
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    source: str = "<defaults>"
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password removed; an unparsable DSN is never echoed."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparsable connection string>"
+    params.pop("password", None)
+    return conninfo.make_conninfo("", **params)
+
+
+def default_target_name(dsn: str) -> str:
+    """``host:port/dbname`` from a DSN, libpq's defaults filled in where the DSN is silent."""
+    params = conninfo.conninfo_to_dict(dsn)
+    host = str(params.get("host") or os.environ.get("PGHOST") or "local").split(",")[0]
+    if host.startswith("/"):
+        host = "local"
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432").split(",")[0]
+    db = str(params.get("dbname") or os.environ.get("PGDATABASE") or "postgres")
+    return f"{host}:{port}/{db}"
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers its dotted path and the keys used."""
+
+    def __init__(self, source: str, path: str, table: Mapping[str, Any]) -> None:
+        self.source, self.path, self.table = source, path, table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key(name)}: {message}")
+
+    def get(self, name: str, kind: type[T], default: T) -> T:
+        self.used.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, f"expected {kind.__name__}, found {type(value).__name__} "
+                                  f"{_shown(value)}")
+        return value  # type: ignore[no-any-return]
+
+    def positive(self, name: str, default: float) -> float:
+        value = self.get(name, float, default)
+        if not value > 0:
+            raise self.fail(name, f"expected a number > 0, found {value!r}")
+        return value
+
+    def table_of(self, name: str) -> _Reader:
+        return _Reader(self.source, self.key(name), self.get(name, dict, {}))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse(data: Mapping[str, Any], source: str) -> Config:
+    """Build a Config from a TOML document; raises ConfigError naming the offending key."""
+    root = _Reader(source, "", data)
+    agent = root.table_of("agent")
+    interval = agent.positive("interval", 15.0)
+    max_groups = agent.get("max_groups", int, 200)
+    if max_groups < 2:
+        raise agent.fail("max_groups", f"expected an integer >= 2, found {max_groups}")
+    dims = agent.get("dimensions", list, list(GROUP_DIMENSIONS))
+    for dim in dims:
+        if dim not in GROUP_DIMENSIONS:
+            raise agent.fail("dimensions", f"expected names from {', '.join(GROUP_DIMENSIONS)}, "
+                                           f"found {_shown(dim)}")
+    log_format = agent.get("log_format", str, "text")
+    if log_format not in ("text", "json"):
+        raise agent.fail("log_format", f"expected 'text' or 'json', found {log_format!r}")
+    log_level = agent.get("log_level", str, "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise agent.fail("log_level", f"expected debug, info, warning or error, found {log_level!r}")
+    show_queries = agent.get("show_queries", bool, False)
+    listen = agent.get("listen", str, DEFAULT_LISTEN)
+    if listen:
+        _check_listen(agent, listen)
+    agent.finish()
+
+    otlp = _parse_otlp(root.table_of("otlp"))
+    thresholds = _parse_thresholds(root.table_of("thresholds"))
+    raw_targets = root.get("targets", list, [])
+    root.finish()
+    targets = tuple(_parse_target(_Reader(source, f"targets[{i}]", _as_table(source, i, t)),
+                                  interval)
+                    for i, t in enumerate(raw_targets))
+    _check_unique(source, targets)
+    return Config(targets=targets, interval=interval, max_groups=max_groups,
+                  dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
+                  show_queries=show_queries, listen=listen or None, log_format=log_format,
+                  log_level=log_level, otlp=otlp, thresholds=thresholds, source=source)
+
+
+def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: targets[{index}]: expected a table, found "
+                          f"{type(value).__name__}")
+    return value
+
+
+def _check_listen(reader: _Reader, listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
+
+
+def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
+    seen: set[str] = set()
+    for i, target in enumerate(targets):
+        if target.name in seen:
+            raise ConfigError(f"{source}: targets[{i}].name: duplicate target name "
+                              f"{target.name!r}")
+        seen.add(target.name)
+
+
+def _parse_target(reader: _Reader, interval: float) -> Target:
+    dsn = reader.get("dsn", str, "")
+    check_dsn(dsn, reader.key("dsn"), reader.source)
+    name = reader.get("name", str, "") or default_target_name(dsn)
+    if not _TARGET_NAME.match(name):
+        raise reader.fail("name", f"expected 1-64 characters from A-Z a-z 0-9 _ . : @ / -, "
+                                  f"found {_shown(name)}")
+    pw_file = reader.get("password_file", str, "")
+    credential = reader.get("password_credential", str, "")
+    if credential and ("/" in credential or credential in (".", "..")):
+        raise reader.fail("password_credential", f"expected a credential name, found "
+                                                 f"{credential!r}")
+    target = Target(name=name, dsn=dsn, password_file=Path(pw_file) if pw_file else None,
+                    password_credential=credential or None,
+                    interval=reader.positive("interval", interval))
+    reader.finish()
+    return target
+
+
+def check_dsn(dsn: str, key: str, source: str) -> None:
+    """Reject a DSN libpq cannot parse, without echoing it (it may hold a password)."""
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        raise ConfigError(f"{source}: {key}: invalid connection string "
+                          f"(not a libpq keyword=value string or postgresql:// URI)") from None
+
+
+def _parse_otlp(reader: _Reader) -> OtlpConfig:
+    enabled = reader.get("enabled", bool, None)  # type: ignore[arg-type]
+    endpoint = reader.get("endpoint", str, None)  # type: ignore[arg-type]
+    protocol = reader.get("protocol", str, None)  # type: ignore[arg-type]
+    if protocol is not None and protocol not in ("grpc", "http/protobuf"):
+        raise reader.fail("protocol", f"expected 'grpc' or 'http/protobuf', found {protocol!r}")
+    headers = reader.get("headers", dict, None)  # type: ignore[arg-type]
+    if headers is not None:
+        for key, value in headers.items():
+            if not isinstance(value, str):
+                raise reader.fail(f"headers.{key}", f"expected str, found {type(value).__name__}")
+    cert = reader.get("certificate", str, None)  # type: ignore[arg-type]
+    insecure = reader.get("insecure", bool, None)  # type: ignore[arg-type]
+    export_interval = reader.positive("export_interval", 0.0) if "export_interval" in \
+        reader.table else None
+    reader.finish()
+    return OtlpConfig(enabled=enabled, endpoint=endpoint, protocol=protocol, headers=headers,
+                      certificate=Path(cert) if cert else None, insecure=insecure,
+                      export_interval=export_interval)
+
+
+def _parse_thresholds(reader: _Reader) -> Thresholds:
+    defaults = Thresholds()
+    values: dict[str, Any] = {}
+    for name in Thresholds.__slots__:  # type: ignore[attr-defined]
+        default = getattr(defaults, name)
+        if isinstance(default, int):
+            value: float = reader.get(name, int, default)
+            if value < 1:
+                raise reader.fail(name, f"expected an integer >= 1, found {value}")
+        else:
+            value = reader.positive(name, default)
+        values[name] = value
+    reader.finish()
+    return Thresholds(**values)
+
+
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read a config file (or none) and apply environment and CLI overrides, in that order.
+
+    ``overrides`` keys mirror the ``[agent]`` table, plus ``dsns`` (a list of DSNs that replace
+    the file's targets).
+    """
+    data: dict[str, Any] = {}
+    source = "<command line>"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    merged = {**_env_overrides(), **(overrides or {})}
+    dsns = merged.pop("dsns", None)
+    if merged:
+        agent = dict(data.get("agent", {})) if isinstance(data.get("agent", {}), dict) else {}
+        agent.update(merged)
+        data = {**data, "agent": agent}
+    config = parse(data, source)
+    if dsns:
+        targets = []
+        for i, dsn in enumerate(dsns):
+            check_dsn(dsn, f"--dsn[{i}]", "<command line>")
+            targets.append(Target(name=default_target_name(dsn), dsn=dsn,
+                                  interval=config.interval))
+        _check_unique("<command line>", tuple(targets))
+        config = replace(config, targets=tuple(targets))
+    return config
+
+
+_ENV = {
+    "PGCONN_AGENT_INTERVAL": ("interval", float),
+    "PGCONN_AGENT_MAX_GROUPS": ("max_groups", int),
+    "PGCONN_AGENT_LISTEN": ("listen", str),
+    "PGCONN_AGENT_LOG_FORMAT": ("log_format", str),
+    "PGCONN_AGENT_LOG_LEVEL": ("log_level", str),
+    "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
+    "PGCONN_AGENT_DSN": ("dsns", list),
+}
+
+
+def _env_overrides() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, (key, kind) in _ENV.items():
+        raw = os.environ.get(var)
+        if raw is None or raw == "":
+            continue
+        if kind is list:
+            out[key] = [raw] if key == "dsns" else [p.strip() for p in raw.split(",") if p.strip()]
+            continue
+        try:
+            out[key] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"environment: {var}: expected {kind.__name__}, found {raw!r}") \
+                from None
+    return out
+
+
+def read_password(target: Target) -> str | None:
+    """The target's password from its file or systemd credential, if it has one."""
+    if target.password_credential:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(f"target {target.name}: password_credential is set but "
+                              f"$CREDENTIALS_DIRECTORY is not (use systemd's LoadCredential=)")
+        return _read_secret(Path(directory) / target.password_credential, target.name)
+    if target.password_file:
+        return _read_secret(target.password_file, target.name)
+    return None
+
+
+def _read_secret(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"target {name}: cannot read password file {path}: "
+                          f"{exc.strerror or exc}") from None

@@ -1,0 +1,180 @@
+"""The metric contract: every metric the agent exports, declared once.
+
+This module is the product's public interface. The OpenTelemetry instruments, the Prometheus
+endpoint's names, ``docs/metrics.md``, the dashboards, the alert rules and the tests all read it.
+Changing a name here is a breaking change: add metrics, never rename them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Instrument(Enum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+GROUP_DIMENSIONS: tuple[str, ...] = ("datname", "usename", "application_name", "client_addr", "state")
+"""Group attributes G; configured-away dimensions drop out of G."""
+
+GROUP = "G"
+"""Placeholder in ``MetricSpec.attributes`` for the configured group dimensions."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    instrument: Instrument
+    unit: str
+    description: str
+    attributes: tuple[str, ...]
+
+    @property
+    def prometheus_name(self) -> str:
+        return prometheus_name(self.name, self.unit, self.instrument)
+
+    def attribute_names(self, group: tuple[str, ...] = GROUP_DIMENSIONS) -> tuple[str, ...]:
+        """Concrete attribute names, with ``G`` expanded to the configured group dimensions."""
+        out: list[str] = []
+        for attr in self.attributes:
+            out.extend(group if attr == GROUP else (attr,))
+        return tuple(out)
+
+
+_UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
+
+
+def prometheus_name(name: str, unit: str, instrument: Instrument) -> str:
+    """The name Prometheus' own OTLP translation gives a metric.
+
+    Dots become underscores, ``{...}`` annotation units are dropped, ``s`` becomes ``_seconds``,
+    unit ``1`` on a gauge becomes ``_ratio`` and monotonic sums get ``_total``.
+    """
+    base = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
+    unit = re.sub(r"\{[^}]*\}", "", unit)
+    suffix = ""
+    if unit == "1" and instrument is Instrument.GAUGE:
+        suffix = "ratio"
+    elif unit and unit != "1":
+        suffix = _UNIT_SUFFIXES.get(unit, unit)
+    if suffix and not base.endswith("_" + suffix):
+        base = f"{base}_{suffix}"
+    if instrument is Instrument.COUNTER and not base.endswith("_total"):
+        base += "_total"
+    return base
+
+
+def _spec(
+    name: str, instrument: Instrument, unit: str, attributes: tuple[str, ...], description: str
+) -> MetricSpec:
+    return MetricSpec(name, instrument, unit, description, attributes)
+
+
+G, C, H = Instrument.GAUGE, Instrument.COUNTER, Instrument.HISTOGRAM
+T = ("target",)
+
+CONNECTION_COUNT = _spec(
+    "postgresql.connection.count", G, "{connection}", (*T, GROUP), "Client backends per group."
+)
+CONNECTION_MAX = _spec(
+    "postgresql.connection.max", G, "{connection}", T, "The server's max_connections."
+)
+CONNECTION_RESERVED = _spec(
+    "postgresql.connection.reserved", G, "{connection}", T,
+    "Slots reserved for superusers and pg_use_reserved_connections "
+    "(superuser_reserved_connections + reserved_connections).",
+)
+CONNECTION_UTILIZATION = _spec(
+    "postgresql.connection.utilization", G, "1", T,
+    "Client backends divided by usable slots (max_connections - reserved).",
+)
+STATE_AGE_MAX = _spec(
+    "postgresql.connection.state_age.max", G, "s", (*T, GROUP),
+    "Oldest time since the last state change (now - state_change) in the group.",
+)
+TRANSACTION_AGE_MAX = _spec(
+    "postgresql.transaction.age.max", G, "s", (*T, GROUP),
+    "Oldest open transaction (now - xact_start) in the group.",
+)
+CONNECTION_WAITING = _spec(
+    "postgresql.connection.waiting", G, "{connection}",
+    (*T, "datname", "usename", "application_name", "wait_event_type", "wait_event"),
+    "Active sessions waiting, by wait event.",
+)
+LOCK_WAITING = _spec(
+    "postgresql.lock.waiting", G, "{connection}",
+    (*T, "datname", "application_name", "locktype", "mode"),
+    "Sessions waiting for a heavyweight lock.",
+)
+LOCK_WAIT_TIME_MAX = _spec(
+    "postgresql.lock.wait_time.max", G, "s", (*T, "datname", "application_name"),
+    "Longest current heavyweight-lock wait.",
+)
+LOCK_BLOCKING = _spec(
+    "postgresql.lock.blocking", G, "{connection}", (*T, GROUP),
+    "Sessions blocked (directly) by this group's sessions.",
+)
+BACKEND_COUNT = _spec(
+    "postgresql.backend.count", G, "{backend}", (*T, "backend_type"), "All backends by type."
+)
+CONNECTION_LIMIT = _spec(
+    "postgresql.connection.limit", G, "{connection}", (*T, "scope", "name"),
+    "Role (rolconnlimit) or database (datconnlimit) connection limit, where one is set.",
+)
+SESSIONS = _spec(
+    "postgresql.sessions", C, "{session}", (*T, "datname", "outcome"),
+    "pg_stat_database session counters by outcome (all, abandoned, fatal, killed).",
+)
+CONNECTION_OPENED = _spec(
+    "postgresql.connection.opened", C, "{connection}", (*T, "application_name", "client_addr"),
+    "New client backends seen since the previous poll.",
+)
+SETTING = _spec(
+    "postgresql.setting", G, "", (*T, "name"),
+    "Connection-relevant settings, durations in seconds, others as plain numbers.",
+)
+AGENT_UP = _spec("pgconn_agent.up", G, "", T, "1 if the last poll of the target succeeded.")
+POLL_DURATION = _spec("pgconn_agent.poll.duration", H, "s", T, "Time one poll took.")
+POLL_ERRORS = _spec(
+    "pgconn_agent.poll.errors", C, "{error}", (*T, "error"),
+    "Failed polls by kind (connect, auth, timeout, too_many_connections, query).",
+)
+GROUPS_FOLDED = _spec(
+    "pgconn_agent.groups.folded", G, "{group}", T,
+    "Groups folded into the overflow group by the cardinality cap.",
+)
+SESSIONS_HIDDEN = _spec(
+    "pgconn_agent.sessions.hidden", G, "{connection}", T,
+    "Client sessions whose details the agent's role cannot see (grant pg_monitor).",
+)
+POLL_SKIPPED = _spec(
+    "pgconn_agent.poll.skipped", C, "{poll}", T,
+    "Polls skipped because the previous poll of the target was still running.",
+)
+
+METRICS: tuple[MetricSpec, ...] = (
+    CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
+    STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
+    LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
+    AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
+)
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+
+POLL_DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+"""Second-scale histogram boundaries (the SDK's defaults are for milliseconds)."""
+
+POLL_ERROR_KINDS: tuple[str, ...] = ("connect", "auth", "timeout", "too_many_connections", "query")
+SESSION_OUTCOMES: tuple[str, ...] = ("all", "abandoned", "fatal", "killed")
+
+OVERFLOW_VALUE = "(other: folded by cardinality cap)"
+"""Value every group dimension takes in the overflow group."""
+UNSET_APPLICATION = "(unset)"
+LOCAL_CLIENT = "local"
+HIDDEN = "(hidden)"
+"""State and client_addr of a session whose details the agent's role may not see."""
