@@ -1,0 +1,141 @@
+"""The ``pgconn-agent`` command line: diagnose, run, demo, check-config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from . import config as cfg
+from .errors import AgentError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"pgconn-agent: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def target_options(func: F) -> F:
+    """--dsn (repeatable) and --config, shared by diagnose and run."""
+    func = click.option("--config", "config_path", type=click.Path(path_type=Path),
+                        envvar="PGCONN_AGENT_CONFIG",
+                        help="TOML configuration file (env PGCONN_AGENT_CONFIG).")(func)
+    return click.option("--dsn", "dsns", multiple=True, metavar="DSN",
+                        help="libpq connection string or URI; repeat for several targets. "
+                             "Replaces the config file's targets.")(func)
+
+
+def _overrides(dsns: tuple[str, ...], **flags: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if dsns:
+        out["dsns"] = list(dsns)
+    return out
+
+
+def _load(config_path: Path | None, overrides: dict[str, Any]) -> cfg.Config:
+    try:
+        config = cfg.load(config_path, overrides)
+    except AgentError as exc:
+        _fail(str(exc))
+        raise
+    if not config.targets:
+        _fail(f"{config.source}: targets: no target configured (give --dsn or [[targets]])")
+    return config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pgconn-agent")
+def main() -> None:
+    """Who holds your PostgreSQL connections: diagnose now, or export metrics continuously."""
+
+
+@main.command()
+@target_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--show-queries", is_flag=True,
+              help="Also print the (truncated) query text of the sessions in the findings.")
+def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
+             show_queries: bool) -> None:
+    """Explain who holds the connection slots, with the evidence.
+
+    Exit status: 0 healthy, 1 warning, 2 bad input, 3 critical (or a target unreachable).
+    """
+    from .diagnose import render
+    from .diagnose.run import diagnose_all, exit_code
+
+    config = _load(config_path, _overrides(dsns, show_queries=show_queries or None))
+    reports = diagnose_all(config)
+    if fmt == "json":
+        click.echo(render.as_json(reports), nl=False)
+    else:
+        click.echo("\n".join(render.text(r) for r in reports), nl=False)
+    sys.exit(exit_code(reports))
+
+
+@main.command()
+@target_options
+@click.option("--listen", metavar="HOST:PORT",
+              help="Address of /metrics, /healthz and /readyz (default 127.0.0.1:9188; "
+                   "env PGCONN_AGENT_LISTEN).")
+@click.option("--interval", type=float, help="Seconds between polls of each target.")
+@click.option("--log-format", type=click.Choice(["text", "json"]))
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
+        interval: float | None, log_format: str | None, log_level: str | None) -> None:
+    """Poll every target on a schedule and export OpenTelemetry metrics (OTLP and /metrics)."""
+    from . import logs
+    from .daemon import Daemon
+
+    overrides = _overrides(dsns, listen=listen, interval=interval, log_format=log_format,
+                           log_level=log_level)
+    try:
+        daemon = Daemon(config_path, overrides)
+    except AgentError as exc:
+        _fail(str(exc))
+        raise
+    logs.setup(daemon.config.log_format, daemon.config.log_level)
+    daemon.install_signal_handlers()
+    try:
+        code = daemon.run()
+    except OSError as exc:
+        _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
+        raise
+    sys.exit(code)
+
+
+@main.command("check-config")
+@click.argument("config_path", type=click.Path(path_type=Path))
+def check_config(config_path: Path) -> None:
+    """Validate a configuration file and print the effective settings (passwords redacted)."""
+    config = _load(config_path, {})
+    click.echo(f"{config.source}: ok")
+    click.echo(f"interval {config.interval}s, max_groups {config.max_groups}, "
+               f"dimensions {', '.join(config.dimensions)}, listen {config.listen or 'off'}")
+    for t in config.targets:
+        secret = ("credential " + t.password_credential if t.password_credential
+                  else f"password file {t.password_file}" if t.password_file else "libpq")
+        click.echo(f"target {t.name}: {t.redacted_dsn} (every {t.interval}s, password: "
+                   f"{secret})")
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the server, workload and agent running "
+                                           "until interrupted.")
+@click.option("--polls", type=int, default=3, show_default=True,
+              help="Daemon polls to show before stopping.")
+def demo(keep: bool, polls: int) -> None:
+    """Reproduce "pool 100/100 with one user" on a throwaway PostgreSQL and diagnose it."""
+    from .demo import run_demo
+
+    try:
+        sys.exit(run_demo(keep=keep, polls=polls))
+    except AgentError as exc:
+        _fail(str(exc))

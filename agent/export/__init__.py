@@ -1,0 +1,1 @@
+"""Export: OpenTelemetry instruments over the latest points, OTLP push and Prometheus pull."""

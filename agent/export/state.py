@@ -1,0 +1,81 @@
+"""The latest points of every target, read by OpenTelemetry's observable instruments.
+
+The poll path only swaps in a new dict under a lock; collection (OTLP or a scrape) reads it.
+A target that fails loses its server data at once (no stale values), keeps ``up = 0``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from .. import contract as c
+from ..aggregate.cap import cap
+from ..aggregate.points import Attributes, PointSet
+
+
+class MetricsState:
+    def __init__(self, max_groups: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._max_groups = max_groups
+        self._points: dict[str, dict[str, list[tuple[Attributes, float]]]] = {}
+        self._opened: dict[str, dict[Attributes, float]] = {}
+        self._errors: dict[str, dict[str, float]] = {}
+        self._skipped: dict[str, float] = {}
+        self._up: dict[str, float] = {}
+
+    def publish(self, target: str, point_set: PointSet) -> None:
+        with self._lock:
+            self._points[target] = point_set.points
+            opened = self._opened.setdefault(target, {})
+            for attrs, delta in point_set.opened:
+                opened[attrs] = opened.get(attrs, 0.0) + delta
+            if len(opened) > self._max_groups:
+                self._opened[target] = _fold_opened(opened, self._max_groups)
+            self._up[target] = 1.0
+
+    def fail(self, target: str, kind: str) -> None:
+        with self._lock:
+            self._points.pop(target, None)
+            errors = self._errors.setdefault(target, {})
+            errors[kind] = errors.get(kind, 0.0) + 1
+            self._up[target] = 0.0
+
+    def skipped(self, target: str) -> None:
+        with self._lock:
+            self._skipped[target] = self._skipped.get(target, 0.0) + 1
+
+    def remove(self, target: str) -> None:
+        with self._lock:
+            for table in (self._points, self._opened, self._errors, self._skipped, self._up):
+                table.pop(target, None)  # type: ignore[attr-defined]
+
+    def observe(self, name: str) -> list[tuple[Attributes, float]]:
+        """Current points of one metric across all targets."""
+        with self._lock:
+            if name == c.AGENT_UP.name:
+                return [((("target", t),), v) for t, v in self._up.items()]
+            if name == c.POLL_SKIPPED.name:
+                return [((("target", t),), v) for t, v in self._skipped.items()]
+            if name == c.POLL_ERRORS.name:
+                return [((("target", t), ("error", k)), v)
+                        for t, kinds in self._errors.items() for k, v in kinds.items()]
+            if name == c.CONNECTION_OPENED.name:
+                return [(attrs, v) for per in self._opened.values() for attrs, v in per.items()]
+            return [p for per in self._points.values() for p in per.get(name, ())]
+
+
+def _fold_opened(opened: dict[Attributes, float], limit: int) -> dict[Attributes, float]:
+    """Keep the busiest keys of the cumulative opened counter; fold the rest (bounded memory)."""
+    by_values: dict[tuple[str, ...], float] = {}
+    names: dict[tuple[str, ...], tuple[str, ...]] = defaultdict(tuple)
+    target = ""
+    for attrs, value in opened.items():
+        target = attrs[0][1]
+        key = tuple(v for _, v in attrs[1:])
+        names[key] = tuple(k for k, _ in attrs[1:])
+        by_values[key] = value
+    capped, _ = cap(by_values, limit, float, float.__add__)
+    width = next(iter(names.values()), ())
+    return {(("target", target), *zip(names.get(k, width), k, strict=True)): v
+            for k, v in capped.items()}
