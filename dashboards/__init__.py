@@ -1,0 +1,1 @@
+"""Grafana dashboards for pgconn-agent, built as code from the metric contract."""
