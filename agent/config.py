@@ -126,7 +126,7 @@ class _Reader:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.fail(name, f"expected {kind.__name__}, found {type(value).__name__} "
                                   f"{_shown(value)}")
-        return value  # type: ignore[no-any-return]
+        return value
 
     def positive(self, name: str, default: float) -> float:
         value = self.get(name, float, default)
@@ -166,7 +166,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
         raise agent.fail("log_format", f"expected 'text' or 'json', found {log_format!r}")
     log_level = agent.get("log_level", str, "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
-        raise agent.fail("log_level", f"expected debug, info, warning or error, found {log_level!r}")
+        raise agent.fail("log_level",
+                         f"expected debug, info, warning or error, found {log_level!r}")
     show_queries = agent.get("show_queries", bool, False)
     listen = agent.get("listen", str, DEFAULT_LISTEN)
     if listen:
@@ -195,7 +196,7 @@ def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
 
 
 def _check_listen(reader: _Reader, listen: str) -> None:
-    host, sep, port = listen.rpartition(":")
+    _, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
 
@@ -238,18 +239,18 @@ def check_dsn(dsn: str, key: str, source: str) -> None:
 
 
 def _parse_otlp(reader: _Reader) -> OtlpConfig:
-    enabled = reader.get("enabled", bool, None)  # type: ignore[arg-type]
-    endpoint = reader.get("endpoint", str, None)  # type: ignore[arg-type]
-    protocol = reader.get("protocol", str, None)  # type: ignore[arg-type]
+    enabled = reader.get("enabled", bool, None)
+    endpoint = reader.get("endpoint", str, None)
+    protocol = reader.get("protocol", str, None)
     if protocol is not None and protocol not in ("grpc", "http/protobuf"):
         raise reader.fail("protocol", f"expected 'grpc' or 'http/protobuf', found {protocol!r}")
-    headers = reader.get("headers", dict, None)  # type: ignore[arg-type]
+    headers = reader.get("headers", dict, None)
     if headers is not None:
         for key, value in headers.items():
             if not isinstance(value, str):
                 raise reader.fail(f"headers.{key}", f"expected str, found {type(value).__name__}")
-    cert = reader.get("certificate", str, None)  # type: ignore[arg-type]
-    insecure = reader.get("insecure", bool, None)  # type: ignore[arg-type]
+    cert = reader.get("certificate", str, None)
+    insecure = reader.get("insecure", bool, None)
     export_interval = reader.positive("export_interval", 0.0) if "export_interval" in \
         reader.table else None
     reader.finish()
@@ -261,7 +262,7 @@ def _parse_otlp(reader: _Reader) -> OtlpConfig:
 def _parse_thresholds(reader: _Reader) -> Thresholds:
     defaults = Thresholds()
     values: dict[str, Any] = {}
-    for name in Thresholds.__slots__:  # type: ignore[attr-defined]
+    for name in Thresholds.__slots__:
         default = getattr(defaults, name)
         if isinstance(default, int):
             value: float = reader.get(name, int, default)

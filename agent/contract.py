@@ -18,7 +18,8 @@ class Instrument(Enum):
     HISTOGRAM = "histogram"
 
 
-GROUP_DIMENSIONS: tuple[str, ...] = ("datname", "usename", "application_name", "client_addr", "state")
+GROUP_DIMENSIONS: tuple[str, ...] = (
+    "datname", "usename", "application_name", "client_addr", "state")
 """Group attributes G; configured-away dimensions drop out of G."""
 
 GROUP = "G"

@@ -23,7 +23,7 @@ from . import config as cfg
 from .aggregate.attribution import attribute
 from .aggregate.points import points
 from .collect.client import TargetClient
-from .errors import AgentError, TargetError
+from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
 from .export.state import MetricsState
@@ -96,7 +96,7 @@ class Daemon:
         self.overrides = dict(overrides)
         self.config = cfg.load(config_path, overrides)
         if not self.config.targets:
-            raise cfg.ConfigError(f"{self.config.source}: targets: no target configured "
+            raise ConfigError(f"{self.config.source}: targets: no target configured "
                                   f"(give --dsn or [[targets]])")
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state, pull=bool(self.config.listen))
@@ -144,7 +144,7 @@ class Daemon:
         try:
             new = cfg.load(self.config_path, self.overrides)
             if not new.targets:
-                raise cfg.ConfigError(f"{new.source}: targets: no target configured")
+                raise ConfigError(f"{new.source}: targets: no target configured")
         except AgentError as exc:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})

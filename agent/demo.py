@@ -30,10 +30,9 @@ def _setup(server: LocalServer) -> None:
 
 def _incident(server: LocalServer, work: Workload) -> None:
     """One web application holding most slots, the way a per-request ORM client does it."""
-    shop = {"user": "shop_app", "dbname": "shop"}
-    work.idle(70, "shop-web", **shop)
-    work.idle_in_transaction(6, "shop-web", **shop)
-    work.lock_chain("shop-web", 6, **shop)
+    work.idle(70, "shop-web", user="shop_app", dbname="shop")
+    work.idle_in_transaction(6, "shop-web", user="shop_app", dbname="shop")
+    work.lock_chain("shop-web", 6, user="shop_app", dbname="shop")
     work.idle(4, "billing-worker", via="unix", user="billing", dbname="shop")
     work.idle(2, "", via="unix", user="shop_app", dbname="shop")
 

@@ -7,6 +7,7 @@ connections driven by one event loop in a background thread, so thousands are ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Coroutine
@@ -105,10 +106,8 @@ class Workload:
 
     @staticmethod
     async def _blocked_update(conn: psycopg.AsyncConnection[Any], row: int) -> None:
-        try:
+        with contextlib.suppress(psycopg.Error):
             await conn.execute(f"UPDATE {LOCK_TABLE} SET v = v + 1 WHERE id = %s", (row,))
-        except psycopg.Error:
-            pass
 
     def wait_for_lock_waiters(self, pids: list[int], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -173,7 +173,8 @@ def _cap_waits(waits: tuple[WaitCount, ...], limit: int) -> tuple[tuple[WaitCoun
     merge_into(by_key, (((w.datname or "", w.usename or "", w.application_name,
                           w.wait_event_type, w.wait_event), w) for w in waits), merged)
     capped, folded = cap(by_key, limit, lambda w: w.count, merged)
-    return tuple(WaitCount(*k, count=w.count) for k, w in sorted(capped.items())), folded
+    return tuple(WaitCount(k[0], k[1], k[2], k[3], k[4], w.count)
+                 for k, w in sorted(capped.items())), folded
 
 
 def _lock_waits(snapshot: Snapshot) -> tuple[LockWaitGroup, ...]:

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import contract as c
-from .cap import Key, cap, merge_into
 from .attribution import Attribution
+from .cap import Key, cap, merge_into
 
 Attributes = tuple[tuple[str, str], ...]
 Points = dict[str, list[tuple[Attributes, float]]]
@@ -58,8 +58,8 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
         add(c.LOCK_WAITING, (("datname", lw.datname), ("application_name", lw.application_name),
                              ("locktype", lw.locktype), ("mode", lw.mode)), lw.count)
         if lw.max_wait is not None:
-            key = (lw.datname, lw.application_name)
-            max_wait[key] = max(max_wait.get(key, 0.0), lw.max_wait)
+            wait_key = (lw.datname, lw.application_name)
+            max_wait[wait_key] = max(max_wait.get(wait_key, 0.0), lw.max_wait)
     for (datname, app), wait in sorted(max_wait.items()):
         add(c.LOCK_WAIT_TIME_MAX, (("datname", datname), ("application_name", app)), wait)
     for key, n in a.blocking:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -54,18 +54,33 @@ def connection_string(target: Target) -> str:
     return conninfo.make_conninfo("", **params)
 
 
-def classify(exc: BaseException, target: str) -> TargetError:
+_CONNECT_FAILURES = (
+    ("too_many_connections", ("too many clients already", "remaining connection slots are",
+                              "too many connections for")),
+    ("auth", ("password authentication failed", "no pg_hba.conf entry", "no password supplied",
+              "authentication failed", "does not exist", "permission denied for database",
+              "certificate verify failed", "SSL error")),
+    ("timeout", ("timeout expired",)),
+)
+"""libpq reports connection-time errors as text only (no SQLSTATE reaches the client before a
+session exists), so these are matched on libpq's and the server's English messages; anything
+else is a plain ``connect`` error. Errors of an established session go by SQLSTATE."""
+
+
+def classify(exc: BaseException, target: str, *, connecting: bool = False) -> TargetError:
     """Map a psycopg error to a poll-error kind and a one-line message without secrets."""
     sqlstate = getattr(exc, "sqlstate", None)
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
-    if isinstance(exc, errors.TooManyConnections) or sqlstate == "53300":
+    if connecting and not sqlstate:
+        kind = next((k for k, needles in _CONNECT_FAILURES
+                     if any(n in first_line for n in needles)), "connect")
+    elif isinstance(exc, errors.TooManyConnections):
         kind = "too_many_connections"
-    elif isinstance(exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword) \
-            or (sqlstate or "").startswith("28"):
+    elif isinstance(exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword):
         kind = "auth"
     elif isinstance(exc, errors.QueryCanceled | errors.LockNotAvailable | TimeoutError):
         kind = "timeout"
-    elif isinstance(exc, psycopg.OperationalError) or isinstance(exc, OSError):
+    elif isinstance(exc, psycopg.OperationalError | OSError):
         kind = "connect"
     else:
         kind = "query"
@@ -91,7 +106,7 @@ class TargetClient:
         try:
             conn = psycopg.connect(connection_string(self.target), autocommit=True)
         except (psycopg.Error, OSError) as exc:
-            raise classify(exc, self.target.name) from None
+            raise classify(exc, self.target.name, connecting=True) from None
         conn.read_only = True
         self._conn = conn
         self._since = None

@@ -78,7 +78,7 @@ def holders(a: Attribution, dims: tuple[str, ...] = ("application_name", "client
                                                           "usename", "datname"))
         key = tuple(v if d in dims else "" for v, d in zip(
             values, ("application_name", "client_addr", "usename", "datname"), strict=True))
-        holder = acc.setdefault(key, Holder(*key))
+        holder = acc.setdefault(key, Holder(key[0], key[1], key[2], key[3]))
         state = a.value(g.key, "state") or "(all)"
         holder.states[state] += g.count
         holder.young += g.young
@@ -204,8 +204,8 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
              + (" …" if len(chain.blocked_pids) > 20 else ""),
              f"longest lock wait {age(longest)}"),
             ("The root blocker holds its locks while doing nothing: its application left a "
-             "transaction open. End it (SELECT pg_terminate_backend(%d)) if it is safe, then fix "
-             "the code path; set idle_in_transaction_session_timeout." % chain.root_pid)
+             f"transaction open. End it (SELECT pg_terminate_backend({chain.root_pid})) if it is "
+             "safe, then fix the code path; set idle_in_transaction_session_timeout.")
             if idle_root else
             "Each blocked session holds a slot while it waits. Find why the root blocker's "
             "statement is slow; set lock_timeout in the application so waiters fail fast.",

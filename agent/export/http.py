@@ -46,7 +46,7 @@ class ContractCollector:
                 for metric in sm.metrics:
                     spec = c.BY_NAME.get(metric.name)
                     if spec is not None:
-                        yield from _families(spec, metric.data.data_points)  # type: ignore[union-attr]
+                        yield from _families(spec, metric.data.data_points)
 
 
 def _families(spec: c.MetricSpec, points: Any) -> Iterator[Metric]:
@@ -101,7 +101,7 @@ class AgentHTTPServer:
         host, _, port = listen.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
         if reader is not None:
-            registry.register(ContractCollector(reader))  # type: ignore[arg-type]
+            registry.register(ContractCollector(reader))
         handler = _handler(registry if reader is not None else None, ready)
         self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
         self.server.daemon_threads = True
@@ -111,7 +111,7 @@ class AgentHTTPServer:
     @property
     def address(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def start(self) -> None:
         self.thread.start()
@@ -126,7 +126,7 @@ def _handler(registry: CollectorRegistry | None, ready: Callable[[], tuple[bool,
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgconn-agent"
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics" and registry is not None:
                 try:

@@ -61,7 +61,7 @@ def otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
         )
         credentials = None
         if otlp.certificate:
-            import grpc
+            import grpc  # type: ignore[import-untyped]
 
             credentials = grpc.ssl_channel_credentials(otlp.certificate.read_bytes())
         return GrpcExporter(endpoint=otlp.endpoint, insecure=otlp.insecure,
@@ -130,7 +130,7 @@ class Telemetry:
 def _resource() -> Resource:
     """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win; service.name defaults to ours."""
     detected = Resource.create({"service.version": __version__})
-    if detected.attributes.get("service.name", "unknown_service").startswith("unknown_service"):
+    if str(detected.attributes.get("service.name", "")).startswith("unknown_service"):
         detected = detected.merge(Resource({"service.name": "pgconn-agent"}))
     return detected
 

@@ -48,7 +48,7 @@ class MetricsState:
     def remove(self, target: str) -> None:
         with self._lock:
             for table in (self._points, self._opened, self._errors, self._skipped, self._up):
-                table.pop(target, None)  # type: ignore[attr-defined]
+                table.pop(target, None)
 
     def observe(self, name: str) -> list[tuple[Attributes, float]]:
         """Current points of one metric across all targets."""

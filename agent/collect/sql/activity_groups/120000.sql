@@ -1,6 +1,7 @@
 -- Client backends grouped by holder and state, aggregated on the server (PostgreSQL 12+).
--- Sessions of other roles that the agent may not see (no pg_monitor) have NULL state and
--- client address: they are counted under %(hidden)s.
+-- Sessions of other roles that the agent may not see (no pg_monitor) show only datid, pid,
+-- usesysid and application_name (backend_type, state and client address are NULL): those with
+-- a user and a database are counted as client backends under %(hidden)s.
 SELECT datname,
        usename,
        coalesce(nullif(application_name, ''), %(unset)s) AS application_name,
@@ -16,4 +17,5 @@ SELECT datname,
            AS young
 FROM pg_stat_activity
 WHERE backend_type = 'client backend'
+   OR (backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL)
 GROUP BY 1, 2, 3, 4, 5

@@ -1,0 +1,201 @@
+"""Diagnosis on a real server: each finding fires on the real situation, quiet when healthy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.pgserver import LocalServer, free_port
+from agent.workload import Workload
+
+SHORT = """
+[thresholds]
+idle_hoard_age = 1
+idle_in_transaction_warning = 1
+idle_in_transaction_critical = 600
+"""
+
+
+def diagnose(*args: str, config: Path | None = None) -> tuple[int, str]:
+    argv = ["diagnose", *args]
+    if config is not None:
+        argv += ["--config", str(config)]
+    result = CliRunner().invoke(main, argv, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def diagnose_json(dsn: str, config: Path | None = None) -> tuple[int, dict[str, Any]]:
+    code, out = diagnose("--dsn", dsn, "--format", "json", config=config)
+    return code, json.loads(out)["targets"][0]
+
+
+def codes(report: dict[str, Any]) -> dict[str, str]:
+    return {f["code"]: f["severity"] for f in report["findings"]}
+
+
+def wait_sessions_gone(pg: LocalServer, app: str | None = None) -> None:
+    """Closed clients' backends exit asynchronously; wait until only ours remain."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = pg.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                          "'client backend' AND pid <> pg_backend_pid()")
+        if rows[0][0] == 0:
+            return
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def short_thresholds(tmp_path: Path) -> Path:
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT)
+    return path
+
+
+def test_healthy_server_is_quiet(pg: LocalServer, workload: Workload) -> None:
+    wait_sessions_gone(pg)
+    workload.idle(3, "shop-web")
+    code, report = diagnose_json(pg.dsn())
+    assert code == 0
+    assert {s for s in codes(report).values()} <= {"info"}
+    assert report["slots"]["client_backends"] == 4  # three clients and the agent
+    assert report["slots"]["usable"] == 97
+
+
+def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
+                                 short_thresholds: Path) -> None:
+    wait_sessions_gone(pg)
+    workload.idle(70, "shop-web")
+    workload.idle_in_transaction(5, "shop-web")
+    root, waiters = workload.lock_chain("shop-web", 4)
+    workload.idle(3, "billing", via="unix")
+    time.sleep(1.2)
+    code, report = diagnose_json(pg.dsn(), short_thresholds)
+    assert code == 3
+    got = codes(report)
+    for expected in ("dominant_application", "dominant_application_host", "idle_hoarding",
+                     "idle_in_transaction", "lock_chain_idle_root", "slots_high",
+                     "connection_churn"):
+        assert expected in got, (expected, got)
+    assert got["lock_chain_idle_root"] == "critical"
+    shop = report["holders"][0]
+    assert (shop["application_name"], shop["client_addr"], shop["usename"]) == \
+        ("shop-web", "127.0.0.1", "postgres")
+    assert shop["states"] == {"idle": 70, "idle in transaction": 6, "active": 4}
+    billing = next(h for h in report["holders"] if h["application_name"] == "billing")
+    assert (billing["client_addr"], billing["total"]) == ("local", 3)
+    assert report["slots"]["client_backends"] == 84  # 80 + 3 + the agent
+    assert report["slots"]["usable"] == 97
+    chain = report["lock_chains"][0]
+    assert chain["root_pid"] == root and chain["root_state"] == "idle in transaction"
+    assert sorted(chain["blocked_pids"]) == sorted(waiters)
+    idle_tx = {s["pid"]: s for s in report["idle_in_transaction"]}
+    assert root in idle_tx and len(idle_tx) == 6
+    assert all(s["xact_age_seconds"] >= 1.0 for s in idle_tx.values())
+    code, text = diagnose("--dsn", pg.dsn(), config=short_thresholds)
+    assert code == 3
+    assert "84 of 97 usable connections in use" in text
+    assert f"pid {root} blocks 4 sessions while idle in transaction" in text
+    assert "One application holds 80 of 97 usable slots: shop-web" in text
+
+
+def test_saturated_pool_and_connection_limit(pg: LocalServer, workload: Workload) -> None:
+    pg.execute("DROP ROLE IF EXISTS limited", "CREATE ROLE limited LOGIN CONNECTION LIMIT 5")
+    wait_sessions_gone(pg)
+    workload.lock_chain("api", 11)
+    workload.idle(5, "worker", user="limited")
+    code, report = diagnose_json(pg.dsn())
+    got = codes(report)
+    assert got["pool_saturated"] == "warning"
+    saturated = next(f for f in report["findings"] if f["code"] == "pool_saturated")
+    assert saturated["data"]["application_name"] == "api"
+    assert got["connection_limit"] == "critical"
+    limit = next(f for f in report["findings"] if f["code"] == "connection_limit")
+    assert limit["data"] == {"scope": "role", "name": "limited", "limit": 5, "current": 5}
+    assert code == 3
+
+
+def test_privileges_plain_role_sees_less_and_says_so(pg: LocalServer,
+                                                     workload: Workload) -> None:
+    pg.execute("DROP ROLE IF EXISTS plain", "CREATE ROLE plain LOGIN",
+               "DROP ROLE IF EXISTS monitor", "CREATE ROLE monitor LOGIN IN ROLE pg_monitor")
+    wait_sessions_gone(pg)
+    workload.idle(6, "shop-web")
+    _, plain = diagnose_json(pg.dsn(user="plain"))
+    assert codes(plain)["insufficient_privilege"] == "warning"
+    assert plain["slots"]["hidden"] == 6
+    assert plain["slots"]["client_backends"] == 7
+    _, monitor = diagnose_json(pg.dsn(user="monitor"))
+    assert "insufficient_privilege" not in codes(monitor)
+    assert monitor["slots"]["hidden"] == 0
+    assert monitor["holders"][0]["states"] == {"idle": 6}
+
+
+def test_show_queries_is_the_only_way_to_see_query_text(pg: LocalServer,
+                                                         workload: Workload) -> None:
+    wait_sessions_gone(pg)
+    workload.lock_chain("shop-web", 1)
+    _, text = diagnose("--dsn", pg.dsn())
+    assert "UPDATE pgconn_workload_lock" not in text
+    _, shown = diagnose("--dsn", pg.dsn(), "--show-queries")
+    assert "UPDATE pgconn_workload_lock" in shown
+
+
+def test_agent_keeps_its_connection_when_the_server_fills(pg: LocalServer,
+                                                          workload: Workload) -> None:
+    from agent.collect.client import TargetClient
+    from agent.config import Target
+
+    pg.execute("DROP ROLE IF EXISTS app", "CREATE ROLE app LOGIN")
+    wait_sessions_gone(pg)
+    client = TargetClient(Target("t", pg.dsn(user="app")))
+    client.poll()
+    workload.idle(96, "flood", user="app")  # every usable slot but the agent's
+    snap = client.poll()
+    assert sum(g.count for g in snap.groups) == 97
+    client.close()
+    workload.idle(1, "flood", user="app")  # the agent's slot is gone too
+    code, report = diagnose_json(pg.dsn(user="app"))
+    assert code == 3
+    assert report["findings"][0]["code"] == "target_unreachable"
+    assert report["findings"][0]["data"] == {"error": "too_many_connections"}
+
+
+def test_unreachable_and_bad_input_are_one_line_without_traceback() -> None:
+    port = free_port()
+    proc = subprocess.run([sys.executable, "-m", "agent", "diagnose", "--dsn",
+                           f"host=127.0.0.1 port={port} password=hunter2 connect_timeout=2"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "hunter2" not in proc.stderr + proc.stdout
+    assert "Cannot poll 127.0.0.1:" in proc.stdout and ": connect" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "agent", "diagnose", "--dsn",
+                          "nonsense hunter2"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "hunter2" not in bad.stderr
+    assert "invalid connection string" in bad.stderr
+
+
+def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
+    hba = ["local all all trust", "host all all 127.0.0.1/32 scram-sha-256"]
+    with LocalServer(hba=hba) as server:
+        server.execute("CREATE ROLE agent LOGIN PASSWORD 'right' IN ROLE pg_monitor")
+        (tmp_path / "pw").write_text("wrong\n")
+        config = tmp_path / "c.toml"
+        config.write_text(f"[[targets]]\nname = 'auth'\ndsn = \"{server.dsn(user='agent')}\"\n"
+                          f"password_file = '{tmp_path / 'pw'}'\n")
+        code, out = diagnose("--format", "json", config=config)
+        report = json.loads(out)["targets"][0]
+        assert code == 3 and report["findings"][0]["data"] == {"error": "auth"}
+        assert "wrong" not in out
+        (tmp_path / "pw").write_text("right\n")
+        code, out = diagnose("--format", "json", config=config)
+        assert code == 0, out
