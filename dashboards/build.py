@@ -346,9 +346,11 @@ def connections_overview() -> gd.Dashboard:
         unit="none", w=8, h=8, stacked=True))
     d = d.with_panel(series(
         "Blockers by application",
-        "Sessions blocked (directly) by each holder group's sessions, by the blocking "
-        "application and its state. A blocker 'idle in transaction' is a client that left a "
-        "transaction open: the waiters stay stuck until it ends.",
+        "Sessions blocked directly (pg_blocking_pids) by each holder group's sessions, by the "
+        "blocking application and its state. A blocker 'idle in transaction' is a client that "
+        "left a transaction open: the whole queue stays stuck until it ends. Queued waiters "
+        "block the ones behind them too (state 'active'); the root is the one that is not "
+        "waiting.",
         query(f"sum by (target, application_name, client_addr, state) "
               f"({sel(c.LOCK_BLOCKING, app)})",
               "{{target}} {{application_name}} @ {{client_addr}} ({{state}}) blocks"),
@@ -568,7 +570,8 @@ def application_drilldown() -> gd.Dashboard:
         "Sessions this application blocks",
         "Sessions (of any application) blocked directly by this application's sessions, per "
         "blocking host and state. 'idle in transaction' here: the client left a transaction "
-        "open while others wait for its locks.",
+        "open while others wait for its locks. 'active' blockers are usually waiters that "
+        "head a queue behind another blocker.",
         query(f"sum by (target, client_addr, state) ({sel(c.LOCK_BLOCKING, app)})",
               "{{target}} {{client_addr}} ({{state}})"),
         unit="none", w=12, h=8, stacked=True))
