@@ -24,8 +24,15 @@ class MetricsState:
         self._skipped: dict[str, float] = {}
         self._up: dict[str, float] = {}
 
+    def _known(self, target: str) -> None:
+        """Start a target's agent counters at 0 for every kind, so ``increase()`` sees the
+        first error or skipped poll (a series born at 1 has no increase)."""
+        self._errors.setdefault(target, dict.fromkeys(c.POLL_ERROR_KINDS, 0.0))
+        self._skipped.setdefault(target, 0.0)
+
     def publish(self, target: str, point_set: PointSet) -> None:
         with self._lock:
+            self._known(target)
             self._points[target] = point_set.points
             opened = self._opened.setdefault(target, {})
             for attrs, delta in point_set.opened:
@@ -36,14 +43,16 @@ class MetricsState:
 
     def fail(self, target: str, kind: str) -> None:
         with self._lock:
+            self._known(target)
             self._points.pop(target, None)
-            errors = self._errors.setdefault(target, {})
+            errors = self._errors[target]
             errors[kind] = errors.get(kind, 0.0) + 1
             self._up[target] = 0.0
 
     def skipped(self, target: str) -> None:
         with self._lock:
-            self._skipped[target] = self._skipped.get(target, 0.0) + 1
+            self._known(target)
+            self._skipped[target] += 1
 
     def remove(self, target: str) -> None:
         with self._lock:

@@ -4,6 +4,8 @@ SELECT pid,
        mode,
        relation::regclass::text AS relation,
        waitstart,
-       greatest(0, extract(epoch FROM now() - waitstart))::float8 AS wait_age
+       -- waitstart is NULL for a moment after the wait begins: no age then, not 0.
+       CASE WHEN waitstart IS NOT NULL
+            THEN greatest(0, extract(epoch FROM now() - waitstart))::float8 END AS wait_age
 FROM pg_locks
 WHERE NOT granted AND pid IS NOT NULL

@@ -38,8 +38,11 @@ SELECT a.pid,
        a.wait_event_type,
        a.wait_event,
        a.blocking_pids,
-       greatest(0, extract(epoch FROM now() - a.state_change))::float8 AS state_age,
-       greatest(0, extract(epoch FROM now() - a.xact_start))::float8 AS xact_age,
+       -- greatest() ignores NULLs: no state_change / xact_start means no age, not 0.
+       CASE WHEN a.state_change IS NOT NULL
+            THEN greatest(0, extract(epoch FROM now() - a.state_change))::float8 END AS state_age,
+       CASE WHEN a.xact_start IS NOT NULL
+            THEN greatest(0, extract(epoch FROM now() - a.xact_start))::float8 END AS xact_age,
        coalesce(held.n, 0) AS locks_held,
        CASE WHEN %(show_queries)s THEN left(a.query, %(query_chars)s) END AS query
 FROM a
