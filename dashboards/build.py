@@ -29,21 +29,23 @@ from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent import contract as c
+from agent.config import Thresholds
 
 HERE = Path(__file__).resolve().parent
 OVERVIEW_UID = "pgconn-connections-overview"
 DRILLDOWN_UID = "pgconn-application-drilldown"
 TAG = "pgconn-agent"
 
-# Thresholds drawn on panels; the alert rules' defaults use the same values.
-UTILIZATION_WARNING = 0.8
-UTILIZATION_CRITICAL = 0.95
-IDLE_IN_TX_WARNING_S = 60.0
-IDLE_IN_TX_CRITICAL_S = 300.0
+# Thresholds drawn on panels: the agent's default finding thresholds where it has one.
+_DEFAULTS = Thresholds()
+UTILIZATION_WARNING = _DEFAULTS.utilization_warning
+UTILIZATION_CRITICAL = _DEFAULTS.utilization_critical
+IDLE_IN_TX_WARNING_S = _DEFAULTS.idle_in_transaction_warning
+IDLE_IN_TX_CRITICAL_S = _DEFAULTS.idle_in_transaction_critical
+XACT_AGE_WARNING_S = _DEFAULTS.long_transaction
+XACT_AGE_CRITICAL_S = 1800.0
 LOCK_WAIT_WARNING_S = 10.0
 LOCK_WAIT_CRITICAL_S = 60.0
-XACT_AGE_WARNING_S = 300.0
-XACT_AGE_CRITICAL_S = 1800.0
 
 DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TARGET = 'target=~"$target"'

@@ -509,3 +509,25 @@ def test_every_panel_query_is_valid_promql(empty_prometheus: Prometheus) -> None
             answer = empty_prometheus.query(expr)
             assert answer.get("status") == "success", (var, expr, answer)
     assert checked >= 80
+
+
+# --------------------------------------------------------------------------------------------
+# Provisioning
+
+
+def test_provisioning_examples_load_the_committed_files() -> None:
+    import yaml
+
+    provider = yaml.safe_load((DASHBOARD_DIR / "provisioning" / "pgconn-agent.yaml").read_text())
+    assert provider["apiVersion"] == 1
+    [entry] = provider["providers"]
+    assert entry["type"] == "file" and entry["options"]["path"].startswith("/")
+    datasource = yaml.safe_load(
+        (DASHBOARD_DIR / "provisioning" / "datasource-prometheus.yaml").read_text())
+    assert datasource["datasources"][0]["type"] == "prometheus"
+    readme = (DASHBOARD_DIR / "README.md").read_text()
+    for name in (*build.DASHBOARDS, "provisioning/pgconn-agent.yaml"):
+        assert name in readme
+    for model in dashboards().values():
+        # A provisioned dashboard is matched by uid; a numeric id would clash across instances.
+        assert "id" not in model
