@@ -1,0 +1,159 @@
+"""The Dockerfile, checked statically (no Docker engine here), and its HEALTHCHECK run for real."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+COMPILERS = ("gcc", "g++", "clang", "build-essential", "cc ", "make", "libpq-dev", "python3-dev")
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "dangling line continuation"
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for ins in instructions():
+        if ins[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(ins)
+    return result
+
+
+def build_args() -> dict[str, str]:
+    return dict(re.match(r"(\w+)=(\S+)", arg).groups()  # type: ignore[union-attr]
+                for kind, arg in instructions() if kind == "ARG" and "=" in arg)
+
+
+def resolve(image: str) -> str:
+    args = build_args()
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], image)
+
+
+def final() -> list[tuple[str, str]]:
+    return stages()[-1]
+
+
+def test_multi_stage_on_a_slim_python_base() -> None:
+    froms = [resolve(ins[1].split()[0]) for stage in stages() for ins in stage[:1]]
+    assert len(froms) >= 2, "expected a build stage and a runtime stage"
+    assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", froms[-1]), froms[-1]
+    copies = [arg for kind, arg in final() if kind == "COPY"]
+    assert any(arg.startswith("--from=") for arg in copies), "runtime stage copies no build"
+
+
+def test_no_compilers_or_package_installs_in_the_final_stage() -> None:
+    for kind, arg in final():
+        if kind == "RUN":
+            assert "apt-get" not in arg and "pip install" not in arg, arg
+            assert not any(c in arg for c in COMPILERS), arg
+
+
+def test_runs_as_a_numeric_non_root_user() -> None:
+    users = [arg for kind, arg in final() if kind == "USER"]
+    assert users, "no USER in the final stage"
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), f"USER {users[-1]} is not numeric"
+    kinds = [kind for kind, _ in final()]
+    assert kinds.index("USER") < kinds.index("ENTRYPOINT")
+    assert users[-1].split(":")[0] == "10001", "the Helm chart's runAsUser is 10001"
+
+
+def test_entrypoint_is_the_console_script() -> None:
+    (entry,) = [json.loads(arg) for kind, arg in final() if kind == "ENTRYPOINT"]
+    assert entry == ["pgconn-agent"]
+    (cmd,) = [json.loads(arg) for kind, arg in final() if kind == "CMD"]
+    assert cmd[0] == "run"
+    env = " ".join(arg for kind, arg in final() if kind == "ENV")
+    assert "PGCONN_AGENT_LISTEN=0.0.0.0:9188" in env
+    assert "/opt/pgconn-agent/bin" in env
+    assert any(kind == "EXPOSE" and arg == "9188" for kind, arg in final())
+
+
+def healthcheck_argv() -> list[str]:
+    (check,) = [arg for kind, arg in final() if kind == "HEALTHCHECK"]
+    assert "curl" not in check and "wget" not in check
+    argv = json.loads(check[check.index("CMD") + 3:].strip())
+    assert argv[:2] == ["python", "-c"] and "urllib" in argv[2] and "/healthz" in argv[2]
+    return [sys.executable, *argv[1:]]
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[int, dict[str, int]]]:
+    status = {"/healthz": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status.get(self.path, 404))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], status
+    server.shutdown()
+    server.server_close()
+
+
+def test_healthcheck_command_probes_healthz(health_server: tuple[int, dict[str, int]]) -> None:
+    port, status = health_server
+    env = {**os.environ, "PGCONN_AGENT_LISTEN": f"0.0.0.0:{port}"}
+    argv = healthcheck_argv()
+    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
+    status["/healthz"] = 503
+    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
+
+
+def test_dockerignore_keeps_the_build_context_small_and_sufficient() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(rel: str) -> bool:
+        result = False
+        for pat in patterns:
+            negate = pat.startswith("!")
+            pat = pat.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(rel, pat) or rel.startswith(pat + "/") or (
+                    pat.startswith("**/") and fnmatch.fnmatch(Path(rel).name, pat[3:])):
+                result = not negate
+        return result
+
+    copied = [src for kind, arg in stages()[0] if kind == "COPY"
+              for src in arg.split()[:-1] if not src.startswith("--")]
+    assert copied
+    for src in copied:
+        assert (ROOT / src).exists(), f"COPY {src}: missing from the repository"
+        assert not ignored(src), f"COPY {src}: excluded by .dockerignore"
+    for rel in (".git", ".venv", ".tools", "tests", "helm", "agent/__pycache__"):
+        assert ignored(rel), f"{rel} would be sent to the Docker daemon"
