@@ -98,12 +98,16 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     assert os.access(binary, os.X_OK), binary
     home = tmp_path_factory.mktemp("helm-home")
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
-        os.environ[var] = str(home / var.lower())
+        HELM_ENV[var] = str(home / var.lower())
     yield [binary]
 
 
-def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120, **kw)
+HELM_ENV: dict[str, str] = {}  # private helm homes, so the tests read no user's helm config
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, **HELM_ENV})
 
 
 def template(helm: list[str], values: dict[str, Any], tmp_path: Path,
@@ -205,6 +209,8 @@ def test_deployment_is_hardened_and_probed(helm: list[str], tmp_path: Path) -> N
     assert container["resources"]["limits"]["memory"]
     assert container["args"] == ["run", "--config", "/etc/pgconn-agent/config.toml"]
     env = {e["name"]: e for e in container["env"]}
+    assert env["PGCONN_AGENT_LISTEN"]["value"] == "0.0.0.0:9188"
+    assert container["ports"][0]["containerPort"] == 9188
     assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {
         "name": "otlp-auth", "key": "headers", "optional": True}
     assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
