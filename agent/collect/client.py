@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo, errors
-from psycopg.rows import kwargs_row
 
 from .. import contract
 from ..config import Target, read_password
@@ -23,7 +22,6 @@ from .snapshot import (
     DatabaseSessions,
     LockWait,
     Session,
-    Setting,
     Snapshot,
     WaitCount,
 )
@@ -141,49 +139,53 @@ class TargetClient:
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
         }
+        statement, present = queries.poll(version)
         with conn.transaction():
             # SET LOCAL, not startup options: pg_settings.reset_val must stay the server's value.
             conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}; "
                          f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-            row = conn.execute("SELECT now()").fetchone()
-            assert row is not None
-            taken_at: datetime = row[0]
+            # One statement, one read of pg_stat_activity and pg_locks (see queries.poll).
+            row = conn.execute(statement, params, prepare=True).fetchone()
+        assert row is not None
+        taken_at: datetime = row[0]
+        parts: dict[str, list[dict[str, Any]]] = dict(zip(present, row[1:], strict=True))
 
-            def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
-                sql = queries.load(query, version)
-                if sql is None:
-                    return ()
-                with conn.cursor(row_factory=kwargs_row(make)) as cur:
-                    return tuple(cur.execute(sql, params, prepare=True).fetchall())
+        def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
+            return tuple(make(**r) for r in parts.get(query, ()))
 
-            groups = rows("activity_groups", ActivityGroup)
-            snapshot = Snapshot(
-                target=self.target.name,
-                taken_at=taken_at,
-                server_version_num=version,
-                agent_pid=conn.info.backend_pid,
-                settings=_settings(conn, version, params),
-                groups=groups,
-                backend_types=rows("backend_types", BackendTypeCount),
-                waits=rows("waits", WaitCount),
-                sessions=rows("sessions", _session),
-                lock_waits=rows("lock_waits", LockWait),
-                limits=rows("limits", ConnectionLimit),
-                databases=rows("databases", DatabaseSessions),
-                can_see_all=all(g.state != contract.HIDDEN for g in groups),
-                churn_window=CHURN_WINDOW_S,
-            )
+        groups = rows("activity_groups", ActivityGroup)
+        snapshot = Snapshot(
+            target=self.target.name,
+            taken_at=taken_at,
+            server_version_num=version,
+            agent_pid=conn.info.backend_pid,
+            settings=tuple(normalise(r["name"], r["setting"], r["unit"])
+                           for r in parts["settings"]),
+            groups=groups,
+            backend_types=rows("backend_types", BackendTypeCount),
+            waits=rows("waits", WaitCount),
+            sessions=rows("sessions", _session),
+            lock_waits=rows("lock_waits", _lock_wait),
+            limits=rows("limits", ConnectionLimit),
+            databases=rows("databases", DatabaseSessions),
+            can_see_all=all(g.state != contract.HIDDEN for g in groups),
+            churn_window=CHURN_WINDOW_S,
+        )
         return snapshot
 
 
-def _settings(conn: psycopg.Connection[Any], version: int,
-              params: dict[str, Any]) -> tuple[Setting, ...]:
-    sql = queries.load("settings", version)
-    assert sql is not None
-    return tuple(normalise(name, setting, unit)
-                 for name, setting, unit in conn.execute(sql, params).fetchall())
+def _timestamp(value: str | None) -> datetime | None:
+    """A timestamptz as json_agg writes it (ISO 8601 with offset)."""
+    return datetime.fromisoformat(value) if value is not None else None
 
 
 def _session(**row: Any) -> Session:
     row["blocking_pids"] = tuple(row["blocking_pids"] or ())
+    for column in ("backend_start", "xact_start", "query_start", "state_change"):
+        row[column] = _timestamp(row[column])
     return Session(**row)
+
+
+def _lock_wait(**row: Any) -> LockWait:
+    row["waitstart"] = _timestamp(row["waitstart"])
+    return LockWait(**row)

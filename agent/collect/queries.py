@@ -56,3 +56,31 @@ SETTING_SINCE: dict[str, int] = {
 
 def setting_names(server_version_num: int) -> list[str]:
     return [name for name, since in SETTING_SINCE.items() if since <= server_version_num]
+
+
+POLL_PARTS: tuple[str, ...] = (
+    "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
+    "databases",
+)
+"""The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
+
+
+@cache
+def poll(server_version_num: int) -> tuple[str, tuple[str, ...]]:
+    """Every part of a poll as one statement, and the names of its JSON columns.
+
+    Building pg_stat_activity's rows is most of what a poll costs the server, and each part's
+    file reads the view: so the statement shadows ``pg_stat_activity`` and ``pg_locks`` with
+    MATERIALIZED CTEs of the same name (unqualified names resolve to a CTE first), reads each
+    once, and returns each part's rows as one JSON array (``json_agg`` keeps the part's order).
+    A part the server lacks (``load`` gives None) is left out.
+    """
+    parts = [(name, load(name, server_version_num)) for name in POLL_PARTS]
+    present = tuple(name for name, sql in parts if sql is not None)
+    columns = ",\n".join(f"(SELECT coalesce(json_agg(p), '[]') FROM (\n{sql.rstrip()}\n) AS p) "
+                         f"AS {name}" for name, sql in parts if sql is not None)
+    statement = ("WITH pg_stat_activity AS MATERIALIZED "
+                 "(SELECT * FROM pg_catalog.pg_stat_activity),\n"
+                 "pg_locks AS MATERIALIZED (SELECT * FROM pg_catalog.pg_locks)\n"
+                 f"SELECT now() AS taken_at,\n{columns}")
+    return statement, present

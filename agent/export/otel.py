@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricExporter,
@@ -157,7 +157,9 @@ def build(config: Config, state: MetricsState, *, pull: bool) -> Telemetry:
     views: Sequence[View] = (View(instrument_name=c.POLL_DURATION.name,
                                   aggregation=ExplicitBucketHistogramAggregation(
                                       c.POLL_DURATION_BUCKETS)),)
-    provider = MeterProvider(metric_readers=readers, resource=resource, views=views)
+    # Observations made in callbacks carry no trace context: exemplars would only cost CPU.
+    provider = MeterProvider(metric_readers=readers, resource=resource, views=views,
+                             exemplar_filter=AlwaysOffExemplarFilter())
     meter = provider.get_meter("pgconn-agent", __version__)
     histogram = None
     for spec in c.METRICS:

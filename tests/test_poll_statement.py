@@ -1,0 +1,66 @@
+"""The one-statement poll reads the same rows as each part's file run on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from agent import contract
+from agent.collect import queries
+from agent.collect.client import IDLE_TX_LIMIT, QUERY_CHARS, SESSION_LIMIT, _lock_wait, _session
+from agent.pgserver import LocalServer
+from agent.workload import Workload
+
+
+def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Workload) -> None:
+    workload.idle(3, "web")
+    workload.idle_in_transaction(2, "worker", via="unix")
+    workload.lock_chain("locker", 2)
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        version = conn.info.server_version
+        params: dict[str, Any] = {
+            "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
+            "hidden": contract.HIDDEN, "since": None, "churn_window": 60.0,
+            "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
+            "show_queries": True, "query_chars": QUERY_CHARS,
+            "setting_names": queries.setting_names(version),
+        }
+        statement, present = queries.poll(version)
+        assert set(present) == {q for q in queries.POLL_PARTS
+                                if queries.load(q, version) is not None}
+        # One transaction: now() and pg_stat_activity's snapshot are the same for every read.
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(statement, params).fetchone()
+            assert row is not None
+            alone = {}
+            for part in present:
+                sql = queries.load(part, version)
+                assert sql is not None
+                alone[part] = cur.execute(sql, params).fetchall()
+    assert "pg_catalog.pg_stat_activity" in statement
+    assert statement.count("pg_catalog.pg_stat_activity") == 1
+    for part in present:
+        composed = row[part]
+        if part == "sessions":
+            got = [_session(**dict(r)) for r in composed]
+            want = [_session(**{**r, **{k: r[k].isoformat() if r[k] else None
+                                        for k in ("backend_start", "xact_start",
+                                                  "query_start", "state_change")}})
+                    for r in alone[part]]
+            assert got == want
+            assert any(s.blocking_pids for s in got)
+        elif part == "lock_waits":
+            got_w = [_lock_wait(**dict(r)) for r in composed]
+            want_w = [_lock_wait(**{**r, "waitstart": r["waitstart"].isoformat()
+                                    if r["waitstart"] else None}) for r in alone[part]]
+            assert got_w == want_w and got_w
+        else:
+            assert sorted(map(_key, composed)) == sorted(map(_key, alone[part])), part
+
+
+def _key(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Rows compared as sorted items; floats from JSON may come back as ints."""
+    return tuple(sorted((k, float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+                         else v) for k, v in row.items()))
