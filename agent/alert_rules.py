@@ -363,12 +363,14 @@ def _alerts() -> tuple[Alert, ...]:
             + _scalar("max(@lock_wait_time@{target=%q,datname=%q,application_name=%q})",
                       "$labels.target", "$labels.datname", "$labels.application_name",
                       fn="humanizeDuration", default="?")
-            + ". Each waiter keeps its connection. Largest blocker:"
-            "{{ with " + _query("topk(1, sum by (application_name, client_addr, state) "
-                                "(@lock_blocking@{target=%q}))", "$labels.target")
-            + " }}{{ with first . }} application_name {{ .Labels.application_name }} from "
-            "{{ .Labels.client_addr }} ({{ .Labels.state }}) blocks {{ .Value | humanize }}"
-            "{{ end }}{{ else }} unknown{{ end }}.",
+            + ". Each waiter keeps its connection. Direct blockers:"
+            "{{ range $i, $s := " + _query("topk(3, sum by (application_name, client_addr, "
+                                           "state) (@lock_blocking@{target=%q,datname=%q}))",
+                                           "$labels.target", "$labels.datname")
+            + " | sortByLabel \"state\" }}{{ if $i }},{{ end }} application_name "
+            "{{ $s.Labels.application_name }} from {{ $s.Labels.client_addr }} "
+            "({{ $s.Labels.state }}) blocks {{ $s.Value | humanize }}{{ end }}. A blocker that "
+            "is idle in transaction is the root of its chain.",
         ),
         Alert(
             "PostgreSQLBlockedByIdleInTransaction", tx, "critical",
@@ -377,11 +379,13 @@ def _alerts() -> tuple[Alert, ...]:
             ">= [[blocked_by_idle_in_transaction_sessions]]",
             "blocked_by_idle_in_transaction_for_seconds",
             "PostgreSQL {{ $labels.target }}: idle-in-transaction sessions of "
-            "application_name {{ $labels.application_name }} block {{ $value | humanize }} "
-            "sessions",
-            "{{ $value | humanize }} sessions wait for locks held by sessions of "
-            + _SESSION_HOLDER + " on {{ $labels.target }} that are idle in transaction, the "
-            "oldest idle for "
+            "application_name {{ $labels.application_name }} hold locks others wait for",
+            "Sessions of " + _SESSION_HOLDER + " on {{ $labels.target }} are idle in "
+            "transaction and hold locks others wait for: {{ $value | humanize }} directly, "
+            + _scalar("sum(@lock_waiting@{target=%q,datname=%q})", "$labels.target",
+                      "$labels.datname")
+            + " waiting for locks in database {{ $labels.datname }} in all. The oldest has been "
+            "idle for "
             + _scalar(f"max(@state_age@{{{_HOLDER_SEL},state=~'{_IIT}'}})", *_HOLDER_ARGS,
                       fn="humanizeDuration", default="?")
             + ". The blocker does nothing and will not release the locks until its client "
@@ -448,9 +452,9 @@ def _iit_description() -> str:
         + " sessions of " + _SESSION_HOLDER + " on {{ $labels.target }} are idle in "
         "transaction, the oldest for {{ $value | humanizeDuration }}. Each holds its connection, "
         "its locks and the vacuum horizon while doing nothing: a transaction left open across "
-        "an await, a network call or an error path. They block "
+        "an await, a network call or an error path. Sessions waiting directly for their locks: "
         + _scalar(f"sum(@lock_blocking@{{{_HOLDER_SEL},state=~'{_IIT}'}})", *_HOLDER_ARGS)
-        + " other sessions."
+        + "."
     )
 
 
