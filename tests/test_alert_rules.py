@@ -311,3 +311,37 @@ def test_helm_values_cover_every_threshold() -> None:
     assert set(ar.helm_values()) == set(ar.DEFAULTS)
     assert all(isinstance(v, int) for k, v in ar.helm_values().items()
                if k.endswith("_for_seconds"))
+
+
+def test_helm_variant_through_real_helm(tmp_path: Path) -> None:
+    """The chart contract, checked by the official helm binary: a ConfigMap carrying the rules."""
+    installed = subprocess.run(["bash", str(ROOT / "scripts" / "install-helm.sh")],
+                               capture_output=True, text=True, check=False, timeout=600)
+    assert installed.returncode == 0, f"installing helm failed:\n{installed.stderr}"
+    helm = installed.stdout.strip().splitlines()[-1]
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: rules\nversion: 0.1.0\n",
+                                      encoding="utf-8")
+    (chart / "values.yaml").write_text(
+        yaml.safe_dump({"alerts": {"thresholds": ar.helm_values()}}), encoding="utf-8")
+    (chart / "templates" / "rules.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rules\ndata:\n"
+        "  pgconn-agent.rules.yml: |\n" + ar.render_rules_helm(indent=4), encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", **{v: str(tmp_path / v.lower()) for v in (
+        "HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}}
+
+    def rendered(*args: str) -> list[dict[str, Any]]:
+        result = subprocess.run([helm, "template", "rel", str(chart), *args], env=env,
+                                capture_output=True, text=True, check=False, timeout=120)
+        assert result.returncode == 0, result.stderr
+        (doc,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+        groups: list[dict[str, Any]] = yaml.safe_load(doc["data"]["pgconn-agent.rules.yml"])[
+            "groups"]
+        return groups
+
+    assert _normalized(rendered()) == _normalized(ar.rule_groups())
+    changed = rendered("--set", "alerts.thresholds.near_limit_ratio=0.7",
+                       "--set", "alerts.thresholds.near_limit_for_seconds=90")
+    assert _normalized(changed) == _normalized(ar.rule_groups(
+        {"near_limit_ratio": 0.7, "near_limit_for_seconds": 90}))
