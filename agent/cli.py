@@ -127,6 +127,19 @@ def check_config(config_path: Path) -> None:
 
 
 @main.command()
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Override an alert threshold (see alerts/README.md); repeatable.")
+def rules(sets: tuple[str, ...]) -> None:
+    """Print the Prometheus alert rules, with thresholds overridden by --set."""
+    from .alert_rules import parse_overrides, render_rules
+
+    try:
+        click.echo(render_rules(parse_overrides(sets)), nl=False)
+    except AgentError as exc:
+        _fail(str(exc))
+
+
+@main.command()
 @click.option("--keep", is_flag=True, help="Keep the server, workload and agent running "
                                            "until interrupted.")
 @click.option("--polls", type=int, default=3, show_default=True,

@@ -78,6 +78,15 @@ def test_cap_is_independent_of_input_order() -> None:
     assert a.groups == b.groups
 
 
+def test_a_session_blocked_by_two_of_one_group_counts_once() -> None:
+    snap = snapshot([group(count=4)], sessions=(
+        session(100, state="idle in transaction"), session(101, blocking=(100,)),
+        session(102, blocking=(101,)), session(103, blocking=(101, 102))))
+    blocking = dict(attribute(snap).blocking)
+    assert blocking[("shop", "shop_app", "shop-web", "10.0.0.5", "active")] == 2
+    assert blocking[("shop", "shop_app", "shop-web", "10.0.0.5", "idle in transaction")] == 1
+
+
 def test_lock_chains_find_the_root_and_count_transitively() -> None:
     sessions = (
         session(100, state="idle in transaction", state_age=400.0),

@@ -131,3 +131,15 @@ def test_password_from_file_and_systemd_credential(tmp_path: Path,
     missing = cfg.Target("a", "host=x", password_file=tmp_path / "nope")
     with pytest.raises(ConfigError, match="cannot read password file"):
         connection_string(missing)
+
+
+def test_rules_command_prints_rules_and_rejects_bad_overrides() -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    ok = CliRunner().invoke(main, ["rules"])
+    assert ok.exit_code == 0 and "groups:" in ok.output
+    bad = CliRunner().invoke(main, ["rules", "--set", "no_such_threshold=1"])
+    assert bad.exit_code == 2
+    assert "no_such_threshold" in bad.output

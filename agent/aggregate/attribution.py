@@ -191,17 +191,15 @@ def _lock_waits(snapshot: Snapshot) -> tuple[LockWaitGroup, ...]:
 
 def _blocking(sessions: tuple[Session, ...], dimensions: tuple[str, ...],
               limit: int) -> tuple[tuple[tuple[Key, int], ...], int]:
-    """Per blocker group, how many sessions its sessions block directly."""
+    """Per blocker group, how many distinct sessions its sessions block directly."""
     by_pid = {s.pid: s for s in sessions}
-    blocked_by: dict[int, int] = defaultdict(int)
+    blocked: dict[Key, set[int]] = defaultdict(set)
     for s in sessions:
         for pid in s.blocking_pids:
-            blocked_by[pid] += 1
-    acc: dict[Key, int] = {}
-    for pid, n in blocked_by.items():
-        blocker = by_pid.get(pid)
-        key = project(blocker, dimensions) if blocker else (HIDDEN,) * len(dimensions)
-        acc[key] = acc.get(key, 0) + n
+            blocker = by_pid.get(pid)
+            key = project(blocker, dimensions) if blocker else (HIDDEN,) * len(dimensions)
+            blocked[key].add(s.pid)
+    acc = {key: len(pids) for key, pids in blocked.items()}
     capped, folded = cap(acc, limit, float, int.__add__)
     return tuple(sorted(capped.items(), key=lambda kv: (-kv[1], kv[0]))), folded
 
