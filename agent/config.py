@@ -6,6 +6,7 @@ Connection strings go through psycopg's conninfo helpers and are only ever shown
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -22,6 +23,9 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_LISTEN = "127.0.0.1:9188"
+MAX_INTERVAL = 86400.0
+"""Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
+overflows long before it would make sense."""
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
 
 
@@ -114,9 +118,10 @@ class _Reader:
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {self.key(name)}: {message}")
+        return ConfigError(f"{_printable(self.source)}: {_printable(self.key(name))}: {message}")
 
-    def get(self, name: str, kind: type[T], default: T) -> T:
+    def get(self, name: str, kind: type[T], default: T, *, secret: bool = False) -> T:
+        """The value of ``name``; ``secret`` values (DSNs) are never echoed in errors."""
         self.used.add(name)
         if name not in self.table:
             return default
@@ -124,14 +129,18 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(name, f"expected {kind.__name__}, found {type(value).__name__} "
-                                  f"{_shown(value)}")
+            shown = "" if secret else f" {_shown(value)}"
+            raise self.fail(name, f"expected {kind.__name__}, found {type(value).__name__}"
+                                  f"{shown}")
         return value
 
-    def positive(self, name: str, default: float) -> float:
+    def positive(self, name: str, default: float, maximum: float = math.inf) -> float:
         value = self.get(name, float, default)
         if not value > 0:
             raise self.fail(name, f"expected a number > 0, found {value!r}")
+        if not (math.isfinite(value) and value <= maximum):
+            bound = f"<= {maximum:g}" if math.isfinite(maximum) else "finite"
+            raise self.fail(name, f"expected a number {bound}, found {value!r}")
         return value
 
     def table_of(self, name: str) -> _Reader:
@@ -143,6 +152,11 @@ class _Reader:
             raise self.fail(unknown[0], "unknown key")
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so an error message stays on one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -152,7 +166,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     """Build a Config from a TOML document; raises ConfigError naming the offending key."""
     root = _Reader(source, "", data)
     agent = root.table_of("agent")
-    interval = agent.positive("interval", 15.0)
+    interval = agent.positive("interval", 15.0, MAX_INTERVAL)
     max_groups = agent.get("max_groups", int, 200)
     if max_groups < 2:
         raise agent.fail("max_groups", f"expected an integer >= 2, found {max_groups}")
@@ -190,7 +204,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
 
 def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: targets[{index}]: expected a table, found "
+        raise ConfigError(f"{_printable(source)}: targets[{index}]: expected a table, found "
                           f"{type(value).__name__}")
     return value
 
@@ -205,16 +219,16 @@ def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
     seen: set[str] = set()
     for i, target in enumerate(targets):
         if target.name in seen:
-            raise ConfigError(f"{source}: targets[{i}].name: duplicate target name "
+            raise ConfigError(f"{_printable(source)}: targets[{i}].name: duplicate target name "
                               f"{target.name!r}")
         seen.add(target.name)
 
 
 def _parse_target(reader: _Reader, interval: float) -> Target:
-    dsn = reader.get("dsn", str, "")
+    dsn = reader.get("dsn", str, "", secret=True)
     check_dsn(dsn, reader.key("dsn"), reader.source)
     name = reader.get("name", str, "") or default_target_name(dsn)
-    if not _TARGET_NAME.match(name):
+    if not _TARGET_NAME.fullmatch(name):
         raise reader.fail("name", f"expected 1-64 characters from A-Z a-z 0-9 _ . : @ / -, "
                                   f"found {_shown(name)}")
     pw_file = reader.get("password_file", str, "")
@@ -224,7 +238,7 @@ def _parse_target(reader: _Reader, interval: float) -> Target:
                                                  f"{credential!r}")
     target = Target(name=name, dsn=dsn, password_file=Path(pw_file) if pw_file else None,
                     password_credential=credential or None,
-                    interval=reader.positive("interval", interval))
+                    interval=reader.positive("interval", interval, MAX_INTERVAL))
     reader.finish()
     return target
 
@@ -234,7 +248,7 @@ def check_dsn(dsn: str, key: str, source: str) -> None:
     try:
         conninfo.conninfo_to_dict(dsn)
     except Exception:
-        raise ConfigError(f"{source}: {key}: invalid connection string "
+        raise ConfigError(f"{_printable(source)}: {key}: invalid connection string "
                           f"(not a libpq keyword=value string or postgresql:// URI)") from None
 
 
@@ -251,8 +265,8 @@ def _parse_otlp(reader: _Reader) -> OtlpConfig:
                 raise reader.fail(f"headers.{key}", f"expected str, found {type(value).__name__}")
     cert = reader.get("certificate", str, None)
     insecure = reader.get("insecure", bool, None)
-    export_interval = reader.positive("export_interval", 0.0) if "export_interval" in \
-        reader.table else None
+    export_interval = (reader.positive("export_interval", 0.0, MAX_INTERVAL)
+                       if "export_interval" in reader.table else None)
     reader.finish()
     return OtlpConfig(enabled=enabled, endpoint=endpoint, protocol=protocol, headers=headers,
                       certificate=Path(cert) if cert else None, insecure=insecure,
@@ -288,9 +302,17 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+            raise ConfigError(f"{_printable(source)}: cannot read: {exc.strerror or exc}") \
+                from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{_printable(source)}: not UTF-8 text (byte {exc.start})") \
+                from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+            raise ConfigError(f"{_printable(source)}: invalid TOML: "
+                              f"{_printable(str(exc))}") from None
+        except RecursionError:
+            raise ConfigError(f"{_printable(source)}: invalid TOML: nested too deeply") \
+                from None
     merged = {**_env_overrides(), **(overrides or {})}
     dsns = merged.pop("dsns", None)
     if merged:

@@ -77,7 +77,29 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
         add(c.SETTING, (("name", setting.name),), setting.value)
     add(c.GROUPS_FOLDED, (), a.folded)
     add(c.SESSIONS_HIDDEN, (), a.hidden)
-    return PointSet(out, _opened(a, max_groups))
+    return PointSet({name: _merged(name, pts) for name, pts in out.items()},
+                    _opened(a, max_groups))
+
+
+_MAXIMA = frozenset((c.STATE_AGE_MAX.name, c.TRANSACTION_AGE_MAX.name,
+                     c.LOCK_WAIT_TIME_MAX.name))
+
+
+def _merged(name: str, pts: list[tuple[Attributes, float]]) -> list[tuple[Attributes, float]]:
+    """One point per attribute set: dropping a dimension (say ``datname``) makes rows that
+    differed only by it collide, and an instrument keeps one observation per attribute set.
+    Counts add up; maxima take the larger."""
+    if len({attrs for attrs, _ in pts}) == len(pts):
+        return pts
+    merged: dict[Attributes, float] = {}
+    for attrs, value in pts:
+        if attrs not in merged:
+            merged[attrs] = value
+        elif name in _MAXIMA:
+            merged[attrs] = max(merged[attrs], value)
+        else:
+            merged[attrs] += value
+    return list(merged.items())
 
 
 def _opened(a: Attribution, max_groups: int) -> list[tuple[Attributes, float]]:
