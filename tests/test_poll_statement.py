@@ -28,7 +28,7 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "setting_names": queries.setting_names(version),
         }
         statement, present = queries.poll(version)
-        assert set(present) == {q for q in queries.POLL_PARTS
+        assert set(present) == {q for q in queries.QUERIES
                                 if queries.load(q, version) is not None}
         # One transaction: now() and pg_stat_activity's snapshot are the same for every read.
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:

@@ -36,6 +36,7 @@ QUERIES: tuple[str, ...] = (
     "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
     "databases",
 )
+"""The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
 
 SETTING_SINCE: dict[str, int] = {
     "max_connections": 120000,
@@ -58,13 +59,6 @@ def setting_names(server_version_num: int) -> list[str]:
     return [name for name, since in SETTING_SINCE.items() if since <= server_version_num]
 
 
-POLL_PARTS: tuple[str, ...] = (
-    "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
-    "databases",
-)
-"""The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
-
-
 @cache
 def poll(server_version_num: int) -> tuple[str, tuple[str, ...]]:
     """Every part of a poll as one statement, and the names of its JSON columns.
@@ -75,7 +69,7 @@ def poll(server_version_num: int) -> tuple[str, tuple[str, ...]]:
     once, and returns each part's rows as one JSON array (``json_agg`` keeps the part's order).
     A part the server lacks (``load`` gives None) is left out.
     """
-    parts = [(name, load(name, server_version_num)) for name in POLL_PARTS]
+    parts = [(name, load(name, server_version_num)) for name in QUERIES]
     present = tuple(name for name, sql in parts if sql is not None)
     columns = ",\n".join(f"(SELECT coalesce(json_agg(p), '[]') FROM (\n{sql.rstrip()}\n) AS p) "
                          f"AS {name}" for name, sql in parts if sql is not None)
