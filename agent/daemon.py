@@ -51,7 +51,6 @@ class TargetRunner:
         now = time.monotonic()
         if now < self.next_attempt:
             return
-        self.last_attempt = now
         start = time.perf_counter()
         try:
             snapshot = self.client.poll()
@@ -72,6 +71,8 @@ class TargetRunner:
                                                     "failures": self.failures})
             self.failures, self.next_attempt, self.last_error = 0, 0.0, None
         finally:
+            # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
+            self.last_attempt = time.monotonic()
             self.telemetry.poll_duration.record(time.perf_counter() - start,
                                                 {"target": self.target.name})
 
@@ -105,6 +106,7 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
         self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self.skips: dict[str, int] = {}
         self.http: AgentHTTPServer | None = None
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
@@ -112,6 +114,10 @@ class Daemon:
 
     def _skipped(self, event: JobExecutionEvent) -> None:
         self.state.skipped(event.job_id)
+        n = self.skips[event.job_id] = self.skips.get(event.job_id, 0) + 1
+        if n == 1 or n % 100 == 0:
+            log.warning("poll skipped: the previous poll of the target is still running",
+                        extra={"target": event.job_id, "skipped": n})
 
     def ready(self) -> tuple[bool, str]:
         """Ready when every target had a poll attempt within three of its intervals."""
@@ -139,6 +145,7 @@ class Daemon:
         self.scheduler.remove_job(name)
         self.runners.pop(name).close()
         self.state.remove(name)
+        self.skips.pop(name, None)
 
     def reload(self) -> None:
         try:

@@ -47,4 +47,6 @@ def setup(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler warns on every skipped or missed run; the daemon counts those
+    # (pgconn_agent.poll.skipped) and logs them rate-limited itself.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

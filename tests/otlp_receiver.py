@@ -8,6 +8,8 @@ port, so tests can simulate a collector that goes away and comes back.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections import deque
@@ -213,8 +215,33 @@ class GrpcReceiver(_Store):
 
 
 class _ReusableHTTPServer(ThreadingHTTPServer):
+    """Remembers its open connections, so ``close_all()`` really takes the endpoint down
+    (keep-alive connections would otherwise go on being served after ``server_close()``)."""
+
     allow_reuse_address = True
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        with self.connections_lock:
+            for conn in self.connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self.connections.clear()
 
 
 class HttpReceiver(_Store):
@@ -279,6 +306,7 @@ class HttpReceiver(_Store):
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_all()
             self._server = None
 
     def __enter__(self) -> HttpReceiver:
