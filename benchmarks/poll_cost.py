@@ -29,6 +29,7 @@ Prints a table (median and p95 per N) and writes JSON under ``benchmarks/results
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def get(url: str, timeout: float = 30) -> bytes:
         return body
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with suppress(Exception):
@@ -113,7 +115,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
                 return
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(every)
 
 
 def clean_env() -> dict[str, str]:
@@ -256,7 +258,8 @@ def daemon_rss(server: LocalServer, targets: int, polls: int) -> dict[str, Any]:
     try:
         wait_until(lambda: min(counts()) >= 2, 60, "the daemon's first polls")
         cpu0, polls0 = cpu_seconds(proc.pid), sum(counts())
-        wait_until(lambda: min(counts()) >= polls, polls * 3 + 30, f"{polls} polls per target")
+        wait_until(lambda: min(counts()) >= polls, polls * 3 + 30, f"{polls} polls per target",
+                   every=1.0)  # about one scrape per poll round, as CPU per poll includes it
         cpu1, polls1 = cpu_seconds(proc.pid), sum(counts())
         series = sum(1 for line in get(url).decode().splitlines()
                      if line and not line.startswith("#"))
@@ -470,8 +473,8 @@ def summarize(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             out["peak_rss_mb_with_targets"] <= 80
     ns = sorted(plain)
     if len(ns) > 1:
-        growth = []
-        for a, b in zip(ns, ns[1:], strict=False):
+        growth: list[dict[str, Any]] = []
+        for a, b in itertools.pairwise(ns):
             for key in ("agent_wall", "agent_cpu"):
                 growth.append({"from": a, "to": b, "what": key,
                                "cost_ratio": ratio(plain[b]["ms"][key]["median"],
@@ -583,14 +586,14 @@ def main() -> int:
     scenarios = [Scenario(n) for n in sizes]
     if not args.no_distinct_apps:
         scenarios.append(Scenario(max(sizes), distinct_apps=True))
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results: dict[str, Any] = {}
     for sc in scenarios:
         results[sc.name] = run_scenario(sc, args)
     summary = summarize(results, args)
     report = {
         "benchmark": "poll_cost", "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(),
