@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections import deque
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -161,6 +164,40 @@ class _Store:
         return sum(number(p) for _, p in self.latest_points(name, **match))
 
 
+@dataclass(frozen=True)
+class PrivateCA:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> PrivateCA:
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=pgconn-agent test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+        (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                              "extendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
 class GrpcReceiver(_Store):
     """OTLP/gRPC on 127.0.0.1; ``server_credentials`` turns on TLS (pass
     ``grpc.ssl_server_credentials(...)`` built from a test CA)."""
@@ -249,15 +286,16 @@ class HttpReceiver(_Store):
 
     protocol = "http/protobuf"
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
         super().__init__()
         self.port = port
-        self._server: ThreadingHTTPServer | None = None
+        self._ssl = ssl_context
+        self._server: _ReusableHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
 
     def up(self) -> HttpReceiver:
         store = self
@@ -295,6 +333,8 @@ class HttpReceiver(_Store):
                 return
 
         server = _ReusableHTTPServer(("127.0.0.1", self.port), Handler)
+        if self._ssl is not None:
+            server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="otlp-http",

@@ -9,8 +9,10 @@ attribute names and the values the situation implies.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from agent_e2e import (
     BILLING_USER,
@@ -27,7 +29,15 @@ from agent_e2e import (
     start_server,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
-from otlp_receiver import CUMULATIVE, GrpcReceiver, HttpReceiver, Receiver, data_points, number
+from otlp_receiver import (
+    CUMULATIVE,
+    GrpcReceiver,
+    HttpReceiver,
+    PrivateCA,
+    Receiver,
+    data_points,
+    number,
+)
 
 from agent import __version__
 from agent import contract as c
@@ -215,3 +225,46 @@ def test_otlp_grpc_carries_the_whole_contract(held: Situation) -> None:
 
 def test_otlp_http_protobuf_carries_the_whole_contract(held: Situation) -> None:
     exercise(HttpReceiver(), held, "late-http")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_over_tls_configured_by_the_config_file(held: Situation, tmp_path: Path,
+                                                     protocol: str) -> None:
+    """The ``[otlp]`` section alone (no OTEL_* variables): TLS with a private CA, auth header,
+    export interval."""
+    ca = PrivateCA.create(tmp_path)
+    receiver: Receiver = (GrpcReceiver(server_credentials=ca.grpc_credentials())
+                          if protocol == "grpc" else HttpReceiver(ssl_context=ca.ssl_context()))
+    config = tmp_path / "agent.toml"
+    with receiver:
+        config.write_text(f"""
+[agent]
+interval = 0.5
+listen = ""
+
+[otlp]
+endpoint = "{receiver.endpoint}"
+protocol = "{protocol}"
+certificate = "{ca.ca}"
+headers = {{ authorization = "Bearer from-config" }}
+export_interval = 0.5
+
+[[targets]]
+name = "tls-target"
+dsn = "{held.server.dsn()}"
+""")
+        # A CA bundle in the environment (common on corporate hosts) must not override the
+        # configured collector CA.
+        with Agent(["--config", str(config)],
+                   env={"REQUESTS_CA_BUNDLE": certifi.where()}) as agent:
+            agent.started()
+            receiver.wait_for(lambda: receiver.latest_value(c.AGENT_UP.name,
+                                                            target="tls-target") == 1,
+                              20, "up 1 over TLS")
+            for state, n in held.shop_states.items():
+                assert receiver.latest_value(c.CONNECTION_COUNT.name, target="tls-target",
+                                             state=state, **held.shop_group) == n
+            assert receiver.received[-1].headers.get("authorization") == "Bearer from-config"
+            code, _ = agent.stop()
+            assert code == 0
+            assert "Traceback" not in agent.stderr()
