@@ -179,6 +179,7 @@ class Daemon:
         for target in self.config.targets:
             self._schedule(target)
         self.scheduler.start()
+        self.telemetry.start()
         log.info("started", extra={"targets": [t.name for t in self.config.targets],
                                    "listen": self.http.address if self.http else None,
                                    "otlp": otel.otlp_enabled(self.config.otlp)})

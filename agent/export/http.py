@@ -1,6 +1,6 @@
 """The agent's small HTTP server: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz``.
 
-``/metrics`` converts the pull reader's OpenTelemetry data to the contract's Prometheus names
+``/metrics`` converts the producer's OpenTelemetry data to the contract's Prometheus names
 (exactly what Prometheus' OTLP translation yields) with prometheus_client's exposition code.
 """
 
@@ -12,11 +12,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import (
-    HistogramDataPoint,
-    InMemoryMetricReader,
-    NumberDataPoint,
-)
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,21 +23,19 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .. import contract as c
+from .producer import Producer
 
 log = logging.getLogger(__name__)
 
 
 class ContractCollector:
-    """A prometheus_client collector over an OpenTelemetry pull reader."""
+    """A prometheus_client collector over the producer's OpenTelemetry data."""
 
-    def __init__(self, reader: InMemoryMetricReader) -> None:
+    def __init__(self, reader: Producer) -> None:
         self.reader = reader
 
     def collect(self) -> Iterator[Metric]:
-        data = self.reader.get_metrics_data()
-        if data is None:
-            return
-        for rm in data.resource_metrics:
+        for rm in self.reader.get_metrics_data().resource_metrics:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
                     spec = c.BY_NAME.get(metric.name)
@@ -96,7 +90,7 @@ def _values(labels: list[str], point: Any) -> list[str]:
 class AgentHTTPServer:
     """Serves in a daemon thread; ``ready`` is a callable the daemon supplies for ``/readyz``."""
 
-    def __init__(self, listen: str, reader: InMemoryMetricReader | None,
+    def __init__(self, listen: str, reader: Producer | None,
                  ready: Callable[[], tuple[bool, str]]) -> None:
         host, _, port = listen.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)

@@ -1,31 +1,21 @@
-"""OpenTelemetry wiring: one observable instrument per contract metric, OTLP and pull readers."""
+"""OpenTelemetry export: the OTLP exporter from config and OTEL_* variables, pushed periodically."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Observation
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
-    MetricExporter,
-    MetricExportResult,
-    MetricReader,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
-from .. import contract as c
 from ..config import Config, OtlpConfig
 from ..errors import ConfigError
+from .producer import Producer
 from .state import MetricsState
 
 log = logging.getLogger(__name__)
@@ -136,15 +126,82 @@ class QuietExporter(MetricExporter):
         self.inner.shutdown(timeout_millis=timeout_millis)
 
 
+class PeriodicExport:
+    """Pushes the producer's data to an exporter every interval from its own thread.
+
+    The interval and timeout come from the config or ``OTEL_METRIC_EXPORT_INTERVAL`` /
+    ``OTEL_METRIC_EXPORT_TIMEOUT`` (milliseconds; the specification's defaults, 60 s and 30 s).
+    ``shutdown`` makes one last export, then shuts the exporter down.
+    """
+
+    def __init__(self, exporter: MetricExporter, producer: Producer,
+                 interval_s: float | None = None) -> None:
+        self.exporter = exporter
+        self.producer = producer
+        self.interval_s = interval_s or _env_millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000) / 1000
+        self.timeout_ms = _env_millis("OTEL_METRIC_EXPORT_TIMEOUT", 30_000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.export()
+
+    def export(self) -> None:
+        try:
+            self.exporter.export(self.producer.get_metrics_data(), timeout_millis=self.timeout_ms)
+        except Exception:  # the export thread must outlive any exporter bug
+            log.exception("OTLP export raised")
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        self.timeout_ms = min(self.timeout_ms, timeout_s * 1000)
+        self.export()
+        self.exporter.shutdown(timeout_millis=timeout_s * 1000)
+
+
+def _env_millis(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}: expected milliseconds, found {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: expected milliseconds > 0, found {raw!r}")
+    return value
+
+
+class DurationRecorder:
+    """Records poll durations into the state's histogram (the daemon's only synchronous metric)."""
+
+    def __init__(self, state: MetricsState) -> None:
+        self.state = state
+
+    def record(self, seconds: float, attributes: dict[str, str]) -> None:
+        self.state.record_duration(attributes["target"], seconds)
+
+
 @dataclass
 class Telemetry:
-    provider: MeterProvider
-    pull: InMemoryMetricReader | None
-    poll_duration: Histogram
+    """The pull side (``pull``, None without a listen address) and the OTLP push, if on."""
+
+    producer: Producer
+    pull: Producer | None
+    push: PeriodicExport | None
+    poll_duration: DurationRecorder
+
+    def start(self) -> None:
+        if self.push:
+            self.push.start()
 
     def shutdown(self) -> None:
-        self.provider.force_flush(5_000)
-        self.provider.shutdown(5_000)
+        if self.push:
+            self.push.shutdown()
 
 
 def _resource() -> Resource:
@@ -155,42 +212,15 @@ def _resource() -> Resource:
     return detected
 
 
-def _callback(state: MetricsState, name: str
-              ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    def observe(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(value, dict(attrs)) for attrs, value in state.observe(name)]
-    return observe
-
-
 def build(config: Config, state: MetricsState, *, pull: bool) -> Telemetry:
-    """A MeterProvider with the contract's instruments, OTLP (if enabled) and a pull reader."""
-    readers: list[MetricReader] = []
+    """The producer over ``state``, the OTLP push (if enabled) and the pull side (if asked)."""
+    producer = Producer(state, _resource())
+    push = None
     if otlp_enabled(config.otlp):
-        interval = (config.otlp.export_interval * 1000 if config.otlp.export_interval
-                    else None)
-        readers.append(PeriodicExportingMetricReader(
-            QuietExporter(otlp_exporter(config.otlp)), export_interval_millis=interval))
-    pull_reader = InMemoryMetricReader() if pull else None
-    if pull_reader is not None:
-        readers.append(pull_reader)
-    resource = _resource()
-    views: Sequence[View] = (View(instrument_name=c.POLL_DURATION.name,
-                                  aggregation=ExplicitBucketHistogramAggregation(
-                                      c.POLL_DURATION_BUCKETS)),)
-    # Observations made in callbacks carry no trace context: exemplars would only cost CPU.
-    provider = MeterProvider(metric_readers=readers, resource=resource, views=views,
-                             exemplar_filter=AlwaysOffExemplarFilter())
-    meter = provider.get_meter("pgconn-agent", __version__)
-    histogram = None
-    for spec in c.METRICS:
-        if spec.instrument is c.Instrument.HISTOGRAM:
-            histogram = meter.create_histogram(spec.name, unit=spec.unit,
-                                               description=spec.description)
-        elif spec.instrument is c.Instrument.COUNTER:
-            meter.create_observable_counter(spec.name, [_callback(state, spec.name)],
-                                            unit=spec.unit, description=spec.description)
-        else:
-            meter.create_observable_gauge(spec.name, [_callback(state, spec.name)],
-                                          unit=spec.unit, description=spec.description)
-    assert histogram is not None
-    return Telemetry(provider, pull_reader, histogram)
+        preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")
+        if preference and preference.lower() != "cumulative":
+            log.warning("only cumulative temporality is exported",
+                        extra={"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": preference})
+        push = PeriodicExport(QuietExporter(otlp_exporter(config.otlp)), producer,
+                              config.otlp.export_interval)
+    return Telemetry(producer, producer if pull else None, push, DurationRecorder(state))

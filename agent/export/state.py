@@ -1,4 +1,4 @@
-"""The latest points of every target, read by OpenTelemetry's observable instruments.
+"""The latest points of every target, and the agent's own counters and poll-time histogram.
 
 The poll path only swaps in a new dict under a lock; collection (OTLP or a scrape) reads it.
 A target that fails loses its server data at once (no stale values), keeps ``up = 0``.
@@ -6,12 +6,35 @@ A target that fails loses its server data at once (no stale values), keeps ``up 
 
 from __future__ import annotations
 
+import bisect
 import threading
+import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from .. import contract as c
 from ..aggregate.cap import cap
 from ..aggregate.points import Attributes, PointSet
+
+
+@dataclass(slots=True)
+class Durations:
+    """A cumulative histogram of poll durations over ``contract.POLL_DURATION_BUCKETS``."""
+
+    start_ns: int
+    bucket_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(c.POLL_DURATION_BUCKETS) + 1))
+    count: int = 0
+    sum: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+
+    def record(self, seconds: float) -> None:
+        self.bucket_counts[bisect.bisect_left(c.POLL_DURATION_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.sum += seconds
+        self.min = min(self.min, seconds)
+        self.max = max(self.max, seconds)
 
 
 class MetricsState:
@@ -23,10 +46,13 @@ class MetricsState:
         self._errors: dict[str, dict[str, float]] = {}
         self._skipped: dict[str, float] = {}
         self._up: dict[str, float] = {}
+        self._durations: dict[str, Durations] = {}
+        self._started: dict[str, int] = {}
 
     def _known(self, target: str) -> None:
         """Start a target's agent counters at 0 for every kind, so ``increase()`` sees the
         first error or skipped poll (a series born at 1 has no increase)."""
+        self._started.setdefault(target, time.time_ns())
         self._errors.setdefault(target, dict.fromkeys(c.POLL_ERROR_KINDS, 0.0))
         self._skipped.setdefault(target, 0.0)
 
@@ -54,10 +80,33 @@ class MetricsState:
             self._known(target)
             self._skipped[target] += 1
 
+    def record_duration(self, target: str, seconds: float) -> None:
+        with self._lock:
+            self._known(target)
+            durations = self._durations.get(target)
+            if durations is None:
+                durations = self._durations[target] = Durations(self._started[target])
+            durations.record(seconds)
+
     def remove(self, target: str) -> None:
         with self._lock:
-            for table in (self._points, self._opened, self._errors, self._skipped, self._up):
+            for table in (self._points, self._opened, self._errors, self._skipped, self._up,
+                          self._durations, self._started):
                 table.pop(target, None)
+
+    def durations(self) -> list[tuple[Attributes, Durations]]:
+        with self._lock:
+            return [((("target", t),), Durations(d.start_ns, list(d.bucket_counts), d.count,
+                                                 d.sum, d.min, d.max))
+                    for t, d in self._durations.items()]
+
+    def counter(self, name: str) -> list[tuple[Attributes, float, int]]:
+        """A cumulative counter's points with the start time of their target's series."""
+        points = self.observe(name)
+        with self._lock:
+            now = time.time_ns()
+            return [(attrs, value, self._started.get(attrs[0][1], now))
+                    for attrs, value in points]
 
     def observe(self, name: str) -> list[tuple[Attributes, float]]:
         """Current points of one metric across all targets."""
