@@ -69,6 +69,10 @@ def classify(exc: BaseException, target: str, *, connecting: bool = False) -> Ta
     """Map a psycopg error to a poll-error kind and a one-line message without secrets."""
     sqlstate = getattr(exc, "sqlstate", None)
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+    diag = getattr(exc, "diag", None)
+    if sqlstate and diag is not None and diag.message_primary:
+        # A server error's text goes on with LINE/caret context lines: keep the message.
+        first_line = " ".join(str(diag.message_primary).split())
     if connecting and not sqlstate:
         kind = next((k for k, needles in _CONNECT_FAILURES
                      if any(n in first_line for n in needles)), "connect")
