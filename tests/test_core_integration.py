@@ -199,3 +199,23 @@ def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
         (tmp_path / "pw").write_text("right\n")
         code, out = diagnose("--format", "json", config=config)
         assert code == 0, out
+
+
+def test_settings_are_read_again_after_a_reload(pg: LocalServer) -> None:
+    from agent.collect.client import TargetClient
+    from agent.config import Target
+
+    client = TargetClient(Target("t", pg.dsn()))
+    try:
+        assert client.poll().setting("idle_in_transaction_session_timeout") == 0
+        assert client.poll().setting("statement_timeout") == 0  # not the agent's own 5 s
+        pg.execute("ALTER SYSTEM SET idle_in_transaction_session_timeout = '90s'",
+                   "SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while client.poll().setting("idle_in_transaction_session_timeout") != 90:
+            assert time.monotonic() < deadline, "reloaded setting never seen"
+            time.sleep(0.1)
+    finally:
+        pg.execute("ALTER SYSTEM RESET idle_in_transaction_session_timeout",
+                   "SELECT pg_reload_conf()")
+        client.close()

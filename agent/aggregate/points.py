@@ -41,10 +41,17 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
     def group_pairs(key: Key) -> list[tuple[str, str]]:
         return list(zip(a.dimensions, key, strict=True))
 
+    # The hot loop (one pass per group): group keys already hold only configured dimensions.
+    target = (("target", a.target),)
+    count, state_age, xact_age = (out[m.name] for m in (c.CONNECTION_COUNT, c.STATE_AGE_MAX,
+                                                        c.TRANSACTION_AGE_MAX))
     for g in a.groups:
-        add(c.CONNECTION_COUNT, group_pairs(g.key), g.count)
-        add(c.STATE_AGE_MAX, group_pairs(g.key), g.max_state_age)
-        add(c.TRANSACTION_AGE_MAX, group_pairs(g.key), g.max_xact_age)
+        attrs = target + tuple(zip(a.dimensions, g.key, strict=True))
+        count.append((attrs, float(g.count)))
+        if g.max_state_age is not None:
+            state_age.append((attrs, float(g.max_state_age)))
+        if g.max_xact_age is not None:
+            xact_age.append((attrs, float(g.max_xact_age)))
     add(c.CONNECTION_MAX, (), a.max_connections)
     add(c.CONNECTION_RESERVED, (), a.reserved if a.max_connections is not None else None)
     add(c.CONNECTION_UTILIZATION, (), a.utilization)

@@ -59,22 +59,33 @@ def setting_names(server_version_num: int) -> list[str]:
     return [name for name, since in SETTING_SINCE.items() if since <= server_version_num]
 
 
+ACTIVITY_COLUMNS = (
+    "datid, datname, pid, usesysid, usename, application_name, client_addr, client_hostname, "
+    "client_port, backend_start, xact_start, query_start, state_change, wait_event_type, "
+    "wait_event, state, backend_type, CASE WHEN %(show_queries)s THEN query END AS query")
+"""The pg_stat_activity columns the parts read; query text is copied only when asked for."""
+
+
 @cache
-def poll(server_version_num: int) -> tuple[str, tuple[str, ...]]:
+def poll(server_version_num: int, *, with_settings: bool = True
+         ) -> tuple[str, tuple[str, ...]]:
     """Every part of a poll as one statement, and the names of its JSON columns.
 
     Building pg_stat_activity's rows is most of what a poll costs the server, and each part's
     file reads the view: so the statement shadows ``pg_stat_activity`` and ``pg_locks`` with
     MATERIALIZED CTEs of the same name (unqualified names resolve to a CTE first), reads each
     once, and returns each part's rows as one JSON array (``json_agg`` keeps the part's order).
-    A part the server lacks (``load`` gives None) is left out.
+    A part the server lacks (``load`` gives None) is left out, and so are the settings when the
+    caller still has them (they change only when ``pg_conf_load_time()`` does, which the
+    statement returns).
     """
-    parts = [(name, load(name, server_version_num)) for name in QUERIES]
+    parts = [(name, load(name, server_version_num)) for name in QUERIES
+             if with_settings or name != "settings"]
     present = tuple(name for name, sql in parts if sql is not None)
     columns = ",\n".join(f"(SELECT coalesce(json_agg(p), '[]') FROM (\n{sql.rstrip()}\n) AS p) "
                          f"AS {name}" for name, sql in parts if sql is not None)
     statement = ("WITH pg_stat_activity AS MATERIALIZED "
-                 "(SELECT * FROM pg_catalog.pg_stat_activity),\n"
+                 f"(SELECT {ACTIVITY_COLUMNS} FROM pg_catalog.pg_stat_activity),\n"
                  "pg_locks AS MATERIALIZED (SELECT * FROM pg_catalog.pg_locks)\n"
-                 f"SELECT now() AS taken_at,\n{columns}")
+                 f"SELECT now() AS taken_at, pg_conf_load_time() AS conf_load_time,\n{columns}")
     return statement, present

@@ -13,10 +13,10 @@ SELECT datname,
        -- greatest() ignores NULLs: only clamp when the group has a state_change / xact_start,
        -- so a group without an open transaction reports no age instead of 0.
        CASE WHEN min(state_change) IS NOT NULL
-            THEN greatest(0, extract(epoch FROM now() - min(state_change)))::float8
+            THEN greatest(0, date_part('epoch', now() - min(state_change)))
        END AS max_state_age,
        CASE WHEN min(xact_start) IS NOT NULL
-            THEN greatest(0, extract(epoch FROM now() - min(xact_start)))::float8
+            THEN greatest(0, date_part('epoch', now() - min(xact_start)))
        END AS max_xact_age,
        (count(*) FILTER (WHERE backend_start > %(since)s))::int AS opened,
        (count(*) FILTER (WHERE backend_start > now() - make_interval(secs => %(churn_window)s)))::int

@@ -6,6 +6,6 @@ SELECT pid,
        waitstart,
        -- waitstart is NULL for a moment after the wait begins: no age then, not 0.
        CASE WHEN waitstart IS NOT NULL
-            THEN greatest(0, extract(epoch FROM now() - waitstart))::float8 END AS wait_age
+            THEN greatest(0, date_part('epoch', now() - waitstart)) END AS wait_age
 FROM pg_locks
 WHERE NOT granted AND pid IS NOT NULL
