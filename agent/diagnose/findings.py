@@ -316,7 +316,9 @@ def unreachable(target: str, kind: str, message: str) -> Finding:
         "too_many_connections": "The server refused even the agent: every slot is taken. "
         "Connect as a superuser (reserved slots) or via a role with reserved connections, "
         "then find the holder with pg_stat_activity.",
-        "auth": "Check the agent's role, password and pg_hba.conf entry.",
+        "auth": "Check the agent's role, password and pg_hba.conf entry; for a TLS error, that "
+        "sslrootcert holds the CA that signed the server's certificate and that the host "
+        "name in the DSN is one the certificate names.",
         "connect": "Check that the host resolves, the port is open and the server runs.",
         "timeout": "The server is too slow to answer a catalog query: it may be overloaded.",
     }.get(kind, "See the message above.")
