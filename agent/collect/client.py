@@ -22,6 +22,7 @@ from .snapshot import (
     DatabaseSessions,
     LockWait,
     Session,
+    Setting,
     Snapshot,
     WaitCount,
 )
@@ -98,6 +99,8 @@ class TargetClient:
         self.show_queries = show_queries
         self._conn: psycopg.Connection[Any] | None = None
         self._since: datetime | None = None
+        self._settings: tuple[Setting, ...] | None = None
+        self._conf_load_time: datetime | None = None
 
     @property
     def connected(self) -> bool:
@@ -110,9 +113,16 @@ class TargetClient:
             conn = psycopg.connect(connection_string(self.target), autocommit=True)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
-        conn.read_only = True
+        try:
+            # Session-level SET: pg_settings.reset_val keeps showing the server's values.
+            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
+                         f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+        except psycopg.Error as exc:
+            conn.close()
+            raise classify(exc, self.target.name) from None
         self._conn = conn
         self._since = None
+        self._settings = None
         log.info("connected", extra={"target": self.target.name,
                                      "server_version": conn.info.server_version})
 
@@ -122,7 +132,7 @@ class TargetClient:
             self._conn = None
 
     def poll(self) -> Snapshot:
-        """Read one snapshot in a single read-only transaction; reconnects if needed."""
+        """Read one snapshot with one statement (one round trip); reconnects if needed."""
         self.connect()
         assert self._conn is not None
         try:
@@ -144,16 +154,22 @@ class TargetClient:
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
         }
-        statement, present = queries.poll(version)
-        with conn.transaction():
-            # SET LOCAL, not startup options: pg_settings.reset_val must stay the server's value.
-            conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                         f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-            # One statement, one read of pg_stat_activity and pg_locks (see queries.poll).
-            row = conn.execute(statement, params, prepare=True).fetchone()
+        statement, present = queries.poll(version, with_settings=self._settings is None)
+        # One statement (its own read-only transaction): one read of pg_stat_activity and
+        # pg_locks, consistent with each other (see queries.poll).
+        row = conn.execute(statement, params, prepare=True).fetchone()
         assert row is not None
         taken_at: datetime = row[0]
-        parts: dict[str, list[dict[str, Any]]] = dict(zip(present, row[1:], strict=True))
+        parts: dict[str, list[dict[str, Any]]] = dict(zip(present, row[2:], strict=True))
+        if "settings" in parts:
+            self._settings = tuple(normalise(r["name"], r["setting"], r["unit"])
+                                   for r in parts["settings"])
+        elif row[1] != self._conf_load_time:  # reloaded since: read the settings again
+            sql = queries.load("settings", version)
+            assert sql is not None
+            self._settings = tuple(normalise(*r) for r in conn.execute(sql, params))
+        self._conf_load_time = row[1]
+        assert self._settings is not None
 
         def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
             return tuple(make(**r) for r in parts.get(query, ()))
@@ -164,8 +180,7 @@ class TargetClient:
             taken_at=taken_at,
             server_version_num=version,
             agent_pid=conn.info.backend_pid,
-            settings=tuple(normalise(r["name"], r["setting"], r["unit"])
-                           for r in parts["settings"]),
+            settings=self._settings,
             groups=groups,
             backend_types=rows("backend_types", BackendTypeCount),
             waits=rows("waits", WaitCount),
