@@ -136,7 +136,7 @@ def test_every_agent_session_is_read_only_from_its_start(server: LocalServer) ->
     from agent.config import Target
 
     dsn = connection_string(Target("t", server.dsn(user="monitor", options="-c work_mem=8MB")))
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, application_name="read-only-probe") as conn:
         assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)  # the user's options kept
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TEMP TABLE t (x int)")
