@@ -62,7 +62,7 @@ def held() -> Iterator[Situation]:
 @pytest.fixture(scope="module")
 def agent(held: Situation) -> Iterator[Agent]:
     with Agent(["--dsn", held.server.dsn(), "--listen", "127.0.0.1:0",
-                "--interval", "0.5"]) as proc:
+                "--interval", "2"]) as proc:  # see test_export_otlp.POLL_INTERVAL
         proc.started()
         wait_until(lambda: proc.value("pgconn_agent_up") == 1, 20, "pgconn_agent_up 1")
         held.open_late(LATE_APP, 3)
