@@ -299,13 +299,21 @@ def test_attribution_and_points_hold_their_invariants(snap: Any, dims: tuple[str
     assert len(a.waits) <= max_groups
     assert sum(w.count for w in a.waits) == sum(w.count for w in snap.waits)
     assert len(a.blocking) <= max_groups
-    assert sum(n for _, n in a.blocking) == sum(len(s.blocking_pids) for s in snap.sessions)
+    by_pid = {s.pid: s for s in snap.sessions}
+
+    def blocker_key(pid: int) -> tuple[str, ...]:
+        return project(by_pid[pid], dims) if pid in by_pid else (c.HIDDEN,) * len(dims)
+
+    blocked_per_group: dict[tuple[str, ...], set[int]] = {}
+    for s in snap.sessions:
+        for p in s.blocking_pids:
+            blocked_per_group.setdefault(blocker_key(p), set()).add(s.pid)
+    # per blocker group, the distinct sessions it blocks directly; folding adds them up
+    assert sum(n for _, n in a.blocking) == sum(len(v) for v in blocked_per_group.values())
     # the folded count is exactly what the three caps folded
     wait_keys = {(w.datname or "", w.usename or "", w.application_name, w.wait_event_type,
                   w.wait_event) for w in snap.waits}
-    by_pid = {s.pid: s for s in snap.sessions}
-    blocker_keys = {project(by_pid[p], dims) if p in by_pid else (c.HIDDEN,) * len(dims)
-                    for s in snap.sessions for p in s.blocking_pids}
+    blocker_keys = set(blocked_per_group)
     assert a.folded == (folded_by_cap(len({project(g, dims) for g in snap.groups}), max_groups)
                         + folded_by_cap(len(wait_keys), max_groups)
                         + folded_by_cap(len(blocker_keys), max_groups))
