@@ -219,3 +219,20 @@ def test_settings_are_read_again_after_a_reload(pg: LocalServer) -> None:
         pg.execute("ALTER SYSTEM RESET idle_in_transaction_session_timeout",
                    "SELECT pg_reload_conf()")
         client.close()
+
+
+def test_opened_counts_each_new_backend_once(pg: LocalServer, workload: Workload) -> None:
+    from agent.collect.client import TargetClient
+    from agent.config import Target
+
+    client = TargetClient(Target("t", pg.dsn()))
+    try:
+        first = client.poll()
+        assert all(g.opened == 0 for g in first.groups)  # nothing to compare with yet
+        workload.idle(4, "newcomer")
+        opened = sum(g.opened for g in client.poll().groups
+                     if g.application_name == "newcomer")
+        assert opened == 4
+        assert sum(g.opened for g in client.poll().groups) == 0  # counted once, not again
+    finally:
+        client.close()

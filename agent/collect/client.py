@@ -101,6 +101,7 @@ class TargetClient:
         self._since: datetime | None = None
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
+        self._recent_pids: frozenset[int] | None = None
 
     @property
     def connected(self) -> bool:
@@ -123,6 +124,7 @@ class TargetClient:
         self._conn = conn
         self._since = None
         self._settings = None
+        self._recent_pids = None
         log.info("connected", extra={"target": self.target.name,
                                      "server_version": conn.info.server_version})
 
@@ -174,7 +176,7 @@ class TargetClient:
         def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
             return tuple(make(**r) for r in parts.get(query, ()))
 
-        groups = rows("activity_groups", ActivityGroup)
+        groups = self._groups(parts["activity_groups"])
         snapshot = Snapshot(
             target=self.target.name,
             taken_at=taken_at,
@@ -192,6 +194,19 @@ class TargetClient:
             churn_window=CHURN_WINDOW_S,
         )
         return snapshot
+
+
+    def _groups(self, rows: list[dict[str, Any]]) -> tuple[ActivityGroup, ...]:
+        """Groups with ``opened``: recent backends that the previous poll did not list."""
+        seen, recent = self._recent_pids, set[int]()
+        groups = []
+        for row in rows:
+            pids = row.pop("recent_pids")
+            recent.update(pids)
+            opened = 0 if seen is None else sum(1 for pid in pids if pid not in seen)
+            groups.append(ActivityGroup(**row, opened=opened))
+        self._recent_pids = frozenset(recent)
+        return tuple(groups)
 
 
 def _timestamp(value: str | None) -> datetime | None:

@@ -11,7 +11,7 @@ class ActivityGroup:
     """Client backends sharing (datname, usename, application_name, client_addr, state).
 
     Aggregated in SQL so a poll costs the same at 3,000 sessions as at 30.
-    ``opened`` counts backends started since the previous poll (``backend_start > since``);
+    ``opened`` counts backends the previous poll did not see (0 on a connection's first poll);
     ``young`` counts backends younger than the churn window.
     """
 

@@ -18,7 +18,11 @@ SELECT datname,
        CASE WHEN min(xact_start) IS NOT NULL
             THEN greatest(0, date_part('epoch', now() - min(xact_start)))
        END AS max_xact_age,
-       (count(*) FILTER (WHERE backend_start > %(since)s))::int AS opened,
+       -- Backends started shortly before the previous poll may have been invisible to it (still
+       -- authenticating): list the recent ones and let the client count those it has not seen.
+       coalesce(array_agg(pid ORDER BY pid) FILTER (WHERE backend_start > coalesce(%(since)s, now())
+                                                             - interval '10 seconds'),
+                '{}') AS recent_pids,
        (count(*) FILTER (WHERE backend_start > now() - make_interval(secs => %(churn_window)s)))::int
            AS young
 FROM pg_stat_activity
