@@ -13,6 +13,9 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)   # tsc checks the dashboards' types
 if [ "${PGCONN_WITH_PEER:-0}" = "1" ] && ! command -v prometheus-postgres-exporter >/dev/null 2>&1; then
     need_apt+=(prometheus-postgres-exporter)
 fi
