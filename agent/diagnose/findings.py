@@ -173,7 +173,8 @@ def idle_in_transaction(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         f"pid {s.pid} {s.application_name} from {s.client_addr} ({s.usename}@{s.datname}): "
         f"idle in transaction for {age(s.state_age)}, transaction open {age(s.xact_age)}, "
         f"holds {s.locks_held} locks, directly blocks {blocked.get(s.pid, 0)} sessions"
-        for s in sorted(old, key=lambda s: -(s.state_age or 0))[:10])
+        for s in sorted(old, key=lambda s: (-blocked.get(s.pid, 0), -s.locks_held,
+                                            -(s.state_age or 0)))[:10])
     yield Finding(
         "idle_in_transaction", severity,
         f"{len(old)} sessions idle in transaction for over {age(t.idle_in_transaction_warning)} "
