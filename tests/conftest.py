@@ -22,3 +22,15 @@ def workload(pg: LocalServer) -> Iterator[Workload]:
     """Client sessions that end with the test, so each test sees only its own situation."""
     with Workload(pg.dsn(), pg.dsn(via="unix")) as work:
         yield work
+
+
+@pytest.fixture(scope="module")
+def e2e_server() -> Iterator[LocalServer]:
+    """A server for the agent-as-a-process tests: ``agent_e2e.start_server()``, one per module."""
+    from agent_e2e import start_server
+
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()

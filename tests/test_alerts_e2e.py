@@ -12,26 +12,18 @@ show exactly the incident's alerts firing, each naming shop-web, and none of the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_e2e import AGENT, Agent, wait_until
+from prometheus_server import Prometheus
 
 from agent import alert_rules
-from agent.pgserver import LocalServer, free_port
+from agent.pgserver import LocalServer
 from agent.workload import Workload
-
-PROMETHEUS = "/usr/bin/prometheus"
 
 APP, APP_ROLE = "shop-web", "shop"
 OTHER_APP, OTHER_ROLE = "billing", "billing"
@@ -67,63 +59,6 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
-class Prometheus:
-    """Debian's Prometheus scraping one agent and evaluating one rule file, every second."""
-
-    def __init__(self, scrape: str, rules: str) -> None:
-        if not os.access(PROMETHEUS, os.X_OK):
-            pytest.fail(f"{PROMETHEUS} is missing: run scripts/setup.sh (Debian prometheus)")
-        self.tmp = Path(tempfile.mkdtemp(prefix="pgconn-alerts-e2e-"))
-        (self.tmp / "pgconn-agent.rules.yml").write_text(rules, encoding="utf-8")
-        (self.tmp / "prometheus.yml").write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "rule_files:\n  - pgconn-agent.rules.yml\n"
-            "scrape_configs:\n  - job_name: pgconn-agent\n"
-            f"    static_configs:\n      - targets: [{json.dumps(scrape)}]\n",
-            encoding="utf-8")
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self._log = (self.tmp / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.tmp / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until(self._ready, 60, "Prometheus /-/ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{self.log()[-3000:]}")
-        with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-            return bool(r.status == 200)
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"{self.url}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            answer = json.loads(r.read())
-        assert answer["status"] == "success", answer
-        return answer["data"]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return list(self.api("alerts")["alerts"])
-
-    def log(self) -> str:
-        self._log.flush()
-        return (self.tmp / "prometheus.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
-
-
 @dataclass
 class Incident:
     server: LocalServer
@@ -154,7 +89,7 @@ def incident() -> Iterator[Incident]:
         wait_until(lambda: agent is not None and agent.value("pgconn_agent_up") == 1, 30,
                    "the agent's first successful poll")
         assert agent.listen
-        prometheus = Prometheus(agent.listen, alert_rules.render_rules(OVERRIDES))
+        prometheus = Prometheus([agent.listen], rules=alert_rules.render_rules(OVERRIDES))
         yield Incident(server, agent, prometheus)
     finally:
         if prometheus is not None:
@@ -179,7 +114,7 @@ def _firing(prometheus: Prometheus) -> dict[tuple[str, str], list[dict[str, Any]
 def _explain(incident: Incident, firing: Any) -> str:
     return (f"firing: {json.dumps(firing, indent=1)[:6000]}\n"
             f"agent log:\n{incident.agent.stderr()[-2000:]}\n"
-            f"prometheus log:\n{incident.prometheus.log()[-2000:]}")
+            f"prometheus log:\n{incident.prometheus.log_text()[-2000:]}")
 
 
 def test_the_incident_fires_exactly_its_alerts_naming_the_holder(incident: Incident) -> None:

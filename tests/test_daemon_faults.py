@@ -6,11 +6,10 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_e2e import Agent, blackhole, closed_port, start_server, wait_until
+from agent_e2e import Agent, blackhole, closed_port, wait_until
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
 from agent import contract as c
@@ -23,15 +22,6 @@ ERRORS = c.POLL_ERRORS.prometheus_name
 SKIPPED = c.POLL_SKIPPED.prometheus_name
 POLLS = c.POLL_DURATION.prometheus_name + "_count"
 SERVER_DATA = tuple(s.prometheus_name for s in c.METRICS if s.name.startswith("postgresql."))
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    srv = start_server()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def name_of(server: LocalServer, dbname: str = "postgres") -> str:
@@ -48,12 +38,12 @@ def warnings_and_errors(agent: Agent) -> list[dict[str, object]]:
 
 
 def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
-        server: LocalServer) -> None:
-    target = name_of(server)
-    work = Workload(server.dsn(), server.dsn(via="unix"))
+        e2e_server: LocalServer) -> None:
+    target = name_of(e2e_server)
+    work = Workload(e2e_server.dsn(), e2e_server.dsn(via="unix"))
     try:
         work.idle(5, "before-restart")
-        with run(server.dsn()) as agent:
+        with run(e2e_server.dsn()) as agent:
             agent.started()
             wait_until(lambda: agent.value(COUNT, application_name="before-restart") == 5,
                        15, "the workload's sessions")
@@ -76,7 +66,7 @@ def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             try:
-                server.restart()
+                e2e_server.restart()
                 wait_until(lambda: any(up == 0 for up, _ in samples), 15, "up 0")
                 wait_until(lambda: samples[-1][0] == 1 and samples[-1][1] > 0, 20,
                            "up back to 1 with fresh data")
@@ -102,16 +92,16 @@ def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
 
 @pytest.mark.parametrize("receiver_class", [GrpcReceiver, HttpReceiver],
                          ids=["grpc", "http"])
-def test_otlp_endpoint_down_then_back(server: LocalServer,
+def test_otlp_endpoint_down_then_back(e2e_server: LocalServer,
                                       receiver_class: type[GrpcReceiver | HttpReceiver]
                                       ) -> None:
-    target = name_of(server)
+    target = name_of(e2e_server)
     receiver = receiver_class().up()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
            "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
            "OTEL_METRIC_EXPORT_INTERVAL": "300", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
     try:
-        with run(server.dsn(), env=env) as agent:
+        with run(e2e_server.dsn(), env=env) as agent:
             agent.started()
             receiver.wait_for(lambda: receiver.latest_value(c.AGENT_UP.name,
                                                             target=target) == 1, 15, "up 1")
@@ -153,13 +143,13 @@ def test_otlp_endpoint_down_then_back(server: LocalServer,
 
 
 def test_unreachable_and_hung_targets_do_not_hold_back_the_good_one(
-        server: LocalServer) -> None:
-    good = name_of(server)
+        e2e_server: LocalServer) -> None:
+    good = name_of(e2e_server)
     refused_port = closed_port()
     with blackhole() as hung_port:
         refused = f"127.0.0.1:{refused_port}/postgres"
         hung = f"127.0.0.1:{hung_port}/postgres"
-        with run(server.dsn(),
+        with run(e2e_server.dsn(),
                  f"host=127.0.0.1 port={refused_port} user=postgres dbname=postgres",
                  f"host=127.0.0.1 port={hung_port} user=postgres dbname=postgres "
                  f"connect_timeout=2") as agent:
@@ -201,13 +191,13 @@ def test_unreachable_and_hung_targets_do_not_hold_back_the_good_one(
             assert "Traceback" not in agent.stderr()
 
 
-def test_sigterm_flushes_a_last_export_and_exits_0(server: LocalServer) -> None:
-    target = name_of(server)
+def test_sigterm_flushes_a_last_export_and_exits_0(e2e_server: LocalServer) -> None:
+    target = name_of(e2e_server)
     with HttpReceiver() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
                "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
-        with run(server.dsn(), env=env) as agent:
+        with run(e2e_server.dsn(), env=env) as agent:
             agent.started()
             wait_until(lambda: agent.value(UP, target=target) == 1, 15, "up 1")
             assert receiver.total == 0, "the periodic export should not have run yet"
@@ -219,15 +209,15 @@ def test_sigterm_flushes_a_last_export_and_exits_0(server: LocalServer) -> None:
             assert any(r.get("msg") == "stopping" for r in agent.logs())
 
 
-def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(server: LocalServer,
+def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(e2e_server: LocalServer,
                                                              tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    first = f'name = "first"\ndsn = "{server.dsn()}"\n'
+    first = f'name = "first"\ndsn = "{e2e_server.dsn()}"\n'
     config.write_text(f'[agent]\ninterval = 0.5\nlisten = "127.0.0.1:0"\n\n'
                       f'[[targets]]\n{first}')
 
     def agent_pids(dbname: str) -> list[int]:
-        return [r[0] for r in server.execute(
+        return [r[0] for r in e2e_server.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgconn-agent' "
             f"AND datname = '{dbname}' ORDER BY pid")]
 
@@ -236,7 +226,7 @@ def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(server: LocalServe
         wait_until(lambda: agent.value(UP, target="first") == 1, 15, "first target up")
         first_pids = wait_until(lambda: agent_pids("postgres"), 10, "the agent's connection")
 
-        second_dsn = server.dsn(dbname="shop", password="hunter2")
+        second_dsn = e2e_server.dsn(dbname="shop", password="hunter2")
         config.write_text(config.read_text()
                           + f'\n[[targets]]\nname = "second"\ndsn = "{second_dsn}"\n')
         agent.signal(signal.SIGHUP)
@@ -265,8 +255,8 @@ def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(server: LocalServe
         assert "Traceback" not in stderr
 
 
-def test_healthz_and_readyz(server: LocalServer) -> None:
-    with run(server.dsn()) as agent:
+def test_healthz_and_readyz(e2e_server: LocalServer) -> None:
+    with run(e2e_server.dsn()) as agent:
         agent.started()
         assert agent.get("/healthz") == (200, "ok\n")
         wait_until(lambda: agent.get("/readyz")[0] == 200, 10, "/readyz 200")

@@ -7,21 +7,14 @@ TypeScript compiler, and Debian's Prometheus parsing and evaluating every panel 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_server import Prometheus
 
 from agent import contract as c
 from dashboards import build
@@ -30,7 +23,6 @@ from dashboards.queries import builtin_intervals, panel_queries
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "dashboards"
 INSTALL_TOOLS = ROOT / "scripts" / "install-dashboard-tools.sh"
-PROMETHEUS = os.environ.get("PGCONN_PROMETHEUS", "/usr/bin/prometheus")
 
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 DECLARED: dict[str, c.MetricSpec] = {}
@@ -406,79 +398,6 @@ def test_structural_check_rejects_a_broken_dashboard(tmp_path: Path, mutation: A
 # Every query parses and evaluates on a real Prometheus
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Prometheus:
-    """Debian's Prometheus in a temporary directory, scraping the given targets every second."""
-
-    def __init__(self, scrape_targets: list[str] | None = None, *,
-                 scrape_interval: str = "1s") -> None:
-        if not os.access(PROMETHEUS, os.X_OK):
-            pytest.fail(f"{PROMETHEUS} is missing: run scripts/setup.sh (apt prometheus)")
-        self.tmp = Path(tempfile.mkdtemp(prefix="pgconn-prom-"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        scrape = ""
-        if scrape_targets:
-            scrape = ("scrape_configs:\n  - job_name: pgconn-agent\n"
-                      f"    scrape_interval: {scrape_interval}\n"
-                      f"    scrape_timeout: {scrape_interval}\n"
-                      f"    static_configs:\n      - targets: {json.dumps(scrape_targets)}\n")
-        (self.tmp / "prometheus.yml").write_text(
-            f"global:\n  scrape_interval: {scrape_interval}\n"
-            f"  evaluation_interval: {scrape_interval}\n{scrape}", encoding="utf-8")
-        self.log = (self.tmp / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={self.tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--web.enable-lifecycle"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"prometheus exited: {self.log_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"prometheus not ready after {timeout}s: {self.log_text()[-3000:]}")
-
-    def query(self, expr: str) -> dict[str, Any]:
-        """The /api/v1/query answer (status, data or errorType/error), errors included."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                return dict(json.loads(r.read()))
-        except urllib.error.HTTPError as exc:
-            return dict(json.loads(exc.read()))
-
-    def log_text(self) -> str:
-        self.log.flush()
-        return (self.tmp / "prometheus.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @pytest.fixture
 def empty_prometheus() -> Iterator[Prometheus]:
     prom = Prometheus()
@@ -498,7 +417,7 @@ def test_every_panel_query_is_valid_promql(empty_prometheus: Prometheus) -> None
                     variables["application_name"], str):
                 variables = {**variables, "application_name": "(unset)"}
             for title, expr in panel_queries(model, variables):
-                answer = empty_prometheus.query(expr)
+                answer = empty_prometheus.raw_query(expr)
                 assert answer.get("status") == "success", (name, title, expr, answer)
                 checked += 1
     for var in ("target", "application_name"):
@@ -506,7 +425,7 @@ def test_every_panel_query_is_valid_promql(empty_prometheus: Prometheus) -> None
             v = next(x for x in model["templating"]["list"] if x["name"] == var)
             expr = re.sub(r"^label_values\((.*), *(\w+)\)$", r"group by (\2) (\1)", v["query"])
             expr = expr.replace("$target", ".*")
-            answer = empty_prometheus.query(expr)
+            answer = empty_prometheus.raw_query(expr)
             assert answer.get("status") == "success", (var, expr, answer)
     assert checked >= 80
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dashboards import Prometheus
+from prometheus_server import Prometheus
 
 from agent import contract as c
 from agent.pgserver import LocalServer, free_port
@@ -93,7 +93,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         metrics_url = f"http://{listen}/metrics"
         _wait_for("the agent's first poll", lambda: "pgconn_agent_up" in _get(metrics_url)
                   and "postgresql_connection_count" in _get(metrics_url), 60, log_path)
-        prometheus = Prometheus([listen], scrape_interval="1s")
+        prometheus = Prometheus([listen])
 
         # The agent runs before the incident starts, so it sees every connection open.
         work = Workload(server.dsn(), server.dsn(via="unix"))
@@ -107,7 +107,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         prom = prometheus
 
         def target_name() -> str | None:
-            result = prom.query('pgconn_agent_up == 1')["data"]["result"]
+            result = prom.raw_query('pgconn_agent_up == 1')["data"]["result"]
             return str(result[0]["metric"]["target"]) if result else None
 
         target = _wait_for("Prometheus to scrape the agent", target_name, 60, log_path)
@@ -128,7 +128,7 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
 
 
 def _results(prometheus: Prometheus, expr: str) -> tuple[str | None, list[dict[str, Any]]]:
-    answer = prometheus.query(expr)
+    answer = prometheus.raw_query(expr)
     if answer.get("status") != "success":
         return f"{answer.get('errorType')}: {answer.get('error')}", []
     data = answer["data"]

@@ -26,7 +26,6 @@ from agent_e2e import (
     Agent,
     Situation,
     situation,
-    start_server,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from otlp_receiver import (
@@ -48,17 +47,8 @@ HEADERS = "authorization=Bearer%20s3cret,x-tenant=acme"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    srv = start_server()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def held(server: LocalServer) -> Iterator[Situation]:
-    with situation(server) as s:
+def held(e2e_server: LocalServer) -> Iterator[Situation]:
+    with situation(e2e_server) as s:
         yield s
 
 

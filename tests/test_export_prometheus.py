@@ -7,15 +7,7 @@ situation; ``/metrics`` is parsed with prometheus_client's parser, then Debian's
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from agent_e2e import (
@@ -27,17 +19,15 @@ from agent_e2e import (
     Agent,
     Situation,
     situation,
-    start_server,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import JOB, Prometheus
 
 from agent import contract as c
-from agent.pgserver import free_port
+from agent.pgserver import LocalServer
 
 LATE_APP = "late-prom"
-PROMETHEUS = "/usr/bin/prometheus"
-JOB = "pgconn-agent"
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                   "scrape_samples_post_metric_relabeling", "scrape_series_added"}
 
@@ -50,13 +40,9 @@ def sample_names(spec: c.MetricSpec) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def held() -> Iterator[Situation]:
-    server = start_server()
-    try:
-        with situation(server) as s:
-            yield s
-    finally:
-        server.stop()
+def held(e2e_server: LocalServer) -> Iterator[Situation]:
+    with situation(e2e_server) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -111,77 +97,14 @@ def test_metrics_endpoint_serves_exactly_the_contract(agent: Agent, held: Situat
         assert agent.value("postgresql_connection_count", state=state, **held.shop_group) == n
 
 
-class Prometheus:
-    """Debian's prometheus with a temporary config and TSDB, scraping one target every second."""
-
-    def __init__(self, scrape: str) -> None:
-        if not Path(PROMETHEUS).exists():
-            pytest.fail(f"{PROMETHEUS} is missing: run scripts/setup.sh (apt package "
-                        f"'prometheus')", pytrace=False)
-        self.tmp = Path(tempfile.mkdtemp(prefix="pgconn-prom-"))
-        self.port = free_port()
-        config = self.tmp / "prometheus.yml"
-        config.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [scrape]}]}],
-        }))
-        self.log = (self.tmp / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={self.tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(self._ready, 30, "prometheus /-/ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.proc.returncode}: "
-                                 f"{(self.tmp / 'prometheus.log').read_text()[-2000:]}")
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
-            return bool(r.status == 200)
-
-    def query(self, promql: str) -> list[tuple[dict[str, str], float]]:
-        url = (f"http://127.0.0.1:{self.port}/api/v1/query?"
-               + urllib.parse.urlencode({"query": promql}))
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            answer: dict[str, Any] = json.load(resp)
-        assert answer["status"] == "success", answer
-        return [(r["metric"], float(r["value"][1])) for r in answer["data"]["result"]]
-
-    def until(self, promql: str, check: Any, timeout: float = 20.0) -> list[Any]:
-        """Re-run ``promql`` until ``check(result)`` holds; returns the result."""
-        result: list[Any] = []
-
-        def ok() -> bool:
-            nonlocal result
-            result = self.query(promql)
-            return bool(result) and bool(check(result))
-
-        try:
-            wait_until(ok, timeout, promql, every=0.25)
-        except TimeoutError:
-            pytest.fail(f"PromQL {promql!r}: got {result}")
-        return result
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def prometheus(agent: Agent) -> Iterator[Prometheus]:
     assert agent.listen
-    prom = Prometheus(agent.listen)
+    prom = Prometheus([agent.listen])
     try:
         yield prom
     finally:
-        prom.close()
+        prom.stop()
 
 
 def by(label: str, result: list[tuple[dict[str, str], float]]) -> dict[str, float]:

@@ -30,8 +30,8 @@ from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
 from hardening_support import CJK_63, DB_CONTROL, EURO_63, INJECTION, QUOTES, TERMINAL
 from otlp_receiver import GrpcReceiver, number
+from prometheus_server import Prometheus
 from psycopg import sql
-from test_dashboards import Prometheus
 
 from agent import contract as c
 from agent.cli import main
@@ -138,18 +138,18 @@ def test_metrics_endpoint_escapes_and_parses_back(agent: Agent) -> None:
 
 def test_a_real_prometheus_scrapes_the_exact_names(agent: Agent) -> None:
     assert agent.listen
-    prometheus = Prometheus([agent.listen], scrape_interval="1s")
+    prometheus = Prometheus([agent.listen])
     try:
         def series() -> dict[tuple[str, str, str], float] | None:
-            answer = prometheus.query(f'{c.CONNECTION_COUNT.prometheus_name}{{state="idle"}}')
+            answer = prometheus.raw_query(f'{c.CONNECTION_COUNT.prometheus_name}{{state="idle"}}')
             result = answer.get("data", {}).get("result", [])
             groups = idle_groups([(r["metric"], float(r["value"][1])) for r in result])
             return groups if groups == expected_groups() else None
 
         wait_until(series, 30, "Prometheus to hold the hostile series", every=0.5)
-        up = prometheus.query('up{job="pgconn-agent"}')["data"]["result"]
+        up = prometheus.raw_query('up{job="pgconn-agent"}')["data"]["result"]
         assert [r["value"][1] for r in up] == ["1"], up  # the scrape parsed, as a whole
-        fake = prometheus.query('{__name__=~"fake.*|a.*"}')["data"]["result"]
+        fake = prometheus.raw_query('{__name__=~"fake.*|a.*"}')["data"]["result"]
         assert fake == []
     finally:
         prometheus.stop()
