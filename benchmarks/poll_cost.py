@@ -14,8 +14,8 @@ workload's own connections do not pollute CPU and memory figures, interleaves in
 * floor: one aggregated ``SELECT ... FROM pg_stat_activity GROUP BY ...`` on an open psycopg
   connection, the least any agent must pay;
 * agent: ``TargetRunner.poll()`` (collect, attribute, points, publish) plus one collection of
-  the OpenTelemetry pull reader (where the observable callbacks record into the SDK); wall and
-  the agent's own CPU (``time.thread_time``) of both parts;
+  the OpenTelemetry data (``Producer.get_metrics_data()``, what OTLP export and /metrics read);
+  wall and the agent's own CPU (``time.thread_time``) of both parts;
 * exporter: one ``/metrics`` scrape; wall, and its CPU per scrape from ``/proc/<pid>/stat``.
 
 The server-side CPU of each (the backends' ``/proc/<pid>/stat``) is reported too: it is what a
