@@ -63,9 +63,8 @@ def otel_env(receiver: Receiver) -> dict[str, str]:
     }
 
 
-# Polls every 2 s, not faster: the agent counts a new backend as "opened" when its
-# backend_start is after the previous poll, so a session still authenticating while a poll
-# runs is never counted (a known undercount); a longer interval makes that race rare here.
+# Polls every 2 s: a new "opened" series is reported at 0 first and gets its count one poll
+# later, and the late sessions must be opened between two polls.
 POLL_INTERVAL = "2"
 
 

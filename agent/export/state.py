@@ -43,6 +43,7 @@ class MetricsState:
         self._max_groups = max_groups
         self._points: dict[str, dict[str, list[tuple[Attributes, float]]]] = {}
         self._opened: dict[str, dict[Attributes, float]] = {}
+        self._pending: dict[str, dict[Attributes, float]] = {}
         self._errors: dict[str, dict[str, float]] = {}
         self._skipped: dict[str, float] = {}
         self._up: dict[str, float] = {}
@@ -61,8 +62,18 @@ class MetricsState:
             self._known(target)
             self._points[target] = point_set.points
             opened = self._opened.setdefault(target, {})
-            for attrs, delta in point_set.opened:
+            for attrs, delta in self._pending.pop(target, {}).items():
                 opened[attrs] = opened.get(attrs, 0.0) + delta
+            # A new series is first reported at 0 and gets its count one poll later, so that
+            # Prometheus' increase() and rate() see the first connections too.
+            pending: dict[Attributes, float] = {}
+            for attrs, delta in point_set.opened:
+                if attrs in opened:
+                    opened[attrs] += delta
+                else:
+                    opened[attrs] = 0.0
+                    pending[attrs] = delta
+            self._pending[target] = pending
             if len(opened) > self._max_groups:
                 self._opened[target] = _fold_opened(opened, self._max_groups)
             self._up[target] = 1.0
@@ -90,7 +101,8 @@ class MetricsState:
 
     def remove(self, target: str) -> None:
         with self._lock:
-            for table in (self._points, self._opened, self._errors, self._skipped, self._up,
+            for table in (self._points, self._opened, self._pending, self._errors, self._skipped,
+                          self._up,
                           self._durations, self._started):
                 table.pop(target, None)
 

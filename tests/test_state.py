@@ -1,0 +1,45 @@
+"""The exported state between polls: counters born at zero, bounded, gone with their target."""
+
+from __future__ import annotations
+
+from agent import contract as c
+from agent.aggregate.points import Attributes, PointSet
+from agent.export.state import MetricsState
+
+T: Attributes = (("target", "db1"),)
+
+
+def opened(app: str) -> Attributes:
+    return (*T, ("application_name", app), ("client_addr", "10.0.0.5"))
+
+
+def publish(state: MetricsState, *deltas: tuple[str, float]) -> dict[str, float]:
+    state.publish("db1", PointSet({m.name: [] for m in c.METRICS},
+                                  [(opened(app), n) for app, n in deltas]))
+    return {dict(a)["application_name"]: v for a, v in state.observe(c.CONNECTION_OPENED.name)}
+
+
+def test_a_new_opened_series_starts_at_zero_and_counts_from_the_next_poll() -> None:
+    state = MetricsState()
+    assert publish(state, ("web", 5.0)) == {"web": 0.0}
+    assert publish(state, ("web", 2.0)) == {"web": 7.0}
+    assert publish(state, ("api", 1.0)) == {"web": 7.0, "api": 0.0}
+    assert publish(state) == {"web": 7.0, "api": 1.0}
+
+
+def test_opened_series_stay_within_the_cap() -> None:
+    state = MetricsState(max_groups=5)
+    for i in range(50):
+        seen = publish(state, (f"app-{i}", 1.0 + i))
+        assert len(seen) <= 5
+    assert c.OVERFLOW_VALUE in seen
+    assert sum(seen.values()) == sum(1.0 + i for i in range(49))  # the last is still pending
+
+
+def test_removed_target_leaves_nothing_behind() -> None:
+    state = MetricsState()
+    publish(state, ("web", 5.0))
+    state.record_duration("db1", 0.01)
+    state.remove("db1")
+    assert all(state.observe(m.name) == [] for m in c.METRICS)
+    assert state.durations() == []
