@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +130,6 @@ class LocalServer:
         self._pg_ctl("restart", "-m", "immediate", "-w", "-t", "60", "-l",
                      str(self.datadir.parent / "server.log"))
 
-    def reload_hba(self, lines: list[str]) -> None:
-        (self.datadir / "pg_hba.conf").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self._pg_ctl("reload")
-
     def execute(self, *statements: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         """Run statements as the superuser over the socket; returns the last one's rows."""
         rows: list[tuple[Any, ...]] = []
@@ -152,12 +148,3 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(**kwargs: Any) -> Iterator[LocalServer]:
-    server = LocalServer(**kwargs)
-    try:
-        yield server.start()
-    finally:
-        server.stop()

@@ -50,7 +50,6 @@ def snapshot(groups: list[ActivityGroup], **kw: Any) -> Snapshot:
         "backend_types": (BackendTypeCount("client backend", sum(g.count for g in groups)),
                           BackendTypeCount("checkpointer", 1)),
         "waits": (), "sessions": (), "lock_waits": (), "limits": (), "databases": (),
-        "can_see_all": True,
     }
     fields.update(kw)
     return Snapshot(**fields)

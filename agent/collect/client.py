@@ -190,7 +190,6 @@ class TargetClient:
             lock_waits=rows("lock_waits", _lock_wait),
             limits=rows("limits", ConnectionLimit),
             databases=rows("databases", DatabaseSessions),
-            can_see_all=all(g.state != contract.HIDDEN for g in groups),
             churn_window=CHURN_WINDOW_S,
         )
         return snapshot

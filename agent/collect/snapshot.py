@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -129,9 +129,7 @@ class Snapshot:
     lock_waits: tuple[LockWait, ...]
     limits: tuple[ConnectionLimit, ...]
     databases: tuple[DatabaseSessions, ...]
-    can_see_all: bool
     churn_window: float = 60.0
-    notes: tuple[str, ...] = field(default=())
 
     def setting(self, name: str) -> float | None:
         for s in self.settings:
