@@ -41,7 +41,8 @@ class TargetRunner:
         self.config = config
         self.state = state
         self.telemetry = telemetry
-        self.client = TargetClient(target, show_queries=False)
+        self.client = TargetClient(target, dimensions=config.dimensions,
+                                   max_groups=config.max_groups)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None

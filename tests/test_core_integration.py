@@ -236,3 +236,41 @@ def test_opened_counts_each_new_backend_once(pg: LocalServer, workload: Workload
         assert sum(g.opened for g in client.poll().groups) == 0  # counted once, not again
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("dimensions", [
+    ("datname", "usename", "application_name", "client_addr", "state"),
+    ("application_name", "state"),
+])
+def test_the_server_side_cap_equals_the_python_cap(pg: LocalServer, workload: Workload,
+                                                   dimensions: tuple[str, ...]) -> None:
+    from agent import contract
+    from agent.aggregate.attribution import attribute
+    from agent.collect.client import TargetClient
+    from agent.config import Target
+
+    wait_sessions_gone(pg)
+    workload.idle(5, "big")
+    workload.idle_in_transaction(3, "big", via="unix")
+    for i in range(30):
+        workload.idle(1 + i % 3, f"app-{i:02d}")
+    capped_client = TargetClient(Target("t", pg.dsn()), dimensions=dimensions, max_groups=10)
+    whole_client = TargetClient(Target("t", pg.dsn()), dimensions=dimensions, max_groups=10_000)
+    try:
+        capped_client.connect()
+        whole_client.connect()  # both agents' sessions exist for both polls
+        capped, whole = capped_client.poll(), whole_client.poll()
+    finally:
+        capped_client.close()
+        whole_client.close()
+    assert len(capped.groups) == 10
+    overflow = [g for g in capped.groups if g.folded]
+    assert len(overflow) == 1 and overflow[0].application_name == contract.OVERFLOW_VALUE
+    assert sum(g.count for g in capped.groups) == sum(g.count for g in whole.groups)
+    dropped = set(contract.GROUP_DIMENSIONS) - set(dimensions)
+    assert all(getattr(g, d) is None for g in capped.groups for d in dropped)
+    by_server = attribute(capped, dimensions=dimensions, max_groups=10)
+    by_python = attribute(whole, dimensions=dimensions, max_groups=10)
+    key = [(g.key, g.count, g.young) for g in by_python.groups]
+    assert [(g.key, g.count, g.young) for g in by_server.groups] == key
+    assert by_server.folded == by_python.folded == len(whole.groups) - 9

@@ -26,6 +26,8 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
             "show_queries": True, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
+            "max_groups": 200, "overflow": contract.OVERFLOW_VALUE,
+            **{f"by_{dim}": True for dim in contract.GROUP_DIMENSIONS},
         }
         statement, present = queries.poll(version)
         assert set(present) == {q for q in queries.QUERIES

@@ -94,9 +94,13 @@ def classify(exc: BaseException, target: str, *, connecting: bool = False) -> Ta
 class TargetClient:
     """Holds one target's connection; ``poll`` (re)connects on demand and never writes."""
 
-    def __init__(self, target: Target, *, show_queries: bool = False) -> None:
+    def __init__(self, target: Target, *, show_queries: bool = False,
+                 dimensions: tuple[str, ...] = contract.GROUP_DIMENSIONS,
+                 max_groups: int = 200) -> None:
         self.target = target
         self.show_queries = show_queries
+        self.dimensions = dimensions
+        self.max_groups = max_groups
         self._conn: psycopg.Connection[Any] | None = None
         self._since: datetime | None = None
         self._settings: tuple[Setting, ...] | None = None
@@ -155,6 +159,8 @@ class TargetClient:
             "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
+            "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
+            **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},
         }
         statement, present = queries.poll(version, with_settings=self._settings is None)
         # One statement (its own read-only transaction): one read of pg_stat_activity and

@@ -12,7 +12,9 @@ class ActivityGroup:
 
     Aggregated in SQL so a poll costs the same at 3,000 sessions as at 30.
     ``opened`` counts backends the previous poll did not see (0 on a connection's first poll);
-    ``young`` counts backends younger than the churn window.
+    ``young`` counts backends younger than the churn window; ``folded`` (on the server's overflow
+    row) how many groups the cardinality cap folded into it. Names of dimensions configured out
+    are None.
     """
 
     datname: str | None
@@ -25,6 +27,7 @@ class ActivityGroup:
     max_xact_age: float | None
     opened: int
     young: int
+    folded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

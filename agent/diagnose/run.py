@@ -16,7 +16,8 @@ EXIT_CODES = {Severity.OK: 0, Severity.INFO: 0, Severity.WARNING: 1, Severity.CR
 def report_for(config: Config, target_index: int, thresholds: Thresholds | None = None
                ) -> Report:
     target = config.targets[target_index]
-    client = TargetClient(target, show_queries=config.show_queries)
+    client = TargetClient(target, show_queries=config.show_queries,
+                          dimensions=config.dimensions, max_groups=config.max_groups)
     try:
         snapshot = client.poll()
     except TargetError as exc:
