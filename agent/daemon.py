@@ -99,7 +99,7 @@ class Daemon:
         self.config = cfg.load(config_path, overrides)
         if not self.config.targets:
             raise ConfigError(f"{self.config.source}: targets: no target configured "
-                                  f"(give --dsn or [[targets]])")
+                              f"(give --dsn or [[targets]])")
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state, pull=bool(self.config.listen))
         self.runners: dict[str, TargetRunner] = {}

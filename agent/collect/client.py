@@ -182,14 +182,13 @@ class TargetClient:
         def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
             return tuple(make(**r) for r in parts.get(query, ()))
 
-        groups = self._groups(parts["activity_groups"])
-        snapshot = Snapshot(
+        return Snapshot(
             target=self.target.name,
             taken_at=taken_at,
             server_version_num=version,
             agent_pid=conn.info.backend_pid,
             settings=self._settings,
-            groups=groups,
+            groups=self._groups(parts["activity_groups"]),
             backend_types=rows("backend_types", BackendTypeCount),
             waits=rows("waits", WaitCount),
             sessions=rows("sessions", _session),
@@ -198,8 +197,6 @@ class TargetClient:
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
         )
-        return snapshot
-
 
     def _groups(self, rows: list[dict[str, Any]]) -> tuple[ActivityGroup, ...]:
         """Groups with ``opened``: recent backends that the previous poll did not list."""
