@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rule_support import install_helm, normalized
 
 from agent import alert_rules as ar
 from agent import contract
@@ -275,22 +276,12 @@ def _helm_render(template: str, values: dict[str, Any]) -> str:
     return rendered
 
 
-def _normalized(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def seconds(text: str) -> float:
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-        return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h)", text))
-
-    for rule in all_rules(groups):
-        rule["for"] = seconds(rule["for"])
-    return groups
-
-
 def test_helm_variant_renders_to_the_default_rules(tmp_path: Path) -> None:
     template = ar.render_rules_helm()
     assert "{{ .Values.alerts.thresholds.near_limit_ratio }}" in template
     assert "$labels" in template and "{{`" in template
     rendered = _helm_render(template, ar.helm_values())
-    assert _normalized(yaml.safe_load(rendered)["groups"]) == _normalized(ar.rule_groups())
+    assert normalized(yaml.safe_load(rendered)["groups"]) == normalized(ar.rule_groups())
     path = tmp_path / "helm.rules.yml"
     path.write_text(rendered, encoding="utf-8")
     run_promtool("check", "rules", str(path))
@@ -315,10 +306,7 @@ def test_helm_values_cover_every_threshold() -> None:
 
 def test_helm_variant_through_real_helm(tmp_path: Path) -> None:
     """The chart contract, checked by the official helm binary: a ConfigMap carrying the rules."""
-    installed = subprocess.run(["bash", str(ROOT / "scripts" / "install-helm.sh")],
-                               capture_output=True, text=True, check=False, timeout=600)
-    assert installed.returncode == 0, f"installing helm failed:\n{installed.stderr}"
-    helm = installed.stdout.strip().splitlines()[-1]
+    helm = install_helm()
     chart = tmp_path / "chart"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: rules\nversion: 0.1.0\n",
@@ -340,8 +328,8 @@ def test_helm_variant_through_real_helm(tmp_path: Path) -> None:
             "groups"]
         return groups
 
-    assert _normalized(rendered()) == _normalized(ar.rule_groups())
+    assert normalized(rendered()) == normalized(ar.rule_groups())
     changed = rendered("--set", "alerts.thresholds.near_limit_ratio=0.7",
                        "--set", "alerts.thresholds.near_limit_for_seconds=90")
-    assert _normalized(changed) == _normalized(ar.rule_groups(
+    assert normalized(changed) == normalized(ar.rule_groups(
         {"near_limit_ratio": 0.7, "near_limit_for_seconds": 90}))

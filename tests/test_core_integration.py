@@ -41,14 +41,15 @@ def codes(report: dict[str, Any]) -> dict[str, str]:
     return {f["code"]: f["severity"] for f in report["findings"]}
 
 
-def wait_sessions_gone(pg: LocalServer, app: str | None = None) -> None:
+def wait_sessions_gone(pg: LocalServer) -> None:
     """Closed clients' backends exit asynchronously; wait until only ours remain."""
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    while True:
         rows = pg.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
                           "'client backend' AND pid <> pg_backend_pid()")
         if rows[0][0] == 0:
             return
+        assert time.monotonic() < deadline, f"{rows[0][0]} client backends left over"
         time.sleep(0.05)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rule_support import install_helm, normalized
 
 from agent import config as agent_config
 
@@ -91,11 +91,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "install-helm.sh")],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"installing helm failed:\n{result.stderr}"
-    binary = result.stdout.strip().splitlines()[-1]
-    assert os.access(binary, os.X_OK), binary
+    binary = install_helm()
     home = tmp_path_factory.mktemp("helm-home")
     for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
         HELM_ENV[var] = str(home / var.lower())
@@ -251,23 +247,6 @@ def rule_sources() -> list[Path]:
     return sorted((ROOT / "alerts").glob("*.rules.yml"))
 
 
-def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
-    assert "".join(n + u for n, u in parts) == duration, duration
-    return sum(int(n) * units[u] for n, u in parts)
-
-
-def _normalized(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rule groups with every ``for:`` in seconds (Helm writes 300s where the file says 5m)."""
-    out = json.loads(json.dumps(groups))
-    for group in out:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = _seconds(rule["for"])
-    return out
-
-
 def prometheus_rule(helm: list[str], tmp_path: Path, **extra: Any) -> dict[str, Any]:
     docs = render(helm, {**SCENARIOS["prometheusrule"], **extra}, tmp_path)
     return one(docs, "PrometheusRule")
@@ -280,7 +259,7 @@ def test_prometheus_rule_is_the_project_rule_file(helm: list[str], tmp_path: Pat
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     groups = rule["spec"]["groups"]
     expected = [g for src in sources for g in yaml.safe_load(src.read_text())["groups"]]
-    assert _normalized(groups) == _normalized(expected)
+    assert normalized(groups) == normalized(expected)
     # Prometheus itself accepts what the chart renders.
     rules_file = tmp_path / "chart.rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
@@ -298,8 +277,8 @@ def test_alert_thresholds_come_from_values(helm: list[str], tmp_path: Path) -> N
                  "long_transaction_seconds": 900}
     assert set(overrides) <= set(alert_rules.DEFAULTS)
     rule = prometheus_rule(helm, tmp_path, alerts={"thresholds": overrides})
-    assert _normalized(rule["spec"]["groups"]) == _normalized(alert_rules.rule_groups(overrides))
-    assert _normalized(rule["spec"]["groups"]) != _normalized(alert_rules.rule_groups({}))
+    assert normalized(rule["spec"]["groups"]) == normalized(alert_rules.rule_groups(overrides))
+    assert normalized(rule["spec"]["groups"]) != normalized(alert_rules.rule_groups({}))
 
 
 def test_dashboards_are_the_repository_dashboards(helm: list[str], tmp_path: Path) -> None:

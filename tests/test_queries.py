@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from agent.collect import queries
@@ -36,7 +38,9 @@ def test_every_sql_file_says_what_it_needs() -> None:
         for v in queries.versions(query):
             sql = queries.load(query, v)
             assert sql is not None and sql.startswith("-- "), (query, v)
-            assert f"PostgreSQL {v // 10000}" in sql.splitlines()[0] or "PostgreSQL" in sql
+            header = "\n".join(line for line in itertools.takewhile(
+                lambda x: x.startswith("--"), sql.splitlines()))
+            assert f"PostgreSQL {v // 10000}" in header, (query, v, header)
 
 
 @pytest.mark.parametrize(("setting", "unit", "expected"), [
