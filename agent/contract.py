@@ -175,6 +175,8 @@ SESSION_OUTCOMES: tuple[str, ...] = ("all", "abandoned", "fatal", "killed")
 
 OVERFLOW_VALUE = "(other: folded by cardinality cap)"
 """Value every group dimension takes in the overflow group."""
+AGENT_APPLICATION_NAME = "pgconn-agent"
+"""The application_name of the agent's own connections."""
 UNSET_APPLICATION = "(unset)"
 LOCAL_CLIENT = "local"
 HIDDEN = "(hidden)"

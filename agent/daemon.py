@@ -35,12 +35,10 @@ BACKOFF_CAP_S = 60.0
 class TargetRunner:
     """Polls one target; failures back off exponentially (capped) before reconnecting."""
 
-    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
-                 telemetry: otel.Telemetry) -> None:
+    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState) -> None:
         self.target = target
         self.config = config
         self.state = state
-        self.telemetry = telemetry
         self.client = TargetClient(target, dimensions=config.dimensions,
                                    max_groups=config.max_groups)
         self.failures = 0
@@ -74,8 +72,7 @@ class TargetRunner:
         finally:
             # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
             self.last_attempt = time.monotonic()
-            self.telemetry.poll_duration.record(time.perf_counter() - start,
-                                                {"target": self.target.name})
+            self.state.record_duration(self.target.name, time.perf_counter() - start)
 
     def _failed(self, kind: str, message: str) -> None:
         self.state.fail(self.target.name, kind)
@@ -101,7 +98,7 @@ class Daemon:
             raise ConfigError(f"{self.config.source}: targets: no target configured "
                               f"(give --dsn or [[targets]])")
         self.state = MetricsState(self.config.max_groups)
-        self.telemetry = otel.build(self.config, self.state, pull=bool(self.config.listen))
+        self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
@@ -135,7 +132,7 @@ class Daemon:
         return True, "ok"
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state, self.telemetry)
+        runner = TargetRunner(target, self.config, self.state)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
@@ -175,7 +172,7 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         if self.config.listen:
-            self.http = AgentHTTPServer(self.config.listen, self.telemetry.pull, self.ready)
+            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready)
             self.http.start()
         for target in self.config.targets:
             self._schedule(target)

@@ -322,10 +322,9 @@ def child_measure(args: argparse.Namespace) -> None:
 
     config = cfg.load(None, {"dsns": [dsn("bench_agent")], "listen": ""})
     state = MetricsState(config.max_groups)
-    telemetry = otel.build(config, state, pull=True)
-    assert telemetry.pull is not None
-    pull = telemetry.pull
-    runner = TargetRunner(config.targets[0], config, state, telemetry)
+    telemetry = otel.build(config, state)
+    pull = telemetry.producer
+    runner = TargetRunner(config.targets[0], config, state)
     floor = psycopg.connect(dsn("bench_floor"), autocommit=True,
                             application_name="bench_floor")
     samples: dict[str, list[float]] = {k: [] for k in (

@@ -45,8 +45,8 @@ SETTINGS = (Setting("max_connections", 100, ""), Setting("superuser_reserved_con
 
 def snapshot(groups: list[ActivityGroup], **kw: Any) -> Snapshot:
     fields: dict[str, Any] = {
-        "target": "db1", "taken_at": NOW, "server_version_num": 150004, "agent_pid": 1,
-        "settings": SETTINGS, "groups": tuple(groups),
+        "target": "db1", "taken_at": NOW, "server_version_num": 150004, "settings": SETTINGS,
+        "groups": tuple(groups),
         "backend_types": (BackendTypeCount("client backend", sum(g.count for g in groups)),
                           BackendTypeCount("checkpointer", 1)),
         "waits": (), "sessions": (), "lock_waits": (), "limits": (), "databases": (),

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from snapshots import snapshot
@@ -45,8 +46,8 @@ from agent.collect.snapshot import (
 from agent.diagnose import render
 from agent.diagnose.findings import diagnose
 from agent.errors import ConfigError
-from agent.export import otel
 from agent.export.http import ContractCollector
+from agent.export.producer import Producer
 from agent.export.state import MetricsState
 
 SECRET = "hunter2-s3cret"
@@ -350,11 +351,8 @@ def test_attribution_and_points_hold_their_invariants(snap: Any, dims: tuple[str
 
 
 _STATE = MetricsState(max_groups=1000)
-_TELEMETRY = otel.build(cfg.Config(targets=(), otlp=cfg.OtlpConfig(enabled=False)), _STATE,
-                        pull=True)
 _REGISTRY = CollectorRegistry(auto_describe=False)
-assert _TELEMETRY.pull is not None
-_REGISTRY.register(ContractCollector(_TELEMETRY.pull))
+_REGISTRY.register(ContractCollector(Producer(_STATE, Resource.create())))
 
 
 def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -175,11 +175,11 @@ def test_long_run_is_flat(server: LocalServer, monkeypatch: pytest.MonkeyPatch) 
                                             protocol="grpc", insecure=True,
                                             export_interval=0.05))
     state = MetricsState(MAX_GROUPS)
-    telemetry = otel.build(config, state, pull=True)
+    telemetry = otel.build(config, state)
     telemetry.start()
-    http = AgentHTTPServer("127.0.0.1:0", telemetry.pull, lambda: (True, "ok"))
+    http = AgentHTTPServer("127.0.0.1:0", telemetry.producer, lambda: (True, "ok"))
     http.start()
-    runner = TargetRunner(target, config, state, telemetry)
+    runner = TargetRunner(target, config, state)
     workers: list[Background] = [Churn(server.dsn()), Flapper(receiver),
                                  Scraper(f"http://{http.address}/metrics")]
     failed = 0

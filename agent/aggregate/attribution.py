@@ -6,7 +6,7 @@ Pure: a Snapshot in, an Attribution out. Both the metrics and the diagnosis read
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..collect.snapshot import (
@@ -91,7 +91,6 @@ class Attribution:
     databases: tuple[DatabaseSessions, ...]
     backend_types: tuple[tuple[str, int], ...]
     churn_window: float
-    agent_pid: int
 
     @property
     def usable(self) -> int | None:
@@ -130,9 +129,9 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         project(g, dimensions), g.count, g.max_state_age, g.max_xact_age, g.opened, g.young))
         for g in snapshot.groups), Group.merged)
     capped, folded = cap(groups, max_groups, lambda g: g.count, Group.merged)
-    ordered = sorted((g if k == g.key else Group(k, g.count, g.max_state_age, g.max_xact_age,
-                                                 g.opened, g.young)
-                      for k, g in capped.items()), key=lambda g: (-g.count, g.key))
+    # The overflow group carries the key of the first group merged into it: give it its own.
+    ordered = sorted((replace(g, key=k) for k, g in capped.items()),
+                     key=lambda g: (-g.count, g.key))
 
     waits, waits_folded = _cap_waits(snapshot.waits, max_groups)
     blocking, blocking_folded = _blocking(snapshot.sessions, dimensions, max_groups)
@@ -160,7 +159,6 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         databases=snapshot.databases,
         backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
-        agent_pid=snapshot.agent_pid,
     )
 
 

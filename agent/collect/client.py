@@ -30,7 +30,6 @@ from .snapshot import (
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-APPLICATION_NAME = "pgconn-agent"
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 1000
 CONNECT_TIMEOUT_S = 5
@@ -46,7 +45,7 @@ def connection_string(target: Target) -> str:
     password = read_password(target)
     if password is not None:
         params["password"] = password
-    params["application_name"] = APPLICATION_NAME
+    params["application_name"] = contract.AGENT_APPLICATION_NAME
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     own = "-c default_transaction_read_only=on"
     params["options"] = f"{params.get('options') or ''} {own}".strip()
@@ -186,7 +185,6 @@ class TargetClient:
             target=self.target.name,
             taken_at=taken_at,
             server_version_num=version,
-            agent_pid=conn.info.backend_pid,
             settings=self._settings,
             groups=self._groups(parts["activity_groups"]),
             backend_types=rows("backend_types", BackendTypeCount),

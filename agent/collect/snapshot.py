@@ -123,7 +123,6 @@ class Snapshot:
     target: str
     taken_at: datetime
     server_version_num: int
-    agent_pid: int
     settings: tuple[Setting, ...]
     groups: tuple[ActivityGroup, ...]
     backend_types: tuple[BackendTypeCount, ...]

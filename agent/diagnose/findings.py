@@ -10,7 +10,7 @@ from typing import Any
 
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..config import Thresholds
-from ..contract import UNSET_APPLICATION
+from ..contract import AGENT_APPLICATION_NAME, UNSET_APPLICATION
 
 
 class Severity(IntEnum):
@@ -220,7 +220,7 @@ def saturated_pool(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for h in holders(a, ("application_name", "client_addr")):
         busy = h.states.get("active", 0) + h.idle_in_transaction
         if h.total >= t.idle_hoard_count and busy == h.total and \
-                h.application_name != "pgconn-agent":
+                h.application_name != AGENT_APPLICATION_NAME:
             yield Finding(
                 "pool_saturated", Severity.WARNING,
                 f"All {h.total} connections of {h.label()} are busy",

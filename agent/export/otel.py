@@ -97,8 +97,7 @@ class QuietExporter(MetricExporter):
         self._last_warning = 0.0
         for name in ("opentelemetry.exporter.otlp.proto.grpc.exporter",
                      "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-                     "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
-                     "opentelemetry.sdk.metrics._internal.export"):
+                     "opentelemetry.exporter.otlp.proto.grpc.metric_exporter"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
@@ -176,24 +175,12 @@ def _env_millis(name: str, default: float) -> float:
     return value
 
 
-class DurationRecorder:
-    """Records poll durations into the state's histogram (the daemon's only synchronous metric)."""
-
-    def __init__(self, state: MetricsState) -> None:
-        self.state = state
-
-    def record(self, seconds: float, attributes: dict[str, str]) -> None:
-        self.state.record_duration(attributes["target"], seconds)
-
-
 @dataclass
 class Telemetry:
-    """The pull side (``pull``, None without a listen address) and the OTLP push, if on."""
+    """The producer (read by /metrics and by the push) and the OTLP push, if on."""
 
     producer: Producer
-    pull: Producer | None
     push: PeriodicExport | None
-    poll_duration: DurationRecorder
 
     def start(self) -> None:
         if self.push:
@@ -212,8 +199,8 @@ def _resource() -> Resource:
     return detected
 
 
-def build(config: Config, state: MetricsState, *, pull: bool) -> Telemetry:
-    """The producer over ``state``, the OTLP push (if enabled) and the pull side (if asked)."""
+def build(config: Config, state: MetricsState) -> Telemetry:
+    """The producer over ``state`` and the OTLP push (if enabled)."""
     producer = Producer(state, _resource())
     push = None
     if otlp_enabled(config.otlp):
@@ -223,4 +210,4 @@ def build(config: Config, state: MetricsState, *, pull: bool) -> Telemetry:
                         extra={"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": preference})
         push = PeriodicExport(QuietExporter(otlp_exporter(config.otlp)), producer,
                               config.otlp.export_interval)
-    return Telemetry(producer, producer if pull else None, push, DurationRecorder(state))
+    return Telemetry(producer, push)

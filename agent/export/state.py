@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .. import contract as c
@@ -102,8 +101,7 @@ class MetricsState:
     def remove(self, target: str) -> None:
         with self._lock:
             for table in (self._points, self._opened, self._pending, self._errors, self._skipped,
-                          self._up,
-                          self._durations, self._started):
+                          self._up, self._durations, self._started):
                 table.pop(target, None)
 
     def durations(self) -> list[tuple[Attributes, Durations]]:
@@ -136,16 +134,9 @@ class MetricsState:
 
 
 def _fold_opened(opened: dict[Attributes, float], limit: int) -> dict[Attributes, float]:
-    """Keep the busiest keys of the cumulative opened counter; fold the rest (bounded memory)."""
-    by_values: dict[tuple[str, ...], float] = {}
-    names: dict[tuple[str, ...], tuple[str, ...]] = defaultdict(tuple)
-    target = ""
-    for attrs, value in opened.items():
-        target = attrs[0][1]
-        key = tuple(v for _, v in attrs[1:])
-        names[key] = tuple(k for k, _ in attrs[1:])
-        by_values[key] = value
-    capped, _ = cap(by_values, limit, float, float.__add__)
-    width = next(iter(names.values()), ())
-    return {(("target", target), *zip(names.get(k, width), k, strict=True)): v
-            for k, v in capped.items()}
+    """Keep the busiest keys of one target's opened counter; fold the rest (bounded memory)."""
+    first = next(iter(opened))
+    target, names = first[0], tuple(name for name, _ in first[1:])
+    values = {tuple(v for _, v in attrs[1:]): n for attrs, n in opened.items()}
+    capped, _ = cap(values, limit, float, float.__add__)
+    return {(target, *zip(names, key, strict=True)): n for key, n in capped.items()}
