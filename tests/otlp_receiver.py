@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from hardening_support import issue_cert, make_ca
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as pb_grpc
 from opentelemetry.proto.common.v1 import common_pb2
@@ -174,20 +174,9 @@ class PrivateCA:
 
     @classmethod
     def create(cls, directory: Path) -> PrivateCA:
-        def run(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=pgconn-agent test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-        (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                                              "extendedKeyUsage=serverAuth\n")
-        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
-        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+        ca = make_ca(directory, "pgconn-agent-test-ca")
+        cert, key = issue_cert(ca, directory, "server")
+        return cls(ca.cert, cert, key)
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())])
