@@ -118,7 +118,7 @@ class _Reader:
         return f"{self.path}.{name}" if self.path else name
 
     def fail(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{_printable(self.source)}: {_printable(self.key(name))}: {message}")
+        return _error(self.source, message, self.key(name))
 
     def get(self, name: str, kind: type[T], default: T, *, secret: bool = False) -> T:
         """The value of ``name``; ``secret`` values (DSNs) are never echoed in errors."""
@@ -150,6 +150,12 @@ class _Reader:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.fail(unknown[0], "unknown key")
+
+
+def _error(source: str, message: str, key: str | None = None) -> ConfigError:
+    """A one-line error naming the file (or source) and the dotted key."""
+    where = f"{_printable(source)}: {_printable(key)}" if key else _printable(source)
+    return ConfigError(f"{where}: {message}")
 
 
 def _printable(text: str) -> str:
@@ -204,8 +210,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
 
 def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{_printable(source)}: targets[{index}]: expected a table, found "
-                          f"{type(value).__name__}")
+        raise _error(source, f"expected a table, found {type(value).__name__}",
+                     f"targets[{index}]")
     return value
 
 
@@ -219,8 +225,7 @@ def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
     seen: set[str] = set()
     for i, target in enumerate(targets):
         if target.name in seen:
-            raise ConfigError(f"{_printable(source)}: targets[{i}].name: duplicate target name "
-                              f"{target.name!r}")
+            raise _error(source, f"duplicate target name {target.name!r}", f"targets[{i}].name")
         seen.add(target.name)
 
 
@@ -248,8 +253,8 @@ def check_dsn(dsn: str, key: str, source: str) -> None:
     try:
         conninfo.conninfo_to_dict(dsn)
     except Exception:
-        raise ConfigError(f"{_printable(source)}: {key}: invalid connection string "
-                          f"(not a libpq keyword=value string or postgresql:// URI)") from None
+        raise _error(source, "invalid connection string (not a libpq keyword=value string or "
+                             "postgresql:// URI)", key) from None
 
 
 def _parse_otlp(reader: _Reader) -> OtlpConfig:
@@ -302,17 +307,13 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"{_printable(source)}: cannot read: {exc.strerror or exc}") \
-                from None
+            raise _error(source, f"cannot read: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{_printable(source)}: not UTF-8 text (byte {exc.start})") \
-                from None
+            raise _error(source, f"not UTF-8 text (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{_printable(source)}: invalid TOML: "
-                              f"{_printable(str(exc))}") from None
+            raise _error(source, f"invalid TOML: {_printable(str(exc))}") from None
         except RecursionError:
-            raise ConfigError(f"{_printable(source)}: invalid TOML: nested too deeply") \
-                from None
+            raise _error(source, "invalid TOML: nested too deeply") from None
     merged = {**_env_overrides(), **(overrides or {})}
     dsns = merged.pop("dsns", None)
     if merged:
