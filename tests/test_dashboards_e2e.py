@@ -11,27 +11,20 @@ key panels show the incident's numbers.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_e2e import Agent, wait_until
 from prometheus_server import Prometheus
 
 from agent import contract as c
-from agent.pgserver import LocalServer, free_port
+from agent.pgserver import LocalServer
 from agent.workload import Workload
 from dashboards import build
 from dashboards.queries import panel_queries
-
-ROOT = Path(__file__).resolve().parent.parent
-AGENT = Path(sys.executable).with_name("pgconn-agent")
 
 APP = "shop-web"
 SHOP_IDLE = 70
@@ -46,54 +39,25 @@ SHOP_TOTAL = SHOP_IDLE + SHOP_IDLE_IN_TX + 1 + SHOP_LOCK_WAITERS
 class Incident:
     prometheus: Prometheus
     target: str
-    agent_log: Path
 
     def variables(self) -> dict[str, str]:
         return {"target": self.target, "application_name": APP, "datasource": "prometheus"}
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return str(r.read().decode())
-
-
-def _wait_for(what: str, check: Any, timeout: float, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what} ({last}); agent log:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
-    if not AGENT.exists():
-        pytest.fail(f"{AGENT} is missing: run scripts/setup.sh")
-    tmp = tmp_path_factory.mktemp("dashboards-e2e")
+def incident() -> Iterator[Incident]:
     server = LocalServer(max_connections=100, superuser_reserved=3).start()
-    agent: subprocess.Popen[bytes] | None = None
+    agent: Agent | None = None
     prometheus: Prometheus | None = None
     work: Workload | None = None
-    log_path = tmp / "agent.log"
     try:
         server.execute(f"CREATE ROLE shop LOGIN CONNECTION LIMIT {SHOP_ROLE_LIMIT}")
-        listen = f"127.0.0.1:{free_port()}"
-        with log_path.open("wb") as log:
-            agent = subprocess.Popen(
-                [str(AGENT), "run", "--dsn", server.dsn(), "--interval", "1",
-                 "--listen", listen],
-                stdout=log, stderr=subprocess.STDOUT)
-        metrics_url = f"http://{listen}/metrics"
-        _wait_for("the agent's first poll", lambda: "pgconn_agent_up" in _get(metrics_url)
-                  and "postgresql_connection_count" in _get(metrics_url), 60, log_path)
-        prometheus = Prometheus([listen])
+        agent = Agent(["--dsn", server.dsn(), "--interval", "1", "--listen", "127.0.0.1:0"])
+        agent.started()
+        wait_until(lambda: agent is not None and agent.value("pgconn_agent_up") == 1, 60,
+                   "the agent's first poll")
+        assert agent.listen
+        prometheus = Prometheus([agent.listen])
 
         # The agent runs before the incident starts, so it sees every connection open.
         work = Workload(server.dsn(), server.dsn(via="unix"))
@@ -110,18 +74,14 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
             result = prom.raw_query('pgconn_agent_up == 1')["data"]["result"]
             return str(result[0]["metric"]["target"]) if result else None
 
-        target = _wait_for("Prometheus to scrape the agent", target_name, 60, log_path)
-        yield Incident(prometheus, target, log_path)
+        target = wait_until(target_name, 60, "Prometheus to scrape the agent")
+        yield Incident(prometheus, target)
     finally:
         if work is not None:
             work.close()
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(10)
+        if agent is not None:
+            agent.stop(20)
+            agent.close()
         if prometheus is not None:
             prometheus.stop()
         server.stop()
