@@ -73,6 +73,22 @@ class Workload:
         """Open ``n`` sessions that stay idle; returns their pids."""
         return self._many(n, app, via, user, dbname, begin=False)
 
+    def named(self, names: list[str], *, via: str = "tcp") -> list[int]:
+        """Open one idle session per application_name in ``names`` (cardinality storms)."""
+        async def all_() -> list[int]:
+            conns = await asyncio.gather(*(self._open(n, via, None, None) for n in names))
+            return [c.info.backend_pid for c in conns]
+
+        return self._run(all_(), timeout=300)
+
+    def close_oldest(self, n: int) -> None:
+        """Close the ``n`` sessions opened first (churn)."""
+        gone, self._conns = self._conns[:n], self._conns[n:]
+        self._run(_close(gone))
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
     def idle_in_transaction(self, n: int, app: str, *, via: str = "tcp",
                             user: str | None = None, dbname: str | None = None) -> list[int]:
         """Open ``n`` sessions that each begin a transaction and leave it open."""
@@ -128,7 +144,7 @@ class Workload:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await asyncio.gather(*(c.close() for c in self._conns), return_exceptions=True)
+            await _close(self._conns)
             self._conns.clear()
             self._tasks.clear()
 
@@ -144,3 +160,7 @@ class Workload:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _close(conns: list[psycopg.AsyncConnection[Any]]) -> None:
+    await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)

@@ -17,12 +17,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import psycopg
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -230,62 +228,3 @@ class AddressRelay:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-# -- many sessions with distinct names ----------------------------------------------------------
-
-
-class Crowd:
-    """Client sessions held by one event loop in a thread, each with its own application_name;
-    ``close_oldest`` lets a test churn them (Workload gives many sessions one name)."""
-
-    def __init__(self, dsn: str, in_flight: int = 50) -> None:
-        self.dsn = dsn
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="crowd")
-        self._thread.start()
-        self._in_flight = in_flight
-        self._conns: list[psycopg.AsyncConnection[Any]] = []
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 300) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def open(self, names: list[str]) -> None:
-        async def all_() -> None:
-            sem = asyncio.Semaphore(self._in_flight)
-
-            async def one(name: str) -> None:
-                async with sem:
-                    conn = await psycopg.AsyncConnection.connect(
-                        self.dsn, application_name=name, autocommit=True)
-                self._conns.append(conn)
-
-            await asyncio.gather(*(one(n) for n in names))
-
-        self._run(all_())
-
-    def close_oldest(self, n: int) -> None:
-        gone, self._conns = self._conns[:n], self._conns[n:]
-        self._run(self._close(gone))
-
-    @staticmethod
-    async def _close(conns: list[psycopg.AsyncConnection[Any]]) -> None:
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-
-    def __len__(self) -> int:
-        return len(self._conns)
-
-    def close(self) -> None:
-        try:
-            self._run(self._close(self._conns), timeout=120)
-            self._conns = []
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
-
-    def __enter__(self) -> Crowd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

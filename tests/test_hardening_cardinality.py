@@ -21,11 +21,12 @@ from collections.abc import Iterator
 
 import pytest
 from agent_e2e import Agent, wait_until
-from hardening_support import AddressRelay, Crowd, proc_stats
+from hardening_support import AddressRelay, proc_stats
 from psycopg import conninfo
 
 from agent import contract as c
 from agent.pgserver import LocalServer
+from agent.workload import Workload
 
 STORM = int(os.environ.get("PGCONN_STORM_SESSIONS", "2000"))
 DISTINCT = max(5000, STORM)
@@ -50,8 +51,8 @@ def series(agent: Agent, name: str) -> list[tuple[dict[str, str], float]]:
 def test_storm_stays_within_the_cap_and_memory_is_flat(server: LocalServer) -> None:
     target = f"127.0.0.1:{server.port}/postgres"
     with AddressRelay(server.port) as relay, \
-            Crowd(conninfo.make_conninfo(server.dsn(), port=relay.port)) as crowd:
-        crowd.open([f"storm-{i:05d}" for i in range(STORM)])
+            Workload(conninfo.make_conninfo(server.dsn(), port=relay.port)) as crowd:
+        crowd.named([f"storm-{i:05d}" for i in range(STORM)])
         hosts = server.execute("SELECT count(DISTINCT client_addr), count(DISTINCT "
                                "application_name) FROM pg_stat_activity WHERE "
                                "application_name LIKE 'storm-%'")
@@ -78,7 +79,7 @@ def test_storm_stays_within_the_cap_and_memory_is_flat(server: LocalServer) -> N
             while seen < DISTINCT:
                 n = min(CHURN, DISTINCT - seen)
                 crowd.close_oldest(n)
-                crowd.open([f"storm-{i:05d}" for i in range(seen, seen + n)])
+                crowd.named([f"storm-{i:05d}" for i in range(seen, seen + n)])
                 seen += n
                 polls = agent.value(c.POLL_DURATION.prometheus_name + "_count") or 0
                 wait_until(lambda p=polls: (agent.value(
