@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BAD_INPUT = 2
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"pgconn-agent: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -44,7 +44,6 @@ def _load(config_path: Path | None, overrides: dict[str, Any]) -> cfg.Config:
         config = cfg.load(config_path, overrides)
     except AgentError as exc:
         _fail(str(exc))
-        raise
     if not config.targets:
         _fail(f"{config.source}: targets: no target configured (give --dsn or [[targets]])")
     return config
@@ -100,14 +99,12 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         daemon = Daemon(config_path, overrides)
     except AgentError as exc:
         _fail(str(exc))
-        raise
     logs.setup(daemon.config.log_format, daemon.config.log_level)
     daemon.install_signal_handlers()
     try:
         code = daemon.run()
     except OSError as exc:
         _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
-        raise
     sys.exit(code)
 
 
