@@ -156,12 +156,23 @@ POLL_SKIPPED = _spec(
     "pgconn_agent.poll.skipped", C, "{poll}", T,
     "Polls skipped because the previous poll of the target was still running.",
 )
+CLIENT_PROCESS_CONNECTIONS = _spec(
+    "postgresql.client.process.connections", G, "{connection}", (*T, "pid", "command"),
+    "Connections held by each client process on the agent's own host (matched through /proc; "
+    "only clients whose client_addr is one of this host's addresses).",
+)
+CLIENT_PROCESS_UNRESOLVED = _spec(
+    "pgconn_agent.client_processes.unresolved", G, "{connection}", T,
+    "Connections from this host's addresses not matched to a process (socket closed since, "
+    "another network namespace, or no CAP_SYS_PTRACE to read other users' /proc/<pid>/fd).",
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
+    CLIENT_PROCESS_CONNECTIONS, CLIENT_PROCESS_UNRESOLVED,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 

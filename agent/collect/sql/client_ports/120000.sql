@@ -1,0 +1,16 @@
+-- Client backends connected from this host's own addresses, one row each (PostgreSQL 12+):
+-- the agent joins (client_addr, client_port) to the local process that owns the socket. The
+-- client passes this host's networks as %(local_nets)s; an empty list (attribution off, or no
+-- /proc) makes the part return nothing. Unix-socket clients (client_addr NULL) and the agent's
+-- own connection are left out; at most %(client_port_limit)s rows.
+SELECT pid,
+       host(client_addr) AS client_addr,
+       client_port,
+       coalesce(nullif(application_name, ''), %(unset)s) AS application_name,
+       coalesce(state, %(hidden)s) AS state
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'
+  AND client_addr <<= ANY (%(local_nets)s::inet[])
+  AND pid <> pg_backend_pid()
+ORDER BY pid
+LIMIT %(client_port_limit)s
