@@ -40,7 +40,8 @@ class TargetRunner:
         self.config = config
         self.state = state
         self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups)
+                                   max_groups=config.max_groups,
+                                   client_processes=config.client_processes)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -154,7 +155,7 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})
             return
-        for field in ("listen", "otlp", "log_format"):
+        for field in ("listen", "otlp", "log_format", "client_processes"):
             if getattr(new, field) != getattr(self.config, field):
                 log.warning("setting changes need a restart", extra={"setting": field})
         old_targets = {t.name: t for t in self.config.targets}

@@ -39,3 +39,6 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+
+# Real node-postgres clients for the process-attribution tests (npm pg, cached in .tools/).
+bash scripts/install-node-clients.sh >/dev/null

@@ -38,6 +38,10 @@ EXPECTED = {
     "pgconn_agent.groups.folded": ("pgconn_agent_groups_folded", ["target"]),
     "pgconn_agent.sessions.hidden": ("pgconn_agent_sessions_hidden", ["target"]),
     "pgconn_agent.poll.skipped": ("pgconn_agent_poll_skipped_total", ["target"]),
+    "postgresql.client.process.connections": ("postgresql_client_process_connections",
+                                              ["target", "pid", "command"]),
+    "pgconn_agent.client_processes.unresolved": ("pgconn_agent_client_processes_unresolved",
+                                                 ["target"]),
 }
 
 

@@ -1,0 +1,270 @@
+"""Which local process holds the connections: /proc parsers on this machine's real /proc, the pure
+join and diagnosis, and the agent naming real node-postgres and psycopg client processes.
+
+Real parts: this machine's /proc, a throwaway PostgreSQL, npm ``pg`` in Node processes, psycopg
+in a Python process, ``pgconn-agent run`` and ``diagnose`` as processes. The real-client tests
+take about 10 s (eleven Node processes connect 100 times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_e2e import AGENT, Agent, clean_env, wait_until
+from client_processes import Clients, node_app
+
+from agent import contract as c
+from agent.aggregate.processes import HolderProcesses, ProcessShare, join, process_points
+from agent.collect import processes as proc
+from agent.collect.snapshot import ClientPort
+from agent.diagnose.processes import holder_finding
+from agent.pgserver import LocalServer, free_port
+
+# -- /proc parsers on this machine's /proc ------------------------------------------------------
+
+
+@pytest.fixture
+def connected_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A client socket connected to a listener of this process, over IPv4 loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        try:
+            yield client, accepted
+        finally:
+            client.close()
+            accepted.close()
+
+
+def test_a_known_socket_is_found_with_its_inode_and_owner(
+        connected_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, accepted = connected_pair
+    addr, port = client.getsockname()
+    server_port = accepted.getsockname()[1]
+    rows = [s for s in proc.tcp_sockets() if (s.local_addr, s.local_port) == (addr, port)]
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.remote_addr, row.remote_port, row.state) == ("127.0.0.1", server_port, 0x01)
+    fd_link = os.readlink(f"/proc/self/fd/{client.fileno()}")
+    assert fd_link == f"socket:[{row.inode}]"
+    owners, _ = proc.socket_owners({row.inode})
+    assert owners == {row.inode: os.getpid()}
+    found = proc.read_host([(addr, port)])
+    assert found.owners == {(addr, port): os.getpid()}
+    me = found.processes[os.getpid()]
+    assert me.comm == Path("/proc/self/comm").read_text().strip()
+    assert me.exe == os.readlink("/proc/self/exe")
+    assert me.driver is not None and me.driver.name == "psycopg 3"  # psycopg is loaded here
+
+
+def test_an_ipv6_socket_is_read_from_tcp6() -> None:
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as server, \
+            socket.create_connection(server.getsockname()[:2]) as client:
+        port = client.getsockname()[1]
+        rows = [s for s in proc.tcp_sockets() if s.local_port == port and s.state == 0x01]
+        assert [(s.local_addr, s.remote_port) for s in rows] == [
+            ("::1", server.getsockname()[1])]
+
+
+def test_ipv4_mapped_addresses_compare_equal_to_plain_ipv4() -> None:
+    assert proc.normalise("::ffff:10.0.3.7") == "10.0.3.7"
+    assert proc.normalise("0:0:0:0:0:0:0:1") == "::1"
+    line = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+            "timeout inode\n   0: 0000000000000000FFFF00000100007F:D431 "
+            "0000000000000000FFFF00000100007F:1538 01 00000000:00000000 00:00000000 00000000"
+            "     0        0 4242 1 0000000000000000 20 4 0 10 -1\n")
+    (row,) = proc.parse_tcp(line)
+    assert (row.local_addr, row.local_port, row.remote_port, row.inode) == (
+        "127.0.0.1", 0xD431, 0x1538, 4242)
+
+
+def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
+    nets = proc.local_networks()
+    assert "127.0.0.0/8" in nets and "::1/128" in nets
+    hostname_addr = socket.gethostbyname(socket.gethostname())
+    import ipaddress
+    assert any(ipaddress.ip_address(hostname_addr) in ipaddress.ip_network(n) for n in nets)
+
+
+def test_a_missing_proc_attributes_nothing_and_raises_nothing(tmp_path: Path) -> None:
+    assert proc.local_networks(tmp_path) == ()
+    assert proc.read_host([("127.0.0.1", 5555)], tmp_path) == proc.HostProcesses()
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["psql", "postgresql://app:hunter2@db/shop"], "psql postgresql://app:***@db/shop"),
+    (["app", "--password", "hunter2", "--port", "5432"], "app --password *** --port 5432"),
+    (["app", "--db-password=hunter2"], "app --db-password=***"),
+    (["app", "host=db password=hunter2 user=x"], "app host=db password=*** user=x"),
+    (["app", "API_TOKEN=abc123", "--api-key", "k"], "app API_TOKEN=*** --api-key ***"),
+    (["node", "server.js", "--port", "3000"], "node server.js --port 3000"),
+])
+def test_secrets_in_command_lines_are_redacted(argv: list[str], shown: str) -> None:
+    assert proc.shown_cmdline("\0".join(argv).encode() + b"\0") == shown
+
+
+def test_long_command_lines_are_truncated() -> None:
+    shown = proc.shown_cmdline(b"node\0" + b"x" * 500 + b"\0", limit=40)
+    assert len(shown) == 40 and shown.startswith("node xxx") and shown.endswith("…")
+
+
+# -- the pure join and the diagnosis -------------------------------------------------------------
+
+NODE = proc.Driver("node-postgres", 10, "a node-postgres pool (pg.Pool) holds at most 10 by "
+                   "default (max)", "installed")
+
+
+def _process(pid: int, driver: proc.Driver | None = NODE) -> proc.ClientProcess:
+    return proc.ClientProcess(pid, "node", "/usr/bin/node", f"node app-{pid}.js", driver)
+
+
+def test_join_groups_connections_by_holder_and_process() -> None:
+    ports = (ClientPort(11, "127.0.0.1", 40001, "shop", "idle"),
+             ClientPort(12, "127.0.0.1", 40002, "shop", "active"),
+             ClientPort(13, "::ffff:127.0.0.1", 40003, "shop", "idle"),
+             ClientPort(14, "10.0.3.7", 40004, "billing", "idle"),
+             ClientPort(15, "10.0.3.7", 40005, "billing", "idle"))
+    host = proc.HostProcesses(
+        owners={("127.0.0.1", 40001): 501, ("127.0.0.1", 40002): 501,
+                ("127.0.0.1", 40003): 502, ("10.0.3.7", 40004): 503},
+        processes={501: _process(501), 502: _process(502), 503: _process(503, None)},
+        unreadable=2)
+    a = join(ports, host)
+    assert a is not None and a.unreadable == 2 and a.unresolved == 1
+    # Largest first; a holder keeps its address as the server reports it.
+    billing, shop, mapped = a.holders
+    assert (shop.application_name, shop.client_addr, shop.total) == ("shop", "127.0.0.1", 2)
+    assert [(s.process.pid, s.count, s.states) for s in shop.shares] == [
+        (501, 2, (("active", 1), ("idle", 1)))]
+    assert (billing.total, billing.unresolved, [s.process.pid for s in billing.shares]) == (
+        2, 1, [503])
+    assert (mapped.client_addr, [s.process.pid for s in mapped.shares]) == (
+        "::ffff:127.0.0.1", [502])
+    assert join(ports, None) is None
+    pts = process_points("t", a, max_groups=2)
+    assert pts[c.CLIENT_PROCESS_CONNECTIONS.name] == [
+        ((("target", "t"), ("pid", c.OVERFLOW_VALUE), ("command", c.OVERFLOW_VALUE)), 2.0),
+        ((("target", "t"), ("pid", "501"), ("command", "node")), 2.0)]
+    assert pts[c.CLIENT_PROCESS_UNRESOLVED.name] == [((("target", "t"),), 1.0)]
+
+
+def _holder(*counts: int, driver: proc.Driver | None = NODE) -> HolderProcesses:
+    return HolderProcesses("shop", "127.0.0.1", tuple(
+        ProcessShare(_process(100 + i, driver), n, (("idle", n),))
+        for i, n in enumerate(counts)), 0)
+
+
+def test_one_process_with_many_connections_means_several_pools() -> None:
+    f = holder_finding(_holder(96))
+    assert f.code == "process_many_pools"
+    assert "One process holds 96 of shop from 127.0.0.1's 96 connections: pid 100" in f.title
+    assert any("holds at most 10 by default (max): 96 connections in one process means at "
+               "least 10 pools or a raised maximum" in e for e in f.evidence)
+    assert any("driver node-postgres (likely" in e for e in f.evidence)
+
+
+def test_many_processes_with_a_few_each_means_instances_multiply() -> None:
+    f = holder_finding(_holder(5, 5, 5, 4))
+    assert f.code == "processes_multiply"
+    assert f.title.startswith("4 processes hold shop from 127.0.0.1's 19 connections, 4 to 5 each")
+    assert [p["connections"] for p in f.data["processes"]] == [5, 5, 5, 4]
+
+
+def test_one_process_within_one_pool_is_just_named() -> None:
+    f = holder_finding(_holder(7, driver=None))
+    assert f.code == "single_process"
+    assert any("Where no driver shows" in e for e in f.evidence)
+
+
+# -- real clients: node-postgres pools and psycopg ----------------------------------------------
+
+ONE_PROCESS_APP, MANY_PROCESSES_APP, PYTHON_APP = "shop-pools", "shop-instances", "py-worker"
+POOLS, PER_POOL, INSTANCES, PSYCOPG_CONNECTIONS = 10, 5, 10, 7
+PYTHON_COMM = Path(sys.executable).name[:15]  # the kernel keeps 15 characters
+
+
+@dataclass(frozen=True)
+class Fleet:
+    server: LocalServer
+    one_process: int
+    instances: tuple[int, ...]
+    python: int
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One Node process with 10 pg.Pool instances of 5 connections, 10 Node processes with one
+    pool of 5 each, one Python process with 7 psycopg connections, all over 127.0.0.1."""
+    script = node_app(tmp_path_factory.mktemp("node-app"))
+    with LocalServer(max_connections=200) as server, Clients() as clients:
+        one = clients.node_pools(script, POOLS, PER_POOL, port=server.port, app=ONE_PROCESS_APP)
+        many = tuple(clients.node_pools(script, 1, PER_POOL, port=server.port,
+                                        app=MANY_PROCESSES_APP) for _ in range(INSTANCES))
+        python = clients.psycopg(server.dsn(application_name=PYTHON_APP), PSYCOPG_CONNECTIONS)
+        clients.wait_ready()
+        yield Fleet(server, one, many, python)
+
+
+def _diagnose(server: LocalServer, **env: str) -> dict[str, dict[str, Any]]:
+    done = subprocess.run([str(AGENT), "diagnose", "--dsn", server.dsn(), "--format", "json"],
+                          env=clean_env(**env), capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    findings = json.loads(done.stdout)["targets"][0]["findings"]
+    return {f["data"]["application_name"]: f for f in findings
+            if f["code"] in ("process_many_pools", "processes_multiply", "single_process")}
+
+
+def test_diagnose_names_each_process_and_tells_the_two_node_cases_apart(fleet: Fleet) -> None:
+    found = _diagnose(fleet.server)
+    one = found[ONE_PROCESS_APP]
+    assert one["code"] == "process_many_pools"
+    assert [(p["pid"], p["command"], p["connections"], p["driver"])
+            for p in one["data"]["processes"]] == [
+        (fleet.one_process, "node", POOLS * PER_POOL, "node-postgres")]
+    assert any("50 connections in one process means at least 5 pools or a raised maximum"
+               in e for e in one["evidence"])
+
+    many = found[MANY_PROCESSES_APP]
+    assert many["code"] == "processes_multiply"
+    assert sorted((p["pid"], p["connections"]) for p in many["data"]["processes"]) == sorted(
+        (pid, PER_POOL) for pid in fleet.instances)
+    assert many["title"].startswith(
+        f"{INSTANCES} processes hold {MANY_PROCESSES_APP} from 127.0.0.1's "
+        f"{INSTANCES * PER_POOL} connections, {PER_POOL} each")
+
+    python = found[PYTHON_APP]
+    assert python["code"] == "single_process"
+    assert [(p["pid"], p["command"], p["connections"], p["driver"], p["driver_evidence"])
+            for p in python["data"]["processes"]] == [
+        (fleet.python, PYTHON_COMM, PSYCOPG_CONNECTIONS, "psycopg 3", "loaded")]
+
+
+def test_one_setting_turns_process_attribution_off(fleet: Fleet) -> None:
+    assert _diagnose(fleet.server, PGCONN_AGENT_CLIENT_PROCESSES="false") == {}
+
+
+def test_the_agent_exports_connections_per_client_process(fleet: Fleet) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    agent = Agent(["--dsn", fleet.server.dsn(), "--listen", listen, "--interval", "1"])
+    try:
+        agent.started()
+        name = c.CLIENT_PROCESS_CONNECTIONS.prometheus_name
+        wait_until(lambda: agent.value(name, pid=str(fleet.python)), 20, "a process sample")
+        expected = {fleet.one_process: POOLS * PER_POOL, fleet.python: PSYCOPG_CONNECTIONS,
+                    **{pid: PER_POOL for pid in fleet.instances}}
+        for pid, n in expected.items():
+            command = PYTHON_COMM if pid == fleet.python else "node"
+            assert agent.value(name, pid=str(pid), command=command) == n, pid
+        assert agent.value(c.CLIENT_PROCESS_UNRESOLVED.prometheus_name) == 0
+    finally:
+        agent.stop()
+        agent.close()
