@@ -156,6 +156,9 @@ def socket_owners(inodes: set[int], proc: Path = PROC) -> tuple[dict[int, int], 
         for name in names:
             try:
                 link = os.readlink(f"{fd_dir}/{name}")
+            except PermissionError:  # listing allowed (CAP_DAC_READ_SEARCH), links not
+                unreadable += 1
+                break
             except OSError:
                 continue
             if link.startswith("socket:["):
