@@ -45,19 +45,23 @@ def connected_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
             accepted.close()
 
 
+def _inode(sock: socket.socket) -> int:
+    link = os.readlink(f"/proc/self/fd/{sock.fileno()}")
+    assert link.startswith("socket:[")
+    return int(link[8:-1])
+
+
 def test_a_known_socket_is_found_with_its_inode_and_owner(
         connected_pair: tuple[socket.socket, socket.socket]) -> None:
     client, accepted = connected_pair
     addr, port = client.getsockname()
+    inode = _inode(client)
+    assert proc.socket_inodes([(addr, port)]) == {(addr, port): (inode, os.geteuid())}
+    # At the listener's port: the accepted connection, not the listening socket.
     server_port = accepted.getsockname()[1]
-    rows = [s for s in proc.tcp_sockets() if (s.local_addr, s.local_port) == (addr, port)]
-    assert len(rows) == 1
-    row = rows[0]
-    assert (row.remote_addr, row.remote_port, row.state) == ("127.0.0.1", server_port, 0x01)
-    fd_link = os.readlink(f"/proc/self/fd/{client.fileno()}")
-    assert fd_link == f"socket:[{row.inode}]"
-    owners, _ = proc.socket_owners({row.inode})
-    assert owners == {row.inode: os.getpid()}
+    assert proc.socket_inodes([(addr, server_port)]) == {
+        (addr, server_port): (_inode(accepted), os.geteuid())}
+    assert proc.socket_owners({inode: os.geteuid()})[0] == {inode: os.getpid()}
     found = proc.read_host([(addr, port)])
     assert found.owners == {(addr, port): os.getpid()}
     me = found.processes[os.getpid()]
@@ -70,21 +74,28 @@ def test_an_ipv6_socket_is_read_from_tcp6() -> None:
     with socket.create_server(("::1", 0), family=socket.AF_INET6) as server, \
             socket.create_connection(server.getsockname()[:2]) as client:
         port = client.getsockname()[1]
-        rows = [s for s in proc.tcp_sockets() if s.local_port == port and s.state == 0x01]
-        assert [(s.local_addr, s.remote_port) for s in rows] == [
-            ("::1", server.getsockname()[1])]
+        assert proc.socket_inodes([("::1", port)]) == {("::1", port): (_inode(client),
+                                                                       os.geteuid())}
 
 
-def test_ipv4_mapped_addresses_compare_equal_to_plain_ipv4() -> None:
+def test_the_kernels_hex_form_and_ipv4_on_a_dual_stack_socket(tmp_path: Path) -> None:
+    assert proc.kernel_hex("127.0.0.1", 5432) == (
+        "0100007F:1538", "0000000000000000FFFF00000100007F:1538")
     assert proc.normalise("::ffff:10.0.3.7") == "10.0.3.7"
     assert proc.normalise("0:0:0:0:0:0:0:1") == "::1"
-    line = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
-            "timeout inode\n   0: 0000000000000000FFFF00000100007F:D431 "
-            "0000000000000000FFFF00000100007F:1538 01 00000000:00000000 00:00000000 00000000"
-            "     0        0 4242 1 0000000000000000 20 4 0 10 -1\n")
-    (row,) = proc.parse_tcp(line)
-    assert (row.local_addr, row.local_port, row.remote_port, row.inode) == (
-        "127.0.0.1", 0xD431, 0x1538, 4242)
+    (tmp_path / "net").mkdir()
+    header = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+              "timeout inode\n")
+    row = ("   0: {local} 0000000000000000FFFF00000100007F:1538 {st} 00000000:00000000 "
+           "00:00000000 00000000  1000        0 {inode} 1 0000000000000000 20 4 0 10 -1\n")
+    mapped = "0000000000000000FFFF00000100007F"
+    (tmp_path / "net" / "tcp6").write_text(
+        header + row.format(local=f"{mapped}:D431", st="01", inode=4242)
+        + row.format(local=f"{mapped}:D432", st="0A", inode=4243)
+        + row.format(local=f"{mapped}:D433", st="06", inode=0))
+    assert proc.socket_inodes([("127.0.0.1", 0xD431), ("127.0.0.1", 0xD432),
+                               ("127.0.0.1", 0xD433)], tmp_path) == {
+        ("127.0.0.1", 0xD431): (4242, 1000)}  # listening and inode-less rows left out
 
 
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
