@@ -194,12 +194,12 @@ POLL_SKIPPED = _spec(
     "Polls skipped because the previous poll of the target was still running.",
 )
 CLIENT_PROCESS_CONNECTIONS = _spec(
-    "postgresql.client.process.connections", G, "{connection}", (*T, "pid", "command"),
+    "postgresql.client.process.connections", U, "{connection}", (*T, "pid", "command"),
     "Connections held by each client process on the agent's own host (matched through /proc; "
     "only clients whose client_addr is one of this host's addresses).",
 )
 CLIENT_PROCESS_UNRESOLVED = _spec(
-    "pgconn_agent.client_processes.unresolved", G, "{connection}", T,
+    "pgconn_agent.client_processes.unresolved", U, "{connection}", T,
     "Connections from this host's addresses not matched to a process (socket closed since, "
     "another network namespace, or no CAP_SYS_PTRACE to read other users' /proc/<pid>/fd).",
 )

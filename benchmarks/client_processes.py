@@ -84,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         on = TargetClient(target, client_processes=True)
         snapshot = on.poll()
         ports = [(p.client_addr, p.client_port) for p in snapshot.client_ports]
-        host = processes.read_host(ports)
+        server_port = snapshot.client_ports[0].server_port
+        host = processes.read_host(ports, server_port)
         resolved = sum(1 for key in ports if key in host.owners)
         assert len(ports) == n and resolved == n, (len(ports), resolved)
         ops: dict[str, Callable[[], Any]] = {
             "poll off": full_poll(off), "poll on": full_poll(on),
-            "read_host": lambda: processes.read_host(ports),
+            "read_host": lambda: processes.read_host(ports, server_port),
             "local_networks": processes.local_networks,
         }
         samples: dict[str, dict[str, list[float]]] = {

@@ -94,8 +94,29 @@ def test_the_kernels_hex_form_and_ipv4_on_a_dual_stack_socket(tmp_path: Path) ->
         + row.format(local=f"{mapped}:D432", st="0A", inode=4243)
         + row.format(local=f"{mapped}:D433", st="06", inode=0))
     assert proc.socket_inodes([("127.0.0.1", 0xD431), ("127.0.0.1", 0xD432),
-                               ("127.0.0.1", 0xD433)], tmp_path) == {
+                               ("127.0.0.1", 0xD433)], proc=tmp_path) == {
         ("127.0.0.1", 0xD431): (4242, 1000)}  # listening and inode-less rows left out
+
+
+def test_a_local_port_shared_by_connections_to_two_servers_goes_to_the_servers_one() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as ours, \
+            socket.create_server(("127.0.0.1", 0)) as other:
+        pair = [socket.socket(), socket.socket()]
+        try:
+            for sock in pair:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            pair[0].bind(("127.0.0.1", 0))
+            port = pair[0].getsockname()[1]
+            pair[1].bind(("127.0.0.1", port))
+            pair[0].connect(other.getsockname())
+            pair[1].connect(ours.getsockname())
+            server_port = ours.getsockname()[1]
+            assert proc.socket_inodes([("127.0.0.1", port)], server_port) == {
+                ("127.0.0.1", port): (_inode(pair[1]), os.geteuid())}
+            assert proc.socket_inodes([("127.0.0.1", port)], None) == {}  # ambiguous
+        finally:
+            for sock in pair:
+                sock.close()
 
 
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
@@ -108,7 +129,7 @@ def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
 
 def test_a_missing_proc_attributes_nothing_and_raises_nothing(tmp_path: Path) -> None:
     assert proc.local_networks(tmp_path) == ()
-    assert proc.read_host([("127.0.0.1", 5555)], tmp_path) == proc.HostProcesses()
+    assert proc.read_host([("127.0.0.1", 5555)], proc=tmp_path) == proc.HostProcesses()
 
 
 @pytest.mark.parametrize(("argv", "shown"), [
@@ -139,11 +160,11 @@ def _process(pid: int, driver: proc.Driver | None = NODE) -> proc.ClientProcess:
 
 
 def test_join_groups_connections_by_holder_and_process() -> None:
-    ports = (ClientPort(11, "127.0.0.1", 40001, "shop", "idle"),
-             ClientPort(12, "127.0.0.1", 40002, "shop", "active"),
-             ClientPort(13, "::ffff:127.0.0.1", 40003, "shop", "idle"),
-             ClientPort(14, "10.0.3.7", 40004, "billing", "idle"),
-             ClientPort(15, "10.0.3.7", 40005, "billing", "idle"))
+    ports = (ClientPort(11, "127.0.0.1", 40001, "shop", "idle", 5432),
+             ClientPort(12, "127.0.0.1", 40002, "shop", "active", 5432),
+             ClientPort(13, "::ffff:127.0.0.1", 40003, "shop", "idle", 5432),
+             ClientPort(14, "10.0.3.7", 40004, "billing", "idle", 5432),
+             ClientPort(15, "10.0.3.7", 40005, "billing", "idle", 5432))
     host = proc.HostProcesses(
         owners={("127.0.0.1", 40001): 501, ("127.0.0.1", 40002): 501,
                 ("127.0.0.1", 40003): 502, ("10.0.3.7", 40004): 503},

@@ -201,7 +201,8 @@ class TargetClient:
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
             client_ports=ports,
-            host=(processes.read_host((p.client_addr, p.client_port) for p in ports)
+            host=(processes.read_host(((p.client_addr, p.client_port) for p in ports),
+                                      ports[0].server_port if ports else None)
                   if self.client_processes else None),
         )
 

@@ -89,16 +89,19 @@ def _address_hex(address: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def socket_inodes(wanted: Iterable[tuple[str, int]], proc: Path = PROC
-                  ) -> dict[tuple[str, int], tuple[int, int]]:
+def socket_inodes(wanted: Iterable[tuple[str, int]], server_port: int | None = None,
+                  proc: Path = PROC) -> dict[tuple[str, int], tuple[int, int]]:
     """(address, port) -> (socket inode, owner uid) for this network namespace's TCP sockets
     whose local end is one of ``wanted`` (listening sockets left out).
 
-    Matches the kernel's hex text instead of decoding every row: with the server on the same
-    host, 1,000 connections are 2,000 rows.
+    One local (address, port) may serve several connections to different servers: then the one
+    whose remote port is ``server_port`` wins, and without one the pair stays unmatched. A lone
+    candidate is taken whatever its remote port (NAT and proxies change it). Matches the
+    kernel's hex text instead of decoding every row: with the server on the same host, 1,000
+    connections are 2,000 rows.
     """
     by_hex = {form: key for key in wanted for form in kernel_hex(*key)}
-    found: dict[tuple[str, int], tuple[int, int]] = {}
+    candidates: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for name in ("tcp", "tcp6"):
         try:
             text = (proc / "net" / name).read_text()
@@ -108,7 +111,14 @@ def socket_inodes(wanted: Iterable[tuple[str, int]], proc: Path = PROC
             f = line.split(maxsplit=10)
             key = by_hex.get(f[1]) if len(f) > 9 else None
             if key is not None and f[3] != _LISTEN and f[9] != "0":
-                found[key] = (int(f[9]), int(f[7]))
+                candidates.setdefault(key, []).append(
+                    (int(f[2][-4:], 16), int(f[9]), int(f[7])))
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for key, rows in candidates.items():
+        to_server = [r for r in rows if r[0] == server_port]
+        if len(rows) == 1 or len(to_server) == 1:
+            _, inode, uid = rows[0] if len(rows) == 1 else to_server[0]
+            found[key] = (inode, uid)
     return found
 
 
@@ -333,19 +343,22 @@ def _describe(pid: int, start: int, proc: Path) -> ClientProcess | None:
     return ClientProcess(pid, comm, exe, shown_cmdline(raw), driver)
 
 
-def read_host(clients: Iterable[tuple[str, int]], proc: Path = PROC) -> HostProcesses:
-    """Owners of the given (client address, client port) sockets, with their processes."""
+def read_host(clients: Iterable[tuple[str, int]], server_port: int | None = None,
+              proc: Path = PROC) -> HostProcesses:
+    """Owners of the given (client address, client port) sockets, with their processes;
+    ``server_port`` (the server's ``port``) tells apart connections sharing a local port."""
     wanted = {(normalise(addr), port) for addr, port in clients}
     if not wanted:
         return HostProcesses()
     try:
-        return _read_host(wanted, proc)
+        return _read_host(wanted, server_port, proc)
     except OSError:  # /proc vanished or became unreadable: attribution, never the poll, fails
         return HostProcesses()
 
 
-def _read_host(wanted: set[tuple[str, int]], proc: Path) -> HostProcesses:
-    sockets = socket_inodes(wanted, proc)
+def _read_host(wanted: set[tuple[str, int]], server_port: int | None, proc: Path
+               ) -> HostProcesses:
+    sockets = socket_inodes(wanted, server_port, proc)
     pids, unreadable = socket_owners(dict(sockets.values()), proc)
     owners = {key: pids[inode] for key, (inode, _) in sockets.items() if inode in pids}
     processes = {}

@@ -127,6 +127,7 @@ class ClientPort:
     client_port: int
     application_name: str
     state: str
+    server_port: int
 
 
 @dataclass(frozen=True, slots=True)
