@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         off = TargetClient(target, client_processes=False)
         on = TargetClient(target, client_processes=True)
         snapshot = on.poll()
-        ports = [(p.client_addr, p.client_port) for p in snapshot.client_ports]
+        ports = [(p.client_addr, p.client_port, p.pid) for p in snapshot.client_ports]
         server_port = snapshot.client_ports[0].server_port
         host = processes.read_host(ports, server_port)
-        resolved = sum(1 for key in ports if key in host.owners)
+        resolved = sum(1 for key in ports if processes.connection_key(*key) in host.owners)
         assert len(ports) == n and resolved == n, (len(ports), resolved)
         ops: dict[str, Callable[[], Any]] = {
             "poll off": full_poll(off), "poll on": full_poll(on),

@@ -62,7 +62,7 @@ def test_a_known_socket_is_found_with_its_inode_and_owner(
     assert proc.socket_inodes([(addr, server_port)]) == {
         (addr, server_port): (_inode(accepted), os.geteuid())}
     assert proc.socket_owners({inode: os.geteuid()})[0] == {inode: os.getpid()}
-    found = proc.read_host([(addr, port)])
+    found = proc.read_host([(addr, port, 0)])
     assert found.owners == {(addr, port): os.getpid()}
     me = found.processes[os.getpid()]
     assert me.comm == Path("/proc/self/comm").read_text().strip()
@@ -119,6 +119,16 @@ def test_a_local_port_shared_by_connections_to_two_servers_goes_to_the_servers_o
                 sock.close()
 
 
+def test_unix_socket_clients_are_attributed_only_for_a_server_on_this_host() -> None:
+    nets = proc.local_networks()
+    assert proc.on_this_host("/var/run/postgresql", nets)
+    assert proc.on_this_host("127.0.0.1", nets) and proc.on_this_host("::1", nets)
+    assert not proc.on_this_host("203.0.113.9", nets)
+    assert not proc.on_this_host("db.example.com", nets)
+    assert proc.connection_key("local", -1, 4711) == ("local", 4711)
+    assert proc.connection_key("::ffff:10.0.3.7", 40001, 4711) == ("10.0.3.7", 40001)
+
+
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
     nets = proc.local_networks()
     assert "127.0.0.0/8" in nets and "::1/128" in nets
@@ -129,7 +139,7 @@ def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
 
 def test_a_missing_proc_attributes_nothing_and_raises_nothing(tmp_path: Path) -> None:
     assert proc.local_networks(tmp_path) == ()
-    assert proc.read_host([("127.0.0.1", 5555)], proc=tmp_path) == proc.HostProcesses()
+    assert proc.read_host([("127.0.0.1", 5555, 0)], proc=tmp_path) == proc.HostProcesses()
 
 
 @pytest.mark.parametrize(("argv", "shown"), [
@@ -220,7 +230,8 @@ def test_one_process_within_one_pool_is_just_named() -> None:
 # -- real clients: node-postgres pools and psycopg ----------------------------------------------
 
 ONE_PROCESS_APP, MANY_PROCESSES_APP, PYTHON_APP = "shop-pools", "shop-instances", "py-worker"
-POOLS, PER_POOL, INSTANCES, PSYCOPG_CONNECTIONS = 10, 5, 10, 7
+UNIX_APP = "py-unix"
+POOLS, PER_POOL, INSTANCES, PSYCOPG_CONNECTIONS, UNIX_CONNECTIONS = 10, 5, 10, 7, 4
 PYTHON_COMM = Path(sys.executable).name[:15]  # the kernel keeps 15 characters
 
 
@@ -230,20 +241,24 @@ class Fleet:
     one_process: int
     instances: tuple[int, ...]
     python: int
+    unix: int
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """One Node process with 10 pg.Pool instances of 5 connections, 10 Node processes with one
-    pool of 5 each, one Python process with 7 psycopg connections, all over 127.0.0.1."""
+    pool of 5 each, one Python process with 7 psycopg connections, all over 127.0.0.1, and one
+    with 4 over the server's Unix socket."""
     script = node_app(tmp_path_factory.mktemp("node-app"))
     with LocalServer(max_connections=200) as server, Clients() as clients:
         one = clients.node_pools(script, POOLS, PER_POOL, port=server.port, app=ONE_PROCESS_APP)
         many = tuple(clients.node_pools(script, 1, PER_POOL, port=server.port,
                                         app=MANY_PROCESSES_APP) for _ in range(INSTANCES))
         python = clients.psycopg(server.dsn(application_name=PYTHON_APP), PSYCOPG_CONNECTIONS)
+        unix = clients.psycopg(server.dsn(via="unix", application_name=UNIX_APP),
+                               UNIX_CONNECTIONS)
         clients.wait_ready()
-        yield Fleet(server, one, many, python)
+        yield Fleet(server, one, many, python, unix)
 
 
 def _diagnose(server: LocalServer, **env: str) -> dict[str, dict[str, Any]]:
@@ -279,6 +294,11 @@ def test_diagnose_names_each_process_and_tells_the_two_node_cases_apart(fleet: F
             for p in python["data"]["processes"]] == [
         (fleet.python, PYTHON_COMM, PSYCOPG_CONNECTIONS, "psycopg 3", "loaded")]
 
+    unix = found[UNIX_APP]
+    assert unix["code"] == "single_process" and unix["data"]["client_addr"] == "local"
+    assert [(p["pid"], p["connections"]) for p in unix["data"]["processes"]] == [
+        (fleet.unix, UNIX_CONNECTIONS)]
+
 
 def test_one_setting_turns_process_attribution_off(fleet: Fleet) -> None:
     assert _diagnose(fleet.server, PGCONN_AGENT_CLIENT_PROCESSES="false") == {}
@@ -292,9 +312,10 @@ def test_the_agent_exports_connections_per_client_process(fleet: Fleet) -> None:
         name = c.CLIENT_PROCESS_CONNECTIONS.prometheus_name
         wait_until(lambda: agent.value(name, pid=str(fleet.python)), 20, "a process sample")
         expected = {fleet.one_process: POOLS * PER_POOL, fleet.python: PSYCOPG_CONNECTIONS,
+                    fleet.unix: UNIX_CONNECTIONS,
                     **{pid: PER_POOL for pid in fleet.instances}}
         for pid, n in expected.items():
-            command = PYTHON_COMM if pid == fleet.python else "node"
+            command = PYTHON_COMM if pid in (fleet.python, fleet.unix) else "node"
             assert agent.value(name, pid=str(pid), command=command) == n, pid
         assert agent.value(c.CLIENT_PROCESS_UNRESOLVED.prometheus_name) == 0
     finally:

@@ -34,7 +34,8 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "show_queries": True, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
             "max_groups": 200, "overflow": contract.OVERFLOW_VALUE,
-            "local_nets": ["127.0.0.0/8"], "client_port_limit": CLIENT_PORT_LIMIT,
+            "local_nets": ["127.0.0.0/8"], "unix_clients": True,
+            "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": True for dim in contract.GROUP_DIMENSIONS},
         }
         statement, present = queries.poll(version)
@@ -51,7 +52,8 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
                 alone[part] = cur.execute(sql, params).fetchall()
     assert "pg_catalog.pg_stat_activity" in statement
     assert statement.count("pg_catalog.pg_stat_activity") == 1
-    assert {r["application_name"] for r in row["client_ports"]} == {"web", "locker"}
+    assert {(r["application_name"], r["client_addr"]) for r in row["client_ports"]} == {
+        ("web", "127.0.0.1"), ("locker", "127.0.0.1"), ("worker", contract.LOCAL_CLIENT)}
     for part in present:
         composed = row[part]
         if part == "sessions":

@@ -22,7 +22,9 @@ def test_the_variant_differs_from_the_hardened_unit_only_where_it_must() -> None
     hardened, variant = (unit_settings(p.read_text(encoding="utf-8")) for p in (UNIT, APPHOST))
     changed = {k for k in hardened.keys() | variant.keys() if hardened.get(k) != variant.get(k)}
     assert changed == {"ProtectProc", "ProcSubset", "CapabilityBoundingSet",
-                       "AmbientCapabilities", "PrivateUsers"}
+                       "AmbientCapabilities", "PrivateUsers", "RestrictAddressFamilies"}
+    assert variant["RestrictAddressFamilies"] == [
+        hardened["RestrictAddressFamilies"][0] + " AF_NETLINK"]
     assert variant["CapabilityBoundingSet"] == variant["AmbientCapabilities"] == [CAPS]
     assert (variant["ProtectProc"], variant["ProcSubset"], variant["PrivateUsers"]) == (
         ["default"], ["all"], ["no"])
@@ -45,7 +47,7 @@ def test_verify_prints_nothing(tmp_path: Path) -> None:
 def _owners_as_nobody(port: int, caps: list[str]) -> str:
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
             "from agent.collect.processes import read_host; "
-            f"h = read_host([('127.0.0.1', {port})]); print(sorted(h.owners.values()))")
+            f"h = read_host([('127.0.0.1', {port}, 0)]); print(sorted(h.owners.values()))")
     wanted = ",".join(f"+{c.removeprefix('CAP_').lower()}" for c in caps)
     argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
             *([f"--inh-caps={wanted}", f"--ambient-caps={wanted}"] if caps else []),
@@ -59,7 +61,7 @@ def test_both_capabilities_and_only_they_let_another_user_name_the_owner() -> No
     with socket.create_server(("127.0.0.1", 0)) as server, \
             socket.create_connection(server.getsockname()) as client:
         port = client.getsockname()[1]
-        assert processes.read_host([("127.0.0.1", port)]).owners  # root sees it
+        assert processes.read_host([("127.0.0.1", port, 0)]).owners  # root sees it
         caps = CAPS.split()
         assert _owners_as_nobody(port, caps) == f"[{os.getpid()}]"
         for alone in ([], caps[:1], caps[1:]):

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from .. import contract as c
-from ..collect.processes import ClientProcess, HostProcesses, normalise
+from ..collect.processes import ClientProcess, HostProcesses, connection_key
 from ..collect.snapshot import ClientPort
 from .cap import Key, cap
 
@@ -63,7 +63,7 @@ def join(ports: tuple[ClientPort, ...], host: HostProcesses | None) -> ProcessAt
     unresolved: Counter[tuple[str, str]] = Counter()
     for port in ports:
         holder = (port.application_name, port.client_addr)
-        pid = host.owners.get((normalise(port.client_addr), port.client_port))
+        pid = host.owners.get(connection_key(port.client_addr, port.client_port, port.pid))
         if pid is None or pid not in host.processes:
             unresolved[holder] += 1
         else:

@@ -155,6 +155,7 @@ class TargetClient:
 
     def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
         version = conn.info.server_version
+        nets = processes.local_networks() if self.client_processes else ()
         params: dict[str, Any] = {
             "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
             "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
@@ -162,7 +163,9 @@ class TargetClient:
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
             "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
-            "local_nets": list(processes.local_networks()) if self.client_processes else [],
+            "local_nets": list(nets),
+            "unix_clients": bool(nets) and processes.on_this_host(
+                conn.info.hostaddr or conn.info.host, nets),
             "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},
         }
@@ -201,7 +204,7 @@ class TargetClient:
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
             client_ports=ports,
-            host=(processes.read_host(((p.client_addr, p.client_port) for p in ports),
+            host=(processes.read_host(((p.client_addr, p.client_port, p.pid) for p in ports),
                                       ports[0].server_port if ports else None)
                   if self.client_processes else None),
         )

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ..contract import LOCAL_CLIENT
+from .unix_peers import connected_stream_sockets
+
 PROC = Path("/proc")
 CMDLINE_CHARS = 160
 """Longest command line reported (after redaction)."""
@@ -53,7 +56,7 @@ class HostProcesses:
     """What one read of ``/proc`` found for the connections of this host's clients."""
 
     owners: dict[tuple[str, int], int] = field(default_factory=dict)
-    """(client address, client port) -> pid of the process owning that socket."""
+    """``connection_key`` -> pid of the process owning the client's socket."""
     processes: dict[int, ClientProcess] = field(default_factory=dict)
     unreadable: int = 0
     """Processes whose ``fd`` folder the agent may not read (it lacks CAP_SYS_PTRACE)."""
@@ -343,24 +346,78 @@ def _describe(pid: int, start: int, proc: Path) -> ClientProcess | None:
     return ClientProcess(pid, comm, exe, shown_cmdline(raw), driver)
 
 
-def read_host(clients: Iterable[tuple[str, int]], server_port: int | None = None,
-              proc: Path = PROC) -> HostProcesses:
-    """Owners of the given (client address, client port) sockets, with their processes;
-    ``server_port`` (the server's ``port``) tells apart connections sharing a local port."""
-    wanted = {(normalise(addr), port) for addr, port in clients}
+def on_this_host(host: str, networks: Iterable[str]) -> bool:
+    """Whether the agent's own connection reaches a server on this host (a Unix socket or one
+    of this host's addresses): only then can a Unix-socket client be one of its processes."""
+    if not host or host.startswith("/"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net) for net in networks
+               if ipaddress.ip_network(net).version == ip.version)
+
+
+def connection_key(client_addr: str, client_port: int, pid: int) -> tuple[str, int]:
+    """How ``HostProcesses.owners`` names a connection: (address, port) over TCP, and
+    (``local``, backend pid) over a Unix socket."""
+    if client_addr == LOCAL_CLIENT:
+        return (LOCAL_CLIENT, pid)
+    return (normalise(client_addr), client_port)
+
+
+def unix_client_sockets(backends: Iterable[int], server_port: int | None, proc: Path = PROC
+                        ) -> dict[tuple[str, int], int]:
+    """(``local``, backend pid) -> the client's socket inode, for backends of this host's
+    server: the backend's socket bound to ``.s.PGSQL.<server_port>`` and its peer."""
+    wanted = set(backends)
     if not wanted:
+        return {}
+    try:
+        table = connected_stream_sockets()
+    except OSError:  # no netlink here (sandboxed): Unix-socket clients stay unresolved
+        return {}
+    suffix = f".s.PGSQL.{server_port}"
+    out = {}
+    for pid in wanted:
+        try:
+            links = list(_fd_links(f"{proc}/{pid}/fd"))
+        except OSError:  # not a process of this host, or unreadable
+            continue
+        for link in links:
+            found = table.get(int(link[8:-1])) if link.startswith("socket:[") else None
+            if found is not None and found.name.endswith(suffix):
+                out[(LOCAL_CLIENT, pid)] = found.peer
+                break
+    return out
+
+
+def read_host(clients: Iterable[tuple[str, int, int]], server_port: int | None = None,
+              proc: Path = PROC) -> HostProcesses:
+    """Owners of the given connections (client address, client port, backend pid), with their
+    processes; ``server_port`` (the server's ``port``) tells apart TCP connections sharing a
+    local port and names the server's Unix socket."""
+    listed = list(clients)
+    if not listed:
         return HostProcesses()
     try:
-        return _read_host(wanted, server_port, proc)
+        return _read_host(listed, server_port, proc)
     except OSError:  # /proc vanished or became unreadable: attribution, never the poll, fails
         return HostProcesses()
 
 
-def _read_host(wanted: set[tuple[str, int]], server_port: int | None, proc: Path
+def _read_host(clients: list[tuple[str, int, int]], server_port: int | None, proc: Path
                ) -> HostProcesses:
-    sockets = socket_inodes(wanted, server_port, proc)
-    pids, unreadable = socket_owners(dict(sockets.values()), proc)
+    tcp = {connection_key(*c) for c in clients if c[0] != LOCAL_CLIENT}
+    sockets = socket_inodes(tcp, server_port, proc) if tcp else {}
+    unix = unix_client_sockets((pid for addr, _, pid in clients if addr == LOCAL_CLIENT),
+                               server_port, proc)
+    # A Unix socket's owner uid is not in the dump: -1 sends its search to the second pass.
+    inodes = {**dict(sockets.values()), **dict.fromkeys(unix.values(), -1)}
+    pids, unreadable = socket_owners(inodes, proc)
     owners = {key: pids[inode] for key, (inode, _) in sockets.items() if inode in pids}
+    owners.update({key: pids[inode] for key, inode in unix.items() if inode in pids})
     processes = {}
     for pid in set(owners.values()):
         described = describe(pid, proc)
