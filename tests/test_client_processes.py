@@ -22,11 +22,14 @@ import pytest
 from agent_e2e import AGENT, Agent, clean_env, wait_until
 from client_processes import Clients, node_app
 
+from agent import config as cfg
 from agent import contract as c
 from agent.aggregate.processes import HolderProcesses, ProcessShare, join, process_points
 from agent.collect import processes as proc
 from agent.collect.snapshot import ClientPort
+from agent.collect.unix_peers import connected_stream_sockets
 from agent.diagnose.processes import holder_finding
+from agent.errors import ConfigError
 from agent.pgserver import LocalServer, free_port
 
 # -- /proc parsers on this machine's /proc ------------------------------------------------------
@@ -127,6 +130,26 @@ def test_unix_socket_clients_are_attributed_only_for_a_server_on_this_host() -> 
     assert not proc.on_this_host("db.example.com", nets)
     assert proc.connection_key("local", -1, 4711) == ("local", 4711)
     assert proc.connection_key("::ffff:10.0.3.7", 40001, 4711) == ("10.0.3.7", 40001)
+
+
+def test_the_peer_of_a_unix_socket_comes_from_sock_diag(tmp_path: Path) -> None:
+    path = str(tmp_path / ".s.PGSQL.5432")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            accepted, _ = server.accept()
+            with accepted:
+                table = connected_stream_sockets()
+                backend_side = table[_inode(accepted)]
+                assert (backend_side.name, backend_side.peer) == (path, _inode(client))
+                assert table[_inode(client)].peer == _inode(accepted)
+                assert proc.unix_client_sockets([os.getpid()], 5432, tmp_path.parent) == {}
+                # Our own process plays the backend: its socket bound to .s.PGSQL.5432.
+                assert proc.unix_client_sockets([os.getpid()], 5432) == {
+                    ("local", os.getpid()): _inode(client)}
+                assert proc.unix_client_sockets([os.getpid()], 5433) == {}
 
 
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
@@ -321,3 +344,22 @@ def test_the_agent_exports_connections_per_client_process(fleet: Fleet) -> None:
     finally:
         agent.stop()
         agent.close()
+
+
+def test_the_switch_is_a_config_key_and_an_environment_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGCONN_AGENT_CLIENT_PROCESSES", raising=False)
+    path = tmp_path / "agent.toml"
+    path.write_text("[agent]\nclient_processes = false\n", encoding="utf-8")
+    assert (cfg.load(None).client_processes, cfg.load(path).client_processes) == (True, False)
+    for raw, expected in (("off", False), ("TRUE", True), ("0", False)):
+        monkeypatch.setenv("PGCONN_AGENT_CLIENT_PROCESSES", raw)
+        assert cfg.load(None).client_processes is expected, raw
+    monkeypatch.setenv("PGCONN_AGENT_CLIENT_PROCESSES", "maybe")
+    with pytest.raises(ConfigError, match=r"^environment: PGCONN_AGENT_CLIENT_PROCESSES: "
+                                          r"expected true or false, found 'maybe'$"):
+        cfg.load(None)
+    monkeypatch.delenv("PGCONN_AGENT_CLIENT_PROCESSES")
+    path.write_text('[agent]\nclient_processes = "no"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"agent\.client_processes"):
+        cfg.load(path)
