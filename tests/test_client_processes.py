@@ -152,6 +152,26 @@ def test_the_peer_of_a_unix_socket_comes_from_sock_diag(tmp_path: Path) -> None:
                 assert proc.unix_client_sockets([os.getpid()], 5433) == {}
 
 
+def test_a_driver_shows_by_an_open_jar_or_only_by_its_command_line(tmp_path: Path) -> None:
+    jar = tmp_path / "HikariCP-5.1.0.jar"
+    jar.write_bytes(b"PK")
+    holds = tmp_path / "hold.py"  # a plain python3: no PostgreSQL library is loaded
+    holds.write_text("import sys\nf = open(sys.argv[1], 'rb')\nprint('ready', flush=True)\n"
+                     "sys.stdin.read()\n", encoding="utf-8")
+    with Clients() as clients:
+        opened = clients.start(["/usr/bin/python3", str(holds), str(jar)])
+        named = clients.start(["/usr/bin/python3", str(holds), "/dev/null",
+                               "--classpath=lib/HikariCP-5.1.0.jar", "--password=hunter2"])
+        clients.wait_ready()
+        seen = {pid: proc.describe(pid) for pid in (opened, named)}
+    drivers = {pid: (d.driver.name, d.driver.evidence, d.driver.pool_default)
+               for pid, d in seen.items() if d is not None and d.driver is not None}
+    assert drivers == {opened: ("HikariCP", "loaded", 10), named: ("HikariCP", "cmdline", 10)}
+    shown = seen[named]
+    assert shown is not None and shown.cmdline.endswith(
+        "/dev/null --classpath=lib/HikariCP-5.1.0.jar --password=***")
+
+
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
     nets = proc.local_networks()
     assert "127.0.0.0/8" in nets and "::1/128" in nets

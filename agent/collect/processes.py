@@ -315,6 +315,15 @@ def _node_driver(pid: int, argv: list[str], proc: Path) -> Driver | None:
     return None
 
 
+def _driver_named(argv: list[str]) -> Driver | None:
+    """A driver named on the command line only (a classpath entry, a script's name)."""
+    text = " ".join(argv)
+    for needle, name, default, words in _LOADED:
+        if needle in text:
+            return Driver(name, default, words, "cmdline")
+    return None
+
+
 def describe(pid: int, proc: Path = PROC) -> ClientProcess | None:
     """Command name, executable, redacted command line and visible driver of a process.
 
@@ -342,7 +351,7 @@ def _describe(pid: int, start: int, proc: Path) -> ClientProcess | None:
     except OSError:
         exe = None
     argv = [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0") if a]
-    driver = _driver_loaded(pid, proc) or _node_driver(pid, argv, proc)
+    driver = _driver_loaded(pid, proc) or _node_driver(pid, argv, proc) or _driver_named(argv)
     return ClientProcess(pid, comm, exe, shown_cmdline(raw), driver)
 
 

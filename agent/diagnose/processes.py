@@ -25,6 +25,7 @@ _HOW_SEEN = {
     "loaded": "certain: its library is loaded in the process",
     "installed": "likely: installed where the process's script resolves its modules; the "
                  "process could use another client",
+    "cmdline": "likely: named on its command line",
 }
 
 
