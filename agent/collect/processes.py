@@ -107,15 +107,17 @@ def socket_inodes(wanted: Iterable[tuple[str, int]], server_port: int | None = N
     candidates: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for name in ("tcp", "tcp6"):
         try:
-            text = (proc / "net" / name).read_text()
+            table = open(proc / "net" / name, encoding="ascii")  # noqa: SIM115 (closed below)
         except OSError:  # a family this namespace lacks
             continue
-        for line in text.splitlines()[1:]:
-            f = line.split(maxsplit=10)
-            key = by_hex.get(f[1]) if len(f) > 9 else None
-            if key is not None and f[3] != _LISTEN and f[9] != "0":
-                candidates.setdefault(key, []).append(
-                    (int(f[2][-4:], 16), int(f[9]), int(f[7])))
+        with table:  # line by line: the whole table can be megabytes
+            next(table, None)
+            for line in table:
+                f = line.split(maxsplit=10)
+                key = by_hex.get(f[1]) if len(f) > 9 else None
+                if key is not None and f[3] != _LISTEN and f[9] != "0":
+                    candidates.setdefault(key, []).append(
+                        (int(f[2][-4:], 16), int(f[9]), int(f[7])))
     found: dict[tuple[str, int], tuple[int, int]] = {}
     for key, rows in candidates.items():
         to_server = [r for r in rows if r[0] == server_port]
