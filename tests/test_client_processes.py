@@ -27,7 +27,7 @@ from agent import contract as c
 from agent.aggregate.processes import HolderProcesses, ProcessShare, join, process_points
 from agent.collect import processes as proc
 from agent.collect.snapshot import ClientPort
-from agent.collect.unix_peers import connected_stream_sockets
+from agent.collect.sock_diag import connected_stream_sockets, tcp_local_ends
 from agent.diagnose.processes import holder_finding
 from agent.errors import ConfigError
 from agent.pgserver import LocalServer, free_port
@@ -79,6 +79,23 @@ def test_an_ipv6_socket_is_read_from_tcp6() -> None:
         port = client.getsockname()[1]
         assert proc.socket_inodes([("::1", port)]) == {("::1", port): (_inode(client),
                                                                        os.geteuid())}
+
+
+def test_sock_diag_and_proc_net_tcp_list_the_same_local_ends(
+        connected_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, accepted = connected_pair
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as dual, \
+            socket.create_connection(("127.0.0.1", dual.getsockname()[1])) as v4_client:
+        mapped, _ = dual.accept()  # an IPv4 connection on an IPv6 socket: ::ffff:127.0.0.1
+        with mapped:
+            keys = {("127.0.0.1", client.getsockname()[1]),
+                    ("127.0.0.1", accepted.getsockname()[1]),
+                    ("127.0.0.1", dual.getsockname()[1]), ("127.0.0.1", 1)}
+            by_netlink = tcp_local_ends(keys)
+            assert by_netlink == proc.proc_local_ends(keys)
+            assert by_netlink[("127.0.0.1", dual.getsockname()[1])] == [
+                (v4_client.getsockname()[1], _inode(mapped), os.geteuid())]
+            assert ("127.0.0.1", 1) not in by_netlink
 
 
 def test_the_kernels_hex_form_and_ipv4_on_a_dual_stack_socket(tmp_path: Path) -> None:

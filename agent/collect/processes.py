@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..contract import LOCAL_CLIENT
-from .unix_peers import connected_stream_sockets
+from .sock_diag import connected_stream_sockets, tcp_local_ends
 
 PROC = Path("/proc")
 CMDLINE_CHARS = 160
@@ -99,11 +99,42 @@ def socket_inodes(wanted: Iterable[tuple[str, int]], server_port: int | None = N
 
     One local (address, port) may serve several connections to different servers: then the one
     whose remote port is ``server_port`` wins, and without one the pair stays unmatched. A lone
-    candidate is taken whatever its remote port (NAT and proxies change it). Matches the
-    kernel's hex text instead of decoding every row: with the server on the same host, 1,000
-    connections are 2,000 rows.
+    candidate is taken whatever its remote port (NAT and proxies change it). The kernel writes
+    the tables in pieces and may skip rows while sockets come and go, so pairs not found are
+    looked up once more.
     """
-    by_hex = {form: key for key in wanted for form in kernel_hex(*key)}
+    keys = set(wanted)
+    candidates = _candidates(keys, proc)
+    missing = keys - candidates.keys()
+    if missing:
+        candidates.update(_candidates(missing, proc))
+    found: dict[tuple[str, int], tuple[int, int]] = {}
+    for key, rows in candidates.items():
+        to_server = [r for r in rows if r[0] == server_port]
+        if len(rows) == 1 or len(to_server) == 1:
+            _, inode, uid = rows[0] if len(rows) == 1 else to_server[0]
+            found[key] = (inode, uid)
+    return found
+
+
+def _candidates(keys: set[tuple[str, int]], proc: Path
+                ) -> dict[tuple[str, int], list[tuple[int, int, int]]]:
+    """(address, port) -> [(remote port, inode, uid)] of the sockets with that local end: from
+    sock_diag (cheaper for the kernel), or from /proc where netlink is not allowed (or ``proc``
+    is not the real one)."""
+    if proc == PROC:
+        try:
+            return tcp_local_ends(keys)
+        except OSError:
+            pass
+    return proc_local_ends(keys, proc)
+
+
+def proc_local_ends(keys: set[tuple[str, int]], proc: Path = PROC
+                    ) -> dict[tuple[str, int], list[tuple[int, int, int]]]:
+    """``_candidates`` from ``/proc/net/tcp{,6}``. Matches the kernel's hex text instead of
+    decoding every row: with the server on the same host, 1,000 connections are 2,000 rows."""
+    by_hex = {form: key for key in keys for form in kernel_hex(*key)}
     candidates: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for name in ("tcp", "tcp6"):
         try:
@@ -118,13 +149,7 @@ def socket_inodes(wanted: Iterable[tuple[str, int]], server_port: int | None = N
                 if key is not None and f[3] != _LISTEN and f[9] != "0":
                     candidates.setdefault(key, []).append(
                         (int(f[2][-4:], 16), int(f[9]), int(f[7])))
-    found: dict[tuple[str, int], tuple[int, int]] = {}
-    for key, rows in candidates.items():
-        to_server = [r for r in rows if r[0] == server_port]
-        if len(rows) == 1 or len(to_server) == 1:
-            _, inode, uid = rows[0] if len(rows) == 1 else to_server[0]
-            found[key] = (inode, uid)
-    return found
+    return candidates
 
 
 _FIB_LOCAL = re.compile(r"\|-- (\S+)\n\s+/(\d+) host LOCAL")
