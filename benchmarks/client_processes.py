@@ -105,17 +105,21 @@ def main(argv: list[str] | None = None) -> int:
                 samples[name]["wall"].append(wall)
                 samples[name]["cpu"].append(cpu)
                 time.sleep(0.005)
+        pids = sum(1 for e in os.scandir("/proc") if e.name.isdigit())
+        sockets = sum(len(Path(f"/proc/net/{t}").read_text().splitlines()) - 1
+                      for t in ("tcp", "tcp6"))
         off.close()
         on.close()
-    pids = sum(1 for e in os.scandir("/proc") if e.name.isdigit())
     result = {
         "taken_at": datetime.now(UTC).isoformat(), "connections": n, "client_processes": k,
-        "processes_on_host": pids, "reps": args.reps, "cpus": os.cpu_count(),
+        "processes_on_host": pids, "tcp_sockets_in_namespace": sockets, "reps": args.reps,
+        "cpus": os.cpu_count(),
         "load_average": os.getloadavg(), "python": platform.python_version(),
         "resolved": {"min": min(resolved), "median": statistics.median(resolved)},
         "ops": {name: {m: summary(v) for m, v in s.items()} for name, s in samples.items()},
     }
-    print(f"N = {n} local connections in {k} client processes, {pids} processes on the host, "
+    print(f"N = {n} local connections in {k} client processes; {pids} processes and {sockets} "
+          f"TCP sockets on the host; "
           f"{args.reps} reps, load {os.getloadavg()[0]:.2f}; connections named per read: "
           f"min {min(resolved)}, median {statistics.median(resolved):g}")
     print(f"{'operation':<16} {'wall median':>12} {'wall p95':>10} {'CPU median':>11} "
