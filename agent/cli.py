@@ -125,13 +125,14 @@ def check_config(config_path: Path) -> None:
 
 @main.command()
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
-              help="Override an alert threshold (see alerts/README.md); repeatable.")
+              help="Override an alert threshold or setting (selector, group_by, runbook_base; "
+                   "see alerts/README.md); repeatable.")
 def rules(sets: tuple[str, ...]) -> None:
-    """Print the Prometheus alert rules, with thresholds overridden by --set."""
-    from .alert_rules import parse_overrides, render_rules
+    """Print the Prometheus alert rules, with thresholds and settings overridden by --set."""
+    from .alert_rules import parse_sets, render_rules
 
     try:
-        click.echo(render_rules(parse_overrides(sets)), nl=False)
+        click.echo(render_rules(*parse_sets(sets)), nl=False)
     except AgentError as exc:
         _fail(str(exc))
 
