@@ -279,6 +279,11 @@ def test_alert_thresholds_come_from_values(helm: list[str], tmp_path: Path) -> N
     rule = prometheus_rule(helm, tmp_path, alerts={"thresholds": overrides})
     assert normalized(rule["spec"]["groups"]) == normalized(alert_rules.rule_groups(overrides))
     assert normalized(rule["spec"]["groups"]) != normalized(alert_rules.rule_groups({}))
+    settings = alert_rules.Settings('job="pgconn-agent"', ("cluster",), "https://wiki.example/rb")
+    rule = prometheus_rule(helm, tmp_path, alerts={
+        "selector": settings.selector, "groupBy": list(settings.group_by),
+        "runbookBase": settings.runbook_base})
+    assert normalized(rule["spec"]["groups"]) == normalized(alert_rules.rule_groups({}, settings))
 
 
 def test_dashboards_are_the_repository_dashboards(helm: list[str], tmp_path: Path) -> None:
@@ -341,6 +346,10 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"alerts": {"thresholds": {"near_limit_ratio": "high"}}}, "near_limit_ratio"),
     ({"alerts": {"thresholds": {"near_limit_for_seconds": 1.5}}}, "near_limit_for_seconds"),
     ({"alerts": {"thresholds": {"no_such_threshold": 1}}}, "no_such_threshold"),
+    ({"alerts": {"thresholds": {"exhausted_ratio": 7}}}, "exhausted_ratio"),
+    ({"alerts": {"selector": "job=x"}}, "selector"),
+    ({"alerts": {"groupBy": ["target"]}}, "groupBy"),
+    ({"alerts": {"runbookBase": "ftp://wiki/runbooks"}}, "runbookBase"),
     # Cross-field rules the template enforces, each naming the value to fix.
     ({"targets": [{"name": "a", "dsn": "host=db user=x password=hunter2"}]},
      "targets[0].dsn: holds a password"),
