@@ -159,12 +159,12 @@ LOCK_BLOCKING = _spec(
 ROOT_BLOCKERS_SHOWN = 5
 """Root blockers named by pid in ``postgresql.lock.root_blocker`` (bounds its series)."""
 LOCK_ROOT_BLOCKING = _spec(
-    "postgresql.lock.root_blocking", G, "{connection}", (*T, GROUP),
+    "postgresql.lock.root_blocking", U, "{connection}", (*T, GROUP),
     "Sessions queued, directly or behind other waiters, behind this group's root blockers "
     "(sessions that hold the lock without waiting for one themselves).",
 )
 LOCK_ROOT_BLOCKER = _spec(
-    "postgresql.lock.root_blocker", G, "{connection}", (*T, "pid", GROUP),
+    "postgresql.lock.root_blocker", U, "{connection}", (*T, "pid", GROUP),
     f"The current root blockers by pid (at most {ROOT_BLOCKERS_SHOWN}, most queued first), "
     "valued by the sessions queued behind each: the pid to terminate.",
 )
