@@ -124,7 +124,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
     _t("agent_absent_for_seconds", 300, "seconds", "`for` duration of PgconnAgentAbsent."),
 )
 DEFAULTS: dict[str, float] = {t.name: t.default for t in THRESHOLDS}
-_ORDERED: tuple[tuple[str, str], ...] = (
+ORDERED_PAIRS: tuple[tuple[str, str], ...] = (
     ("near_limit_ratio", "exhausted_ratio"),
     ("idle_in_transaction_warning_seconds", "idle_in_transaction_critical_seconds"),
 )
@@ -739,7 +739,7 @@ def validate_overrides(overrides: Mapping[str, float]) -> dict[str, float]:
                               f"found {value!r}")
         _check(by_name[name], value)
         out[name] = float(value)
-    for low, high in _ORDERED:
+    for low, high in ORDERED_PAIRS:
         if out[low] >= out[high]:
             name = low if low in overrides else high
             raise ConfigError(f"alert threshold {name}: {low} ({_number(out[low])}) must be "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -350,6 +351,10 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"alerts": {"selector": "job=x"}}, "selector"),
     ({"alerts": {"groupBy": ["target"]}}, "groupBy"),
     ({"alerts": {"runbookBase": "ftp://wiki/runbooks"}}, "runbookBase"),
+    ({"alerts": {"thresholds": {"near_limit_ratio": 0.96}}},
+     "alerts.thresholds.near_limit_ratio: must be below alerts.thresholds.exhausted_ratio"),
+    ({"alerts": {"thresholds": {"idle_in_transaction_critical_seconds": 60}}},
+     "alerts.thresholds.idle_in_transaction_warning_seconds: must be below"),
     # Cross-field rules the template enforces, each naming the value to fix.
     ({"targets": [{"name": "a", "dsn": "host=db user=x password=hunter2"}]},
      "targets[0].dsn: holds a password"),
@@ -376,6 +381,14 @@ def test_schema_thresholds_match_the_agent() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     declared = set(schema["properties"]["thresholds"]["properties"])
     assert declared == set(agent_config.Thresholds.__slots__)  # type: ignore[attr-defined]
+
+
+def test_chart_orders_the_same_threshold_pairs_as_the_rules() -> None:
+    from agent import alert_rules
+
+    text = (CHART / "templates" / "_alerts.tpl").read_text()
+    pairs = tuple(re.findall(r'\(list "(\w+)" "(\w+)"\)', text))
+    assert pairs == alert_rules.ORDERED_PAIRS
 
 
 def test_readme_documents_every_value() -> None:
