@@ -383,6 +383,13 @@ def test_schema_thresholds_match_the_agent() -> None:
     assert declared == set(agent_config.Thresholds.__slots__)  # type: ignore[attr-defined]
 
 
+def test_chart_alert_settings_default_to_the_rules_defaults() -> None:
+    from agent import alert_rules
+
+    alerts = yaml.safe_load((CHART / "values.yaml").read_text())["alerts"]
+    assert {k: v for k, v in alerts.items() if k != "thresholds"} == alert_rules.helm_settings()
+
+
 def test_chart_orders_the_same_threshold_pairs_as_the_rules() -> None:
     from agent import alert_rules
 
