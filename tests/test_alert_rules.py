@@ -385,3 +385,24 @@ def test_helm_values_cover_every_threshold() -> None:
     assert set(ar.helm_values()) == set(ar.DEFAULTS)
     assert all(isinstance(v, int) for k, v in ar.helm_values().items()
                if k.endswith("_for_seconds"))
+
+
+def test_rules_command_takes_settings_and_rejects_senseless_values() -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    ok = CliRunner().invoke(main, ["rules", "--set", 'selector=job="pg"', "--set",
+                                   "group_by=cluster", "--set",
+                                   "runbook_base=https://wiki.example/rb"])
+    assert ok.exit_code == 0, ok.output
+    groups = yaml.safe_load(ok.output)["groups"]
+    assert normalized(groups) == normalized(ar.rule_groups({}, ar.Settings(
+        'job="pg"', ("cluster",), "https://wiki.example/rb")))
+    for bad, key in (("near_limit_ratio=7", "near_limit_ratio"),
+                     ("near_limit_ratio=0.99", "near_limit_ratio"),
+                     ("group_by=target", "group_by"), ("runbook_base=x", "runbook_base")):
+        result = CliRunner().invoke(main, ["rules", "--set", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], (bad, result.output)
