@@ -303,14 +303,22 @@ def _slots(name: str, severity: str, expr: str, for_: str, summary: str, consequ
     )
 
 
+def _holding(by: str, share: str) -> str:
+    """Holders (grouped ``by``) above ``share`` of the usable slots of a filling server."""
+    usable = "max by (<T>) (@max@ - @reserved@)"
+    return (f"(\n  sum by ({by}) (@count@)\n  > on (<T>) group_left ()\n"
+            f"  ([[{share}]] * {usable})\n)\n"
+            f"and on (<T>)\n({_UTIL_BY_T} > [[holder_filling_ratio]])")
+
+
+_APP_BY = "<T>, application_name"
+_APP_HOLDS = _holding(_APP_BY, "app_share_ratio")
+
+
 def _holds_most(name: str, by: str, share: str, who: str, sel: str, args: tuple[str, ...],
                 said_already: tuple[str, str] | None, extra_text: str) -> Alert:
     """One holder (an application, or an application on one host) holds most usable slots."""
-    usable = "max by (<T>) (@max@ - @reserved@)"
-    expr = (f"(\n  sum by ({by}) (@count@)\n  > on (<T>) group_left ()\n"
-            f"  ([[{share}]] * {usable})\n)\n"
-            f"and on (<T>)\n({_UTIL_BY_T} > [[holder_filling_ratio]])")
-    expr = _unless(expr, "<T>", _EXHAUSTED)
+    expr = _unless(_holding(by, share), "<T>", _EXHAUSTED)
     if said_already is not None:
         expr = _unless(expr, *said_already)
     return Alert(
@@ -331,7 +339,9 @@ def _connection_alerts() -> tuple[Alert, ...]:
     host_args = (*app_args, "$labels.client_addr")
     return (
         _slots("PostgreSQLConnectionsNearLimit", "warning",
-               f"{_UTIL_BY_T} > [[near_limit_ratio]] <= [[exhausted_ratio]]",
+               # One application holding most slots pages as that application's alert.
+               _unless(f"{_UTIL_BY_T} > [[near_limit_ratio]] <= [[exhausted_ratio]]", "<T>",
+                       _APP_HOLDS),
                "near_limit_for_seconds",
                "{{ $value | humanizePercentage }} of usable connection slots in use",
                ". Find out who holds the slots and why before they run out."),
@@ -344,7 +354,7 @@ def _connection_alerts() -> tuple[Alert, ...]:
                "slots are reserved' or 'sorry, too many clients already' (Prisma P2037, "
                "node-postgres connect timeouts)."),
         _holds_most(
-            "PostgreSQLApplicationHoldsMostSlots", "<T>, application_name", "app_share_ratio",
+            "PostgreSQLApplicationHoldsMostSlots", _APP_BY, "app_share_ratio",
             "application_name {{ $labels.application_name }}",
             "target=%q,application_name=%q", app_args, None,
             "Largest hosts:" + _list("topk(3, sum by (client_addr) "
@@ -364,11 +374,13 @@ def _connection_alerts() -> tuple[Alert, ...]:
             "clients) each with its own pool."),
         Alert(
             "PostgreSQLIdleConnectionHoarding", _CONN, "warning",
-            _unless(f"(\n  sum by ({_HOLDER_BY}) (@count@{{state=\"idle\"}})\n"
-                    "  >= [[idle_hoarding_connections]]\n)\n"
-                    f"and on ({_HOLDER_BY})\n(\n"
-                    f"  max by ({_HOLDER_BY}) (@state_age@{{state=\"idle\"}})\n"
-                    "  > [[idle_hoarding_age_seconds]]\n)", "<T>", _EXHAUSTED),
+            # Exhausted, or one application holding most slots: that alert counts the idle.
+            _unless(_unless(f"(\n  sum by ({_HOLDER_BY}) (@count@{{state=\"idle\"}})\n"
+                            "  >= [[idle_hoarding_connections]]\n)\n"
+                            f"and on ({_HOLDER_BY})\n(\n"
+                            f"  max by ({_HOLDER_BY}) (@state_age@{{state=\"idle\"}})\n"
+                            "  > [[idle_hoarding_age_seconds]]\n)", "<T>", _EXHAUSTED),
+                    _APP_BY, _APP_HOLDS),
             "idle_hoarding_for_seconds",
             "PostgreSQL {{ $labels.target }}: " + _HOLDER + " keeps {{ $value | humanize }} "
             "connections idle",

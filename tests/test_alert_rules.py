@@ -216,7 +216,7 @@ def test_overrides_change_thresholds_and_durations() -> None:
     rules = {(r["alert"], r["labels"]["severity"]): r
              for r in all_rules(yaml.safe_load(text)["groups"])}
     near = rules[("PostgreSQLConnectionsNearLimit", "warning")]
-    assert near["expr"].endswith("> 0.7 <= 0.95")
+    assert "> 0.7 <= 0.95" in near["expr"]
     assert near["for"] == "1m30s"
     assert ">= 40" in rules[("PostgreSQLIdleConnectionHoarding", "warning")]["expr"]
     assert rules[("PostgreSQLConnectionsExhausted", "critical")]["expr"].endswith("> 0.95")
@@ -296,9 +296,12 @@ def test_one_alert_per_cause_is_in_the_expressions() -> None:
     exhausted = ("unless on (target) ( max by (target) "
                  "(postgresql_connection_utilization_ratio) > 0.95 )")
     for name in ("PostgreSQLApplicationHoldsMostSlots", "PostgreSQLApplicationHostHoldsMostSlots",
-                 "PostgreSQLIdleConnectionHoarding", "PostgreSQLConnectionsNearLimit"):
-        expr = " ".join(rules[(name, "warning")].split())
-        assert exhausted in expr or expr.endswith("<= 0.95"), name
+                 "PostgreSQLIdleConnectionHoarding"):
+        assert exhausted in " ".join(rules[(name, "warning")].split()), name
+    assert "> 0.8 <= 0.95" in rules[("PostgreSQLConnectionsNearLimit", "warning")]
+    app_holds = "sum by (target, application_name) (postgresql_connection_count)"
+    for name in ("PostgreSQLConnectionsNearLimit", "PostgreSQLIdleConnectionHoarding"):
+        assert app_holds in rules[(name, "warning")], name
     assert "> 60 <= 300" in rules[("PostgreSQLIdleInTransaction", "warning")]
     for severity in ("warning", "critical"):
         assert "postgresql_lock_root_blocking" in rules[("PostgreSQLIdleInTransaction", severity)]
