@@ -87,14 +87,18 @@ def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
 @click.option("--interval", type=float, help="Seconds between polls of each target.")
 @click.option("--log-format", type=click.Choice(["text", "json"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--web.config.file", "web_config_file", metavar="FILE",
+              help="Prometheus exporter-toolkit web config (TLS, basic auth) for the HTTP "
+                   "endpoint (env PGCONN_AGENT_WEB_CONFIG_FILE).")
 def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
-        interval: float | None, log_format: str | None, log_level: str | None) -> None:
+        interval: float | None, log_format: str | None, log_level: str | None,
+        web_config_file: str | None) -> None:
     """Poll every target on a schedule and export OpenTelemetry metrics (OTLP and /metrics)."""
     from . import logs
     from .daemon import Daemon
 
     overrides = _overrides(dsns, listen=listen, interval=interval, log_format=log_format,
-                           log_level=log_level)
+                           log_level=log_level, web_config_file=web_config_file)
     try:
         daemon = Daemon(config_path, overrides)
     except AgentError as exc:
@@ -105,6 +109,8 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         code = daemon.run()
     except OSError as exc:
         _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
+    except AgentError as exc:
+        _fail(str(exc))
     sys.exit(code)
 
 

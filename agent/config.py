@@ -81,6 +81,7 @@ class Config:
     listen: str | None = DEFAULT_LISTEN
     log_format: str = "text"
     log_level: str = "info"
+    web_config_file: Path | None = None
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     source: str = "<defaults>"
@@ -192,6 +193,9 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     listen = agent.get("listen", str, DEFAULT_LISTEN)
     if listen:
         _check_listen(agent, listen)
+    web_config_file = agent.get("web_config_file", str, "")
+    if web_config_file:
+        _check_web_config(agent, web_config_file)
     agent.finish()
 
     otlp = _parse_otlp(root.table_of("otlp"))
@@ -205,7 +209,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     return Config(targets=targets, interval=interval, max_groups=max_groups,
                   dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
                   show_queries=show_queries, listen=listen or None, log_format=log_format,
-                  log_level=log_level, otlp=otlp, thresholds=thresholds, source=source)
+                  log_level=log_level, otlp=otlp, thresholds=thresholds, source=source,
+                  web_config_file=Path(web_config_file) if web_config_file else None)
 
 
 def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
@@ -219,6 +224,15 @@ def _check_listen(reader: _Reader, listen: str) -> None:
     _, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
+
+
+def _check_web_config(reader: _Reader, path: str) -> None:
+    from . import webconfig
+
+    try:
+        webconfig.load(Path(path))
+    except ConfigError as exc:
+        raise reader.fail("web_config_file", str(exc)) from None
 
 
 def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
@@ -338,6 +352,7 @@ _ENV = {
     "PGCONN_AGENT_LISTEN": ("listen", str),
     "PGCONN_AGENT_LOG_FORMAT": ("log_format", str),
     "PGCONN_AGENT_LOG_LEVEL": ("log_level", str),
+    "PGCONN_AGENT_WEB_CONFIG_FILE": ("web_config_file", str),
     "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
     "PGCONN_AGENT_DSN": ("dsns", list),
 }
