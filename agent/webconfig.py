@@ -98,11 +98,12 @@ def _ssl_context(source: str, tls: dict[str, Any]) -> ssl.SSLContext:
         raise fail("client_ca_file", f"missing (client_auth_type {auth} verifies client "
                                      f"certificates against it)")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    for key in ("min_version", "max_version"):
-        name = tls.get(key) or ("TLS12" if key == "min_version" else "TLS13")
+    for key, attribute, default in (("min_version", "minimum_version", "TLS12"),
+                                    ("max_version", "maximum_version", "TLS13")):
+        name = tls.get(key) or default
         if name not in _VERSIONS:
             raise fail(key, f"expected one of {', '.join(_VERSIONS)}, found {name!r}")
-        setattr(ctx, key, _VERSIONS[name])
+        setattr(ctx, attribute, _VERSIONS[name])
     try:
         ctx.load_cert_chain(tls["cert_file"], tls["key_file"])
     except OSError as exc:
