@@ -26,6 +26,9 @@ DEFAULT_LISTEN = "127.0.0.1:9188"
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
+RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "holder_share", "limit_share")
+LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+"""libpq variables that name a server: any of them alone makes a target (as for psql)."""
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
 
 
@@ -244,6 +247,9 @@ def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
 
 
 def _parse_target(reader: _Reader, interval: float) -> Target:
+    if "dsn" not in reader.table:
+        raise reader.fail("dsn", 'missing: every target needs a libpq connection string or URI '
+                                 '(dsn = "" takes everything from the PG* variables)')
     dsn = reader.get("dsn", str, "", secret=True)
     check_dsn(dsn, reader.key("dsn"), reader.source)
     name = reader.get("name", str, "") or default_target_name(dsn)
@@ -303,7 +309,14 @@ def _parse_thresholds(reader: _Reader) -> Thresholds:
                 raise reader.fail(name, f"expected an integer >= 1, found {value}")
         else:
             value = reader.positive(name, default)
+        if name in RATIO_THRESHOLDS and value > 1:
+            raise reader.fail(name, f"expected a ratio in (0, 1], found {value!r}")
         values[name] = value
+    for low, high in (("utilization_warning", "utilization_critical"),
+                      ("idle_in_transaction_warning", "idle_in_transaction_critical")):
+        if not values[low] < values[high]:
+            raise reader.fail(low, f"expected less than {high} ({values[high]!r}), "
+                                   f"found {values[low]!r}")
     reader.finish()
     return Thresholds(**values)
 
@@ -330,6 +343,8 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
             raise _error(source, "invalid TOML: nested too deeply") from None
     merged = {**_env_overrides(), **(overrides or {})}
     dsns = merged.pop("dsns", None)
+    if path is None and not dsns and any(os.environ.get(v) for v in LIBPQ_TARGET_VARS):
+        dsns = [""]  # libpq's environment alone names the server, as it does for psql
     if merged:
         agent = dict(data.get("agent", {})) if isinstance(data.get("agent", {}), dict) else {}
         agent.update(merged)
@@ -389,8 +404,36 @@ def read_password(target: Target) -> str | None:
 
 
 def _read_secret(path: Path, name: str) -> str:
+    """The file's first line; like libpq with a world-readable .pgpass, a file anyone on the
+    host can read is refused (group access stays allowed: Kubernetes mounts Secrets 0440 with
+    the pod's fsGroup)."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        with path.open(encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o004:
+                raise ConfigError(f"target {name}: password file {path} is readable by every "
+                                  f"user (mode {mode & 0o777:04o}): chmod o-rwx it")
+            return f.read().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"target {name}: cannot read password file {path}: "
                           f"{exc.strerror or exc}") from None
+
+
+def check_secrets(config: Config) -> list[str]:
+    """Read every target's password now, so bad input fails before any connection.
+
+    Raises ConfigError for a missing, unreadable or world-readable password file; returns notes
+    for credentials that only exist under systemd (``$CREDENTIALS_DIRECTORY`` unset).
+    """
+    notes = []
+    for target in config.targets:
+        if target.password_credential and not os.environ.get("CREDENTIALS_DIRECTORY"):
+            notes.append(f"target {target.name}: password_credential "
+                         f"{target.password_credential!r} is read from $CREDENTIALS_DIRECTORY, "
+                         f"which only systemd's LoadCredential= sets")
+            continue
+        try:
+            read_password(target)
+        except ConfigError as exc:
+            raise _error(config.source, str(exc)) from None
+    return notes
