@@ -242,8 +242,8 @@ class AgentHTTPServer:
         self._open[writer] = asyncio.current_task()
         try:
             await self._requests(reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the client went away or was too slow: nothing to answer
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away, was too slow or broke TLS: nothing to answer
         except Exception:
             log.exception("HTTP connection failed")
         finally:
@@ -275,7 +275,7 @@ class AgentHTTPServer:
         try:
             writer.write(_serialize(response, keep=keep, head_only=head_only))
             await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
-        except (ConnectionError, TimeoutError) as exc:
+        except OSError as exc:  # reset, broken pipe, timeout, TLS error
             log.debug("HTTP response not delivered: the client went away",
                       extra={"error": type(exc).__name__})
             raise
