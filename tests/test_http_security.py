@@ -6,8 +6,10 @@ errors for bad files. About 10 s.
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,10 +22,11 @@ from hardening_support import CertAuthority, issue_cert, make_ca
 
 from agent import webconfig
 from agent.errors import ConfigError
-from agent.export.http import AgentHTTPServer
+from agent.export.http import AgentHTTPServer, Limits
 from agent.pgserver import LocalServer
 
 PASSWORD = "s3cret pass"
+HEAD_TIMEOUT = 1.0
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
 
 
@@ -55,7 +58,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
     def start(text: str) -> str:
         server = AgentHTTPServer("127.0.0.1:0", None, lambda: (True, "ok"),
-                                 webconfig.load(web_yml(tmp_path, text)))
+                                 webconfig.load(web_yml(tmp_path, text)),
+                                 Limits(head_timeout=HEAD_TIMEOUT))
         server.start()
         servers.append(server)
         return server.address
@@ -96,6 +100,14 @@ def test_tls_serves_only_tls(serve, pki) -> None:  # type: ignore[no-untyped-def
         get(f"http://{address}/healthz")
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         get(f"https://{address}/healthz", context=ssl.create_default_context())
+
+
+def test_a_tls_handshake_that_never_comes_is_cut_off(serve, pki) -> None:  # type: ignore[no-untyped-def]
+    host, _, port = serve(tls_yml(pki)).rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=HEAD_TIMEOUT + 5) as sock:
+        start = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server, no handshake sent
+        assert time.monotonic() - start < HEAD_TIMEOUT + 2
 
 
 def test_tls_min_version_is_enforced(serve, pki) -> None:  # type: ignore[no-untyped-def]
