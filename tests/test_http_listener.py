@@ -113,6 +113,8 @@ def test_aborted_and_malformed_requests_are_logged_not_tracebacks(
         address = host_port(agent)
         for _ in range(100):
             aborted_scrape(address)
+        assert timed_scrape(agent) < 1.0
+        assert "Traceback" not in agent.stderr()
         for garbage in (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
                         b"GET\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 4000 + b"\r\n"):
             with socket.create_connection(address, timeout=5) as sock:
