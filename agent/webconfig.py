@@ -35,8 +35,9 @@ _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
              "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 _TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
              "max_version")
-_UNKNOWN_USER_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
-"""Checked for unknown users too, so response time does not reveal which users exist."""
+_UNKNOWN_USER_HASH = b"$2b$10$/r//ZSdLoK70bRGqSdZ5mOO8hAG8RaaOrmL0.5g8t1O3iL7jN5uQy"
+"""bcrypt (cost 10) of a fixed string, checked for unknown users too so that response time
+does not reveal which users exist."""
 
 
 @dataclass(frozen=True)
