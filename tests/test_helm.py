@@ -74,6 +74,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "ab" * 32},
         "serviceAccount": {"create": False, "name": "agent"},
     },
+    "web-config": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
+        "webConfig": {"existingSecret": "agent-web", "tls": True, "basicAuth": True},
+        "serviceMonitor": {"enabled": True,
+                           "tlsConfig": {"ca": {"secret": {"name": "agent-ca", "key": "ca.crt"}},
+                                         "serverName": "pgconn-agent"},
+                           "basicAuth": {"username": {"name": "scrape", "key": "username"},
+                                         "password": {"name": "scrape", "key": "password"}}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "httpHeaders": [
+            {"name": "Authorization", "value": "Basic cHJvYmU6cHJvYmU="}]}},
+    },
     "everything": {
         "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent", "passwordKey": "pw"}],
         "credentials": {"existingSecret": "pg-passwords"},
@@ -164,8 +175,13 @@ def test_rendered_config_is_accepted_by_the_agent(helm: list[str], tmp_path: Pat
     docs = render(helm, SCENARIOS[scenario], tmp_path)
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d["data"])
     text = cm["data"]["config.toml"]
-    cfg = agent_config.parse(tomllib.loads(text), "config.toml")
     values = SCENARIOS[scenario]
+    if values.get("webConfig", {}).get("existingSecret"):
+        web = tmp_path / "web.yml"  # what the Secret would hold; the agent reads it at load
+        web.write_text("basic_auth_users: {}\n")
+        assert 'web_config_file = "/etc/pgconn-agent/web/web.yml"' in text
+        text = text.replace("/etc/pgconn-agent/web/web.yml", str(web))
+    cfg = agent_config.parse(tomllib.loads(text), "config.toml")
     assert cfg.listen == "0.0.0.0:9188"
     assert [t.name for t in cfg.targets] == [t["name"] for t in values.get("targets", [])]
     for target, spec in zip(cfg.targets, values.get("targets", []), strict=True):
@@ -219,6 +235,28 @@ def test_deployment_is_hardened_and_probed(helm: list[str], tmp_path: Path) -> N
     assert volumes["credentials"]["secret"]["secretName"] == "pg-passwords"
     # No Secret is ever rendered from values.
     assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_web_config_is_mounted_and_probes_follow_it(helm: list[str], tmp_path: Path) -> None:
+    docs = render(helm, SCENARIOS["web-config"], tmp_path)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "web-config", "mountPath": "/etc/pgconn-agent/web", "readOnly": True} \
+        in container["volumeMounts"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["web-config"]["secret"]["secretName"] == "agent-web"
+    # Basic auth guards /healthz: the liveness probe checks the port; the readiness probe
+    # carries its own Authorization header, so it stays an HTTPS request.
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert "httpGet" not in container["livenessProbe"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["serverName"] == "pgconn-agent"
+    assert endpoint["basicAuth"]["password"] == {"name": "scrape", "key": "password"}
+    plain = one(render(helm, {"webConfig": {"existingSecret": "agent-web", "tls": True}},
+                       tmp_path), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert plain["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_config_change_rolls_the_pod(helm: list[str], tmp_path: Path) -> None:
@@ -365,6 +403,8 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"targets": [{"name": "a", "dsn": "host=db"}, {"name": "a", "dsn": "host=db2"}]},
      "duplicate target name"),
     ({"otlp": {"enabled": True}}, "neither otlp.endpoint nor otlp.existingSecret"),
+    ({"webConfig": {"basicAuth": True}}, "webConfig.existingSecret (holding web.yml) is empty"),
+    ({"webConfig": {"tls": "yes"}}, "tls"),
 ]
 
 
