@@ -38,6 +38,17 @@ EXPECTED = {
     "pgconn_agent.groups.folded": ("pgconn_agent_groups_folded", ["target"]),
     "pgconn_agent.sessions.hidden": ("pgconn_agent_sessions_hidden", ["target"]),
     "pgconn_agent.poll.skipped": ("pgconn_agent_poll_skipped_total", ["target"]),
+    # PgBouncer targets (issue 12).
+    "pgbouncer.pool.clients": ("pgbouncer_pool_clients", ["target", "database", "user", "state"]),
+    "pgbouncer.pool.servers": ("pgbouncer_pool_servers", ["target", "database", "user", "state"]),
+    "pgbouncer.pool.wait.max": ("pgbouncer_pool_wait_max_seconds", ["target", "database", "user"]),
+    "pgbouncer.pool.size": ("pgbouncer_pool_size", ["target", "database", "user", "pool_mode"]),
+    "pgbouncer.database.connection.max": ("pgbouncer_database_connection_max",
+                                          ["target", "database"]),
+    "pgbouncer.client.max": ("pgbouncer_client_max", ["target"]),
+    "pgbouncer.client.count": ("pgbouncer_client_count",
+                               ["target", "application_name", "client_addr", "user", "database",
+                                "state"]),
 }
 
 

@@ -1,0 +1,224 @@
+"""PgBouncer targets on a real PgBouncer in front of the real server: pools, waiting clients,
+the join that names the client behind the pooler, and diagnose alone and joined."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from agent_e2e import wait_until
+from click.testing import CliRunner
+from pooler_support import LOCK_TABLE, PooledClients, client_port
+
+from agent import contract as c
+from agent.aggregate.pooler import pooler_points
+from agent.cli import main
+from agent.collect.pgbouncer import is_pgbouncer
+from agent.collect.pgbouncer.board import PoolerBoard
+from agent.collect.pgbouncer.console import ConsoleClient
+from agent.collect.pgbouncer.snapshot import PoolerSnapshot
+from agent.config import Config, Target
+from agent.daemon import TargetRunner
+from agent.diagnose.pooler import pooler_findings
+from agent.export.state import MetricsState
+from agent.pgserver import LocalServer
+from agent.pooler_server import LocalBouncer
+
+WAITING = 10
+
+
+@pytest.fixture(scope="module")
+def locked_table(pg: LocalServer) -> None:
+    pg.execute(f"CREATE TABLE IF NOT EXISTS {LOCK_TABLE} (id int PRIMARY KEY, v int)",
+               f"INSERT INTO {LOCK_TABLE} VALUES (1, 0) ON CONFLICT DO NOTHING")
+
+
+@pytest.fixture(scope="module")
+def tx_bouncer(pg: LocalServer, locked_table: None) -> Iterator[LocalBouncer]:
+    with LocalBouncer(pg, pool_mode="transaction", pool_size=2) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="module")
+def session_bouncer(pg: LocalServer, locked_table: None) -> Iterator[LocalBouncer]:
+    with LocalBouncer(pg, pool_mode="session", pool_size=2) as bouncer:
+        yield bouncer
+
+
+def poll(bouncer: LocalBouncer) -> PoolerSnapshot:
+    client = ConsoleClient(Target("pgb", bouncer.console_dsn()))
+    try:
+        return client.poll()
+    finally:
+        client.close()
+
+
+def waiting(bouncer: LocalBouncer, n: int) -> PoolerSnapshot | None:
+    s = poll(bouncer)
+    return s if sum(p.cl_waiting for p in s.pools) == n else None
+
+
+def lock_waiters(pg: LocalServer) -> int:
+    return int(pg.execute("SELECT count(*) FROM pg_stat_activity "
+                          "WHERE wait_event_type = 'Lock'")[0][0])
+
+
+def value(points: list[tuple[Any, float]], **attrs: str) -> float:
+    hits = [v for a, v in points if attrs.items() <= dict(a).items()]
+    assert len(hits) == 1, (attrs, points)
+    return hits[0]
+
+
+def diagnose(*dsns: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    argv = ["diagnose", "--format", "json"]
+    for dsn in dsns:
+        argv += ["--dsn", dsn]
+    result = CliRunner().invoke(main, argv, catch_exceptions=False)
+    return result.exit_code, {t["target"]: t for t in json.loads(result.output)["targets"]}
+
+
+def findings(report: dict[str, Any], code: str) -> list[dict[str, Any]]:
+    return [f for f in report["findings"] if f["code"] == code]
+
+
+def test_detected_by_the_admin_database(tx_bouncer: LocalBouncer, pg: LocalServer) -> None:
+    assert is_pgbouncer(tx_bouncer.console_dsn())
+    assert is_pgbouncer("postgresql://monitor@db:6432/pgbouncer")
+    assert not is_pgbouncer(tx_bouncer.dsn()) and not is_pgbouncer(pg.dsn())
+
+
+@pytest.fixture
+def blocked_pool(tx_bouncer: LocalBouncer, pg: LocalServer
+                 ) -> Iterator[tuple[PooledClients, int]]:
+    """Transaction mode, pool_size 2: billing holds a row lock idle in transaction, one web
+    client is blocked on it, and 10 more web clients wait in PgBouncer for a server."""
+    with PooledClients(tx_bouncer.dsn()) as clients:
+        holder = clients.hold_row_lock("billing")
+        clients.in_background(1, "web", f"UPDATE {LOCK_TABLE} SET v = v + 1 WHERE id = 1")
+        wait_until(lambda: lock_waiters(pg) == 1, what="the web client blocked on the lock")
+        clients.in_background(WAITING, "web", "SELECT 1")
+        wait_until(lambda: waiting(tx_bouncer, WAITING), what=f"{WAITING} clients waiting")
+        yield clients, client_port(holder)
+
+
+def test_pool_at_size_with_waiting_clients_from_the_console(
+        tx_bouncer: LocalBouncer, blocked_pool: tuple[PooledClients, int]) -> None:
+    s = poll(tx_bouncer)
+    [pool] = s.pools
+    assert (pool.database, pool.user, pool.pool_mode) == ("postgres", "postgres", "transaction")
+    assert (pool.cl_active, pool.cl_waiting, pool.sv_active) == (2, WAITING, 2)
+    assert pool.maxwait > 0
+    pts = pooler_points(s).points
+    assert value(pts[c.POOLER_CLIENTS.name], state="waiting") == WAITING
+    assert value(pts[c.POOLER_SERVERS.name], state="active") == 2
+    assert value(pts[c.POOLER_POOL_SIZE.name], pool_mode="transaction") == 2
+    assert value(pts[c.POOLER_CLIENT_MAX.name]) == tx_bouncer.max_client_conn
+    assert value(pts[c.POOLER_WAIT_MAX.name], database="postgres") == pool.maxwait
+    assert value(pts[c.POOLER_CLIENT_COUNT.name], application_name="web",
+                 client_addr="127.0.0.1", state="waiting") == WAITING
+    assert value(pts[c.POOLER_CLIENT_COUNT.name], application_name="billing",
+                 state="active") == 1
+    assert value(pts[c.GROUPS_FOLDED.name]) == 0
+    [f] = pooler_findings(s)
+    assert f.code == "pgbouncer_pool_waiting"
+    assert f.data["waiting"] == WAITING and f.data["waiting_applications"] == {"web": WAITING}
+    assert f.data["pool_size"] == 2
+    assert "1 billing from 127.0.0.1" in f.evidence[1]
+
+
+def test_diagnose_console_alone(tx_bouncer: LocalBouncer,
+                                blocked_pool: tuple[PooledClients, int]) -> None:
+    code, reports = diagnose(tx_bouncer.console_dsn())
+    [report] = reports.values()
+    assert code == 1  # warning: waiting, not yet for POOL_WAIT_CRITICAL_S
+    assert report["pgbouncer"]["pools"][0]["cl_waiting"] == WAITING
+    [f] = findings(report, "pgbouncer_pool_waiting")
+    assert f["data"]["waiting_applications"] == {"web": WAITING}
+    text = CliRunner().invoke(main, ["diagnose", "--dsn", tx_bouncer.console_dsn()]).output
+    assert f"{WAITING} clients waiting" in text and "PgBouncer 1." in text
+
+
+def test_diagnose_joined_names_the_client_behind_the_pooler(
+        tx_bouncer: LocalBouncer, pg: LocalServer,
+        blocked_pool: tuple[PooledClients, int]) -> None:
+    _, holder_port = blocked_pool
+    # Alone, the server sees PgBouncer (its unix socket) as the lock holder's client.
+    _, alone = diagnose(pg.dsn())
+    [chain] = findings(next(iter(alone.values())), "lock_chain_idle_root")
+    assert chain["data"]["root_client_addr"] == c.LOCAL_CLIENT
+    # Joined (the server over TCP, so only pid and start time pair them), the real client.
+    code, reports = diagnose(tx_bouncer.console_dsn(), pg.dsn())
+    server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
+    assert code == 3
+    [chain] = findings(server, "lock_chain_idle_root")
+    assert (chain["data"]["root_application_name"], chain["data"]["root_client_addr"]) == \
+        ("billing", "127.0.0.1")
+    [held] = findings(server, "pgbouncer_idle_in_transaction_held")
+    assert held["severity"] == "critical"
+    assert (held["data"]["application_name"], held["data"]["client_addr"],
+            held["data"]["client_port"], held["data"]["blocks"]) == \
+        ("billing", "127.0.0.1", holder_port, 1)
+    [pairing] = server["behind_pgbouncer"]
+    assert pairing["server_connections"] == 2
+    assert {(link["application_name"], link["client_addr"]) for link in pairing["links"]} == \
+        {("billing", "127.0.0.1"), ("web", "127.0.0.1")}
+
+
+def test_daemon_joins_pooler_and_server_targets(
+        tx_bouncer: LocalBouncer, pg: LocalServer,
+        blocked_pool: tuple[PooledClients, int]) -> None:
+    config, state, board = Config(targets=()), MetricsState(), PoolerBoard()
+    pooler = TargetRunner(Target("pgb", tx_bouncer.console_dsn()), config, state, board)
+    server = TargetRunner(Target("db", pg.dsn()), config, state, board)
+    try:
+        server.poll()
+        blockers = state.observe(c.LOCK_BLOCKING.name)
+        assert [dict(a)["client_addr"] for a, _ in blockers] == [c.LOCAL_CLIENT]
+        pooler.poll()
+        server.poll()
+        blockers = state.observe(c.LOCK_BLOCKING.name)
+        assert [(dict(a)["application_name"], dict(a)["client_addr"], v)
+                for a, v in blockers] == [("billing", "127.0.0.1", 1.0)]
+        assert value(state.observe(c.POOLER_CLIENTS.name), target="pgb",
+                     state="waiting") == WAITING
+        assert value(state.observe(c.AGENT_UP.name), target="pgb") == 1.0
+    finally:
+        pooler.close()
+        server.close()
+    assert board.latest() == ()
+
+
+def test_session_mode_pool_with_waiting_clients_of_one_application(
+        session_bouncer: LocalBouncer, pg: LocalServer) -> None:
+    with PooledClients(session_bouncer.dsn()) as clients:
+        holder = clients.hold_row_lock("billing")
+        clients.connect("web").execute("SELECT 1")  # keeps the pool's second server
+        clients.in_background(WAITING, "web", "SELECT 1")
+        s = wait_until(lambda: waiting(session_bouncer, WAITING), what="clients waiting")
+        [f] = pooler_findings(s)
+        assert f.data["waiting_applications"] == {"web": WAITING}
+        assert "pool_mode session" in f.evidence
+        _, reports = diagnose(session_bouncer.console_dsn(), pg.dsn(via="unix"))
+        server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
+        # Session mode pins the connection by design: no transaction-mode finding, but the
+        # server's own findings name the real client.
+        assert findings(server, "pgbouncer_idle_in_transaction_held") == []
+        [link] = [lk for lk in server["behind_pgbouncer"][0]["links"]
+                  if lk["application_name"] == "billing"]
+        assert (link["client_addr"], link["client_port"], link["pool_mode"]) == \
+            ("127.0.0.1", client_port(holder), "session")
+        [iit] = [s for s in server["idle_in_transaction"] if s["application_name"] == "billing"]
+        assert iit["client_addr"] == "127.0.0.1"
+
+
+def test_client_holders_are_capped_with_a_folded_count(tx_bouncer: LocalBouncer) -> None:
+    with PooledClients(tx_bouncer.dsn()) as clients:
+        for i in range(5):
+            clients.connect(f"storm-{i}")
+        pts = pooler_points(poll(tx_bouncer), max_groups=3).points
+    series = pts[c.POOLER_CLIENT_COUNT.name]
+    assert len(series) == 3 and sum(v for _, v in series) == 5
+    assert value(series, application_name=c.OVERFLOW_VALUE) == 3
+    assert value(pts[c.GROUPS_FOLDED.name]) == 3
