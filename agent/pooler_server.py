@@ -30,13 +30,15 @@ class LocalBouncer:
 
     def __init__(self, server: LocalServer, *, databases: tuple[str, ...] = ("postgres",),
                  pool_mode: str = "transaction", pool_size: int = 5,
-                 max_client_conn: int = 100, users: tuple[str, ...] = ("postgres",)) -> None:
+                 max_client_conn: int = 100, max_db_connections: int = 0,
+                 users: tuple[str, ...] = ("postgres",)) -> None:
         self.server = server
         self.port = free_port()
         self.databases = databases
         self.pool_mode = pool_mode
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
+        self.max_db_connections = max_db_connections
         self.users = (*users, MONITOR_ROLE)
         self.tmp: Path | None = None
 
@@ -58,6 +60,7 @@ class LocalBouncer:
             f"listen_port = {self.port}\nunix_socket_dir = {self.tmp}\nauth_type = trust\n"
             f"auth_file = {self.tmp}/users.txt\npool_mode = {self.pool_mode}\n"
             f"default_pool_size = {self.pool_size}\nmax_client_conn = {self.max_client_conn}\n"
+            f"max_db_connections = {self.max_db_connections}\n"
             f"stats_users = {MONITOR_ROLE}\nlogfile = {self.tmp}/pgbouncer.log\n"
             f"pidfile = {self.tmp}/pgbouncer.pid\n")
         cmd = ["pgbouncer", "-d", str(self.tmp / "pgbouncer.ini")]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_e2e import wait_until
+from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
 from pooler_support import LOCK_TABLE, PooledClients, client_port
 
@@ -37,7 +37,8 @@ def locked_table(pg: LocalServer) -> None:
 
 @pytest.fixture(scope="module")
 def tx_bouncer(pg: LocalServer, locked_table: None) -> Iterator[LocalBouncer]:
-    with LocalBouncer(pg, pool_mode="transaction", pool_size=2) as bouncer:
+    with LocalBouncer(pg, pool_mode="transaction", pool_size=2, max_db_connections=10
+                      ) as bouncer:
         yield bouncer
 
 
@@ -115,6 +116,7 @@ def test_pool_at_size_with_waiting_clients_from_the_console(
     assert value(pts[c.POOLER_SERVERS.name], state="active") == 2
     assert value(pts[c.POOLER_POOL_SIZE.name], pool_mode="transaction") == 2
     assert value(pts[c.POOLER_CLIENT_MAX.name]) == tx_bouncer.max_client_conn
+    assert value(pts[c.POOLER_DATABASE_MAX.name], database="postgres") == 10
     assert value(pts[c.POOLER_WAIT_MAX.name], database="postgres") == pool.maxwait
     assert value(pts[c.POOLER_CLIENT_COUNT.name], application_name="web",
                  client_addr="127.0.0.1", state="waiting") == WAITING
@@ -188,6 +190,32 @@ def test_daemon_joins_pooler_and_server_targets(
         pooler.close()
         server.close()
     assert board.latest() == ()
+
+
+def test_agent_process_exports_the_pooler_and_the_joined_server(
+        tx_bouncer: LocalBouncer, pg: LocalServer,
+        blocked_pool: tuple[PooledClients, int]) -> None:
+    """/metrics of ``pgconn-agent run`` with both targets: every PgBouncer metric with the
+    contract's labels, and the server's blocker named after the client behind the pooler."""
+    console, pooler = tx_bouncer.console_dsn(), f"127.0.0.1:{tx_bouncer.port}/pgbouncer"
+    with Agent(["--dsn", console, "--dsn", pg.dsn(), "--listen", "127.0.0.1:0",
+                "--interval", "1"]).started() as agent:
+        wait_until(lambda: agent.value(c.LOCK_BLOCKING.prometheus_name,
+                                       application_name="billing", client_addr="127.0.0.1"),
+                   what="the blocker named after the real client")
+        samples = agent.samples()
+        code, _ = agent.stop()
+    assert code == 0
+    for spec in c.PGBOUNCER_METRICS:
+        labels = [lab for name, lab, _ in samples if name == spec.prometheus_name]
+        assert labels, spec.name
+        assert all(set(lab) == set(spec.attribute_names()) for lab in labels), spec.name
+        assert all(lab["target"] == pooler for lab in labels), spec.name
+    waiting = [v for name, lab, v in samples if name == c.POOLER_CLIENTS.prometheus_name
+               and lab["state"] == "waiting"]
+    assert waiting == [WAITING]
+    up = {lab["target"]: v for name, lab, v in samples if name == c.AGENT_UP.prometheus_name}
+    assert up == {pooler: 1.0, f"127.0.0.1:{pg.port}/postgres": 1.0}
 
 
 def test_session_mode_pool_with_waiting_clients_of_one_application(
