@@ -112,6 +112,14 @@ THRESHOLDS: tuple[Threshold, ...] = (
     _t("sessions_hidden_for_seconds", 900, "seconds",
        "`for` duration of PgconnAgentSessionsHidden."),
     _t("agent_absent_for_seconds", 300, "seconds", "`for` duration of PgconnAgentAbsent."),
+    _t("pgbouncer_wait_seconds", 1, "seconds",
+       "Longest wait of a PgBouncer pool's client for a server connection above which "
+       "PgBouncerClientsWaiting fires."),
+    _t("pgbouncer_wait_for_seconds", 120, "seconds", "`for` duration of PgBouncerClientsWaiting."),
+    _t("pgbouncer_client_limit_ratio", 0.8, "ratio",
+       "PgBouncer client connections / max_client_conn for PgBouncerClientLimitNear."),
+    _t("pgbouncer_client_limit_for_seconds", 300, "seconds",
+       "`for` duration of PgBouncerClientLimitNear."),
 )
 DEFAULTS: dict[str, float] = {t.name: t.default for t in THRESHOLDS}
 
@@ -132,6 +140,12 @@ _METRICS: dict[str, str] = {
     "errors": c.POLL_ERRORS.prometheus_name,
     "folded": c.GROUPS_FOLDED.prometheus_name,
     "hidden": c.SESSIONS_HIDDEN.prometheus_name,
+    "pgb_clients": c.POOLER_CLIENTS.prometheus_name,
+    "pgb_servers": c.POOLER_SERVERS.prometheus_name,
+    "pgb_wait": c.POOLER_WAIT_MAX.prometheus_name,
+    "pgb_size": c.POOLER_POOL_SIZE.prometheus_name,
+    "pgb_client_count": c.POOLER_CLIENT_COUNT.prometheus_name,
+    "pgb_client_max": c.POOLER_CLIENT_MAX.prometheus_name,
 }
 _IIT = "idle in transaction.*"  # both 'idle in transaction' and '... (aborted)'
 
@@ -458,7 +472,57 @@ def _iit_description() -> str:
     )
 
 
-ALERTS: tuple[Alert, ...] = _alerts()
+def _pooler_alerts() -> tuple[Alert, ...]:
+    """PgBouncer targets: clients queueing for a pool's server connections, and the client
+    limit. Labels of a pool: target, database, user."""
+    group, pool = "pgconn-agent.pgbouncer", "target=%q,database=%q,user=%q"
+    args = ("$labels.target", "$labels.database", "$labels.user")
+    return (
+        Alert(
+            "PgBouncerClientsWaiting", group, "warning",
+            "max by (target, database, user) (@pgb_wait@) > [[pgbouncer_wait_seconds]]\n"
+            "and on (target, database, user)\n"
+            "sum by (target, database, user) (@pgb_clients@{state=\"waiting\"}) > 0",
+            "pgbouncer_wait_for_seconds",
+            "PgBouncer {{ $labels.target }}: clients of pool {{ $labels.database }}/"
+            "{{ $labels.user }} wait {{ $value | humanizeDuration }} for a server connection",
+            _scalar(f"sum(@pgb_clients@{{{pool},state='waiting'}})", *args)
+            + " clients of pool {{ $labels.database }}/{{ $labels.user }} on PgBouncer "
+            "{{ $labels.target }} are waiting for a server connection, the longest for "
+            "{{ $value | humanizeDuration }}; the pool has "
+            + _scalar(f"sum(@pgb_servers@{{{pool},state='active'}})", *args)
+            + " active server connections of its size "
+            + _scalar(f"max(@pgb_size@{{{pool}}})", *args, default="?")
+            + ". Waiting:{{ range $i, $s := "
+            + _query(f"topk(3, sum by (application_name) (@pgb_client_count@{{{pool},"
+                     f"state='waiting'}}))", *args)
+            + " | sortByLabel \"application_name\" }}{{ if $i }},{{ end }} application_name "
+            "{{ $s.Labels.application_name }} ({{ $s.Value | humanize }}){{ end }}. The pool is "
+            "at its size: find what keeps its server connections busy (long or idle "
+            "transactions, session pool mode) before raising pool_size.",
+        ),
+        Alert(
+            "PgBouncerClientLimitNear", group, "warning",
+            "sum by (target) (@pgb_client_count@)\n"
+            "/ on (target) max by (target) (@pgb_client_max@)\n"
+            "> [[pgbouncer_client_limit_ratio]]",
+            "pgbouncer_client_limit_for_seconds",
+            "PgBouncer {{ $labels.target }}: {{ $value | humanizePercentage }} of "
+            "max_client_conn in use",
+            "PgBouncer {{ $labels.target }} holds "
+            + _scalar("sum(@pgb_client_count@{target=%q})", "$labels.target")
+            + " client connections of max_client_conn "
+            + _scalar("max(@pgb_client_max@{target=%q})", "$labels.target", default="?")
+            + "; beyond it new clients are refused ('no more connections allowed'). Largest:"
+            "{{ with " + _query("topk(1, sum by (application_name, client_addr) "
+                                "(@pgb_client_count@{target=%q}))", "$labels.target")
+            + " }}{{ with first . }} application_name {{ .Labels.application_name }} from "
+            "{{ .Labels.client_addr }} with {{ .Value | humanize }}{{ end }}{{ end }}.",
+        ),
+    )
+
+
+ALERTS: tuple[Alert, ...] = _alerts() + _pooler_alerts()
 ALERT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(a.name for a in ALERTS))
 
 
