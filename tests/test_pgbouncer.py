@@ -11,6 +11,7 @@ import pytest
 from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
 from pooler_support import LOCK_TABLE, PooledClients, client_port
+from prometheus_server import Prometheus
 
 from agent import contract as c
 from agent.aggregate.pooler import pooler_points
@@ -25,6 +26,8 @@ from agent.diagnose.pooler import pooler_findings
 from agent.export.state import MetricsState
 from agent.pgserver import LocalServer
 from agent.pooler_server import LocalBouncer
+from dashboards import build
+from dashboards.queries import panel_queries
 
 WAITING = 10
 
@@ -195,8 +198,9 @@ def test_daemon_joins_pooler_and_server_targets(
 def test_agent_process_exports_the_pooler_and_the_joined_server(
         tx_bouncer: LocalBouncer, pg: LocalServer,
         blocked_pool: tuple[PooledClients, int]) -> None:
-    """/metrics of ``pgconn-agent run`` with both targets: every PgBouncer metric with the
-    contract's labels, and the server's blocker named after the client behind the pooler."""
+    """``pgconn-agent run`` with both targets, scraped by a real Prometheus: every PgBouncer
+    metric with the contract's labels, the server's blocker named after the client behind the
+    pooler, and every panel of the PgBouncer dashboard showing data."""
     console, pooler = tx_bouncer.console_dsn(), f"127.0.0.1:{tx_bouncer.port}/pgbouncer"
     with Agent(["--dsn", console, "--dsn", pg.dsn(), "--listen", "127.0.0.1:0",
                 "--interval", "1"]).started() as agent:
@@ -204,6 +208,12 @@ def test_agent_process_exports_the_pooler_and_the_joined_server(
                                        application_name="billing", client_addr="127.0.0.1"),
                    what="the blocker named after the real client")
         samples = agent.samples()
+        assert agent.listen
+        prometheus = Prometheus([agent.listen])
+        try:
+            check_dashboard(prometheus, pooler)
+        finally:
+            prometheus.stop()
         code, _ = agent.stop()
     assert code == 0
     for spec in c.PGBOUNCER_METRICS:
@@ -216,6 +226,20 @@ def test_agent_process_exports_the_pooler_and_the_joined_server(
     assert waiting == [WAITING]
     up = {lab["target"]: v for name, lab, v in samples if name == c.AGENT_UP.prometheus_name}
     assert up == {pooler: 1.0, f"127.0.0.1:{pg.port}/postgres": 1.0}
+
+
+def check_dashboard(prometheus: Prometheus, pooler: str) -> None:
+    """Every query of the PgBouncer dashboard returns data; the queue shows on its panel."""
+    [model] = [m for name, m in build.rendered().items() if name in build.PGBOUNCER_DASHBOARDS]
+    variables = {"target": pooler, "datasource": "prometheus"}
+    queries = panel_queries(model, variables, rate_interval="1m", interval="1s")
+    assert len(queries) >= 8
+    for title, expr in queries:
+        result = prometheus.until(expr, bool, timeout=30)
+        if title == "PgBouncer clients waiting":
+            assert [v for _, v in result] == [WAITING]
+        if title == "Pool saturation":
+            assert [v for _, v in result] == [1.0]
 
 
 def test_session_mode_pool_with_waiting_clients_of_one_application(
