@@ -49,6 +49,11 @@ class LocalBouncer:
     def console_dsn(self) -> str:
         return self.dsn(user=MONITOR_ROLE, dbname="pgbouncer")
 
+    @property
+    def pid(self) -> int:
+        assert self.tmp is not None
+        return int((self.tmp / "pgbouncer.pid").read_text())
+
     def start(self) -> LocalBouncer:
         self.tmp = Path(tempfile.mkdtemp(prefix="pgconn-pgbouncer-"))
         self.tmp.chmod(0o777)
@@ -63,7 +68,9 @@ class LocalBouncer:
             f"max_db_connections = {self.max_db_connections}\n"
             f"stats_users = {MONITOR_ROLE}\nlogfile = {self.tmp}/pgbouncer.log\n"
             f"pidfile = {self.tmp}/pgbouncer.pid\n")
-        cmd = ["pgbouncer", "-d", str(self.tmp / "pgbouncer.ini")]
+        # Each client and server connection is a descriptor: lift the soft limit to the hard.
+        cmd = ["sh", "-c", 'ulimit -n "$(ulimit -Hn)"; exec pgbouncer -d "$0"',
+               str(self.tmp / "pgbouncer.ini")]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -88,9 +95,8 @@ class LocalBouncer:
     def stop(self) -> None:
         if self.tmp is None:
             return
-        pidfile = self.tmp / "pgbouncer.pid"
         with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text())
+            pid = self.pid
             os.kill(pid, signal.SIGINT)  # immediate shutdown
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

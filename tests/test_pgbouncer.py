@@ -93,6 +93,16 @@ def test_detected_by_the_admin_database(tx_bouncer: LocalBouncer, pg: LocalServe
     assert not is_pgbouncer(tx_bouncer.dsn()) and not is_pgbouncer(pg.dsn())
 
 
+def test_one_console_connection_serves_every_poll(tx_bouncer: LocalBouncer) -> None:
+    """psycopg prepares a statement run 5 times; the console refuses prepared statements."""
+    client = ConsoleClient(Target("pgb", tx_bouncer.console_dsn()))
+    try:
+        snapshots = [client.poll() for _ in range(8)]
+    finally:
+        client.close()
+    assert all(s.max_client_conn == tx_bouncer.max_client_conn for s in snapshots)
+
+
 @pytest.fixture
 def blocked_pool(tx_bouncer: LocalBouncer, pg: LocalServer
                  ) -> Iterator[tuple[PooledClients, int]]:

@@ -87,8 +87,10 @@ class ConsoleClient:
         if self._conn is not None and not self._conn.closed:
             return
         try:
+            # No prepared statements: psycopg prepares a query run 5 times, and the console
+            # answers "extended query protocol not supported by admin console".
             self._conn = psycopg.connect(console_string(self.target), autocommit=True,
-                                         row_factory=dict_row)
+                                         row_factory=dict_row, prepare_threshold=None)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
         log.info("connected", extra={"target": self.target.name, "pgbouncer": self.version})
