@@ -26,6 +26,7 @@ from agent.diagnose.pooler import pooler_findings
 from agent.export.state import MetricsState
 from agent.pgserver import LocalServer
 from agent.pooler_server import LocalBouncer
+from agent.workload import Workload
 from dashboards import build
 from dashboards.queries import panel_queries
 
@@ -284,3 +285,25 @@ def test_client_holders_are_capped_with_a_folded_count(tx_bouncer: LocalBouncer)
     assert len(series) == 3 and sum(v for _, v in series) == 5
     assert value(series, application_name=c.OVERFLOW_VALUE) == 3
     assert value(pts[c.GROUPS_FOLDED.name]) == 3
+
+
+def test_pool_sizes_over_the_slots_and_a_server_filled_with_direct_clients(
+        pg: LocalServer) -> None:
+    """Two pools of 60 in front of 97 usable slots, and 75 direct clients next to them."""
+    pg.execute("DO $$ BEGIN CREATE ROLE app2 LOGIN; EXCEPTION WHEN duplicate_object THEN "
+               "NULL; END $$")
+    with LocalBouncer(pg, pool_size=60, users=("postgres", "app2")) as bouncer, \
+            PooledClients(bouncer.dsn()) as clients, \
+            Workload(pg.dsn(), pg.dsn(via="unix")) as direct:
+        for user in ("postgres", "app2"):
+            for _ in range(3):
+                clients.connect("shop", user=user).execute("BEGIN; SELECT 1")
+        direct.idle(75, "cron")
+        # The server over its socket: paired by PgBouncer's [databases] host and port.
+        _, reports = diagnose(bouncer.console_dsn(), pg.dsn(via="unix"))
+    server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
+    [exceed] = findings(server, "pgbouncer_pools_exceed_slots")
+    assert (exceed["data"]["pool_capacity"], exceed["data"]["pools"],
+            exceed["data"]["usable"]) == (120, 2, 97)
+    [filled] = findings(server, "pgbouncer_server_filled_with_direct")
+    assert (filled["data"]["from_pooler"], filled["data"]["direct"]) == (6, 75)
