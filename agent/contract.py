@@ -201,11 +201,11 @@ PGBOUNCER_HOLDER: tuple[str, ...] = ("application_name", "client_addr", "user", 
                                      "state")
 """Attributes of a PgBouncer client holder (capped like G, same overflow value)."""
 POOLER_CLIENTS = _spec(
-    "pgbouncer.pool.clients", G, "{connection}", (*T, *POOL, "state"),
+    "pgbouncer.pool.clients", U, "{connection}", (*T, *POOL, "state"),
     "Client connections per pool: active (linked to a server or idle) or waiting for one.",
 )
 POOLER_SERVERS = _spec(
-    "pgbouncer.pool.servers", G, "{connection}", (*T, *POOL, "state"),
+    "pgbouncer.pool.servers", U, "{connection}", (*T, *POOL, "state"),
     "Server connections per pool by state: active (linked to a client), idle, used, tested, "
     "login.",
 )
@@ -226,7 +226,7 @@ POOLER_CLIENT_MAX = _spec(
     "PgBouncer's max_client_conn: client connections it accepts in all.",
 )
 POOLER_CLIENT_COUNT = _spec(
-    "pgbouncer.client.count", G, "{connection}", (*T, *PGBOUNCER_HOLDER),
+    "pgbouncer.client.count", U, "{connection}", (*T, *PGBOUNCER_HOLDER),
     "Client connections per holder (application_name, client_addr, user, database, state).",
 )
 

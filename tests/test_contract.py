@@ -124,7 +124,8 @@ def test_prometheus_name_follows_prometheus_own_translator(
 def test_counts_are_non_monotonic_sums_that_prometheus_sees_as_gauges() -> None:
     counts = [m for m in c.METRICS if m.unit in ("{connection}", "{backend}", "{group}")
               and m not in (c.CONNECTION_MAX, c.CONNECTION_RESERVED, c.CONNECTION_LIMIT,
-                            c.CONNECTION_OPENED)]
+                            c.CONNECTION_OPENED, c.POOLER_POOL_SIZE, c.POOLER_DATABASE_MAX,
+                            c.POOLER_CLIENT_MAX)]
     assert counts and all(m.instrument is U_ for m in counts), [m.name for m in counts]
     assert U_.prometheus_type == "gauge" and C_.prometheus_type == "counter"
 
