@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo
-from psycopg.rows import dict_row
 
 from ... import contract
 from ...config import Target, read_password
@@ -20,7 +19,7 @@ from . import ADMIN_DATABASE
 from .snapshot import ClientConn, Pool, PooledDatabase, PoolerSnapshot, ServerConn
 
 log = logging.getLogger(__name__)
-Row = TypeVar("Row")
+R = TypeVar("R")
 
 
 def console_string(target: Target) -> str:
@@ -48,40 +47,47 @@ def timestamp(text: str | None) -> datetime | None:
     return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
 
 
-def _seconds(row: dict[str, Any], column: str) -> float:
-    return float(row[column]) + float(row[f"{column}_us"]) / 1e6
-
+Rows = list[tuple[Any, ...]]
+Index = dict[str, int]
+"""Column positions of a SHOW command's result by name: looked up once per command, since
+SHOW CLIENTS has a row per client (its rows are most of a poll's CPU at thousands)."""
 
 _FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls))
-    for cls in (Pool, ClientConn, ServerConn, PooledDatabase)}
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Pool, PooledDatabase)}
 
 
-def _make(cls: type[Row], row: dict[str, Any], **computed: Any) -> Row:
-    """A row type from the columns it names; a missing column fails loudly (KeyError),
-    columns a newer PgBouncer adds are ignored."""
-    return cls(**{name: computed[name] if name in computed else row[name]
-                  for name in _FIELDS[cls]})
+def _make(cls: type[R], rows: Rows, ix: Index, **computed: Any) -> tuple[R, ...]:
+    """Small results (pools, databases) as row objects from the columns their fields name;
+    a missing column fails loudly (KeyError), columns a newer PgBouncer adds are ignored."""
+    names = [n for n in _FIELDS[cls] if n not in computed]
+    return tuple(cls(**{n: row[ix[n]] for n in names},
+                     **{n: make(row) for n, make in computed.items()}) for row in rows)
 
 
-def _pool(row: dict[str, Any]) -> Pool:
-    return _make(Pool, row, maxwait=_seconds(row, "maxwait"))
+def _pools(rows: Rows, ix: Index) -> tuple[Pool, ...]:
+    wait, wait_us = ix["maxwait"], ix["maxwait_us"]
+    return _make(Pool, rows, ix, maxwait=lambda r: r[wait] + r[wait_us] / 1e6)
 
 
-def _client(row: dict[str, Any]) -> ClientConn:
-    return _make(ClientConn, row, addr=row["addr"] or "", link=row["link"] or "",
-                 application_name=row["application_name"] or contract.UNSET_APPLICATION,
-                 connect_time=timestamp(row["connect_time"]), wait=_seconds(row, "wait"))
+def _clients(rows: Rows, ix: Index) -> tuple[ClientConn, ...]:
+    user, db, state, addr, port, app, ct, wait, wait_us, ptr, link = (ix[c] for c in (
+        "user", "database", "state", "addr", "port", "application_name", "connect_time",
+        "wait", "wait_us", "ptr", "link"))
+    unset = contract.UNSET_APPLICATION
+    return tuple(ClientConn(user=r[user], database=r[db], state=r[state], addr=r[addr] or "",
+                            port=r[port], application_name=r[app] or unset,
+                            connect_time=timestamp(r[ct]), wait=r[wait] + r[wait_us] / 1e6,
+                            ptr=r[ptr], link=r[link] or "") for r in rows)
 
 
-def _server(row: dict[str, Any]) -> ServerConn:
-    return _make(ServerConn, row, addr=row["addr"] or "", link=row["link"] or "",
-                 application_name=row["application_name"] or "",
-                 connect_time=timestamp(row["connect_time"]))
-
-
-def _database(row: dict[str, Any]) -> PooledDatabase:
-    return _make(PooledDatabase, row)
+def _servers(rows: Rows, ix: Index) -> tuple[ServerConn, ...]:
+    user, db, state, addr, port, app, ct, ptr, link, pid = (ix[c] for c in (
+        "user", "database", "state", "addr", "port", "application_name", "connect_time",
+        "ptr", "link", "remote_pid"))
+    return tuple(ServerConn(user=r[user], database=r[db], state=r[state], addr=r[addr] or "",
+                            port=r[port], application_name=r[app] or "",
+                            connect_time=timestamp(r[ct]), ptr=r[ptr], link=r[link] or "",
+                            remote_pid=r[pid]) for r in rows)
 
 
 class ConsoleClient:
@@ -89,7 +95,7 @@ class ConsoleClient:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def connect(self) -> None:
         if self._conn is not None and not self._conn.closed:
@@ -98,7 +104,7 @@ class ConsoleClient:
             # No prepared statements: psycopg prepares a query run 5 times, and the console
             # answers "extended query protocol not supported by admin console".
             self._conn = psycopg.connect(console_string(self.target), autocommit=True,
-                                         row_factory=dict_row, prepare_threshold=None)
+                                         prepare_threshold=None)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
         log.info("connected", extra={"target": self.target.name, "pgbouncer": self.version})
@@ -124,20 +130,22 @@ class ConsoleClient:
                 self.close()
             raise error from None
 
-    def _read(self, conn: psycopg.Connection[dict[str, Any]]) -> PoolerSnapshot:
-        def show(what: str) -> list[dict[str, Any]]:
-            rows = conn.execute(f"SHOW {what}").fetchall()
-            return [r for r in rows if r.get("database", r.get("name")) != ADMIN_DATABASE]
+    def _read(self, conn: psycopg.Connection[tuple[Any, ...]]) -> PoolerSnapshot:
+        def show(what: str) -> tuple[Rows, Index]:
+            cur = conn.execute(f"SHOW {what}")
+            ix = {d.name: i for i, d in enumerate(cur.description or ())}
+            db = ix["database" if "database" in ix else "name"]
+            return [r for r in cur.fetchall() if r[db] != ADMIN_DATABASE], ix
 
         taken_at = datetime.now(UTC)
-        config = {r["key"]: r["value"] for r in conn.execute("SHOW CONFIG").fetchall()}
+        config = {r[0]: r[1] for r in conn.execute("SHOW CONFIG").fetchall()}
         return PoolerSnapshot(
             target=self.target.name,
             taken_at=taken_at,
             version=self.version,
             max_client_conn=int(config["max_client_conn"]),
-            pools=tuple(map(_pool, show("POOLS"))),
-            clients=tuple(map(_client, show("CLIENTS"))),
-            servers=tuple(map(_server, show("SERVERS"))),
-            databases=tuple(map(_database, show("DATABASES"))),
+            pools=_pools(*show("POOLS")),
+            clients=_clients(*show("CLIENTS")),
+            servers=_servers(*show("SERVERS")),
+            databases=_make(PooledDatabase, *show("DATABASES")),
         )
