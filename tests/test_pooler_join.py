@@ -38,7 +38,8 @@ def pooler(servers: tuple[ServerConn, ...], clients: tuple[ClientConn, ...], *,
            max_client_conn: int = 1000) -> PoolerSnapshot:
     return PoolerSnapshot(
         "pgb", NOW, "1.18.0/bouncer", max_client_conn,
-        tuple(Pool("shop", f"user{i}", 1, 0, 1, 0, 0, 0, 0, 0.0, "transaction")
+        tuple(Pool("shop", "shop_app" if i == 0 else f"user{i}", 1, 0, 1, 0, 0, 0, 0, 0.0,
+                   "transaction")
               for i in range(pools)),
         clients, servers,
         (PooledDatabase("shop", host, 5433, "shop", pool_size, 5, None, 0, len(servers)),))
@@ -86,6 +87,22 @@ def test_relabel_names_the_client_holding_the_backend() -> None:
              for s in relabel(srv, (paired,)).sessions}
     assert named == {101: ("billing", "10.1.2.3"), 102: ("direct", "10.9.9.9")}
     assert relabel(srv, ()) is srv
+
+
+def test_a_transaction_mode_link_older_than_the_transaction_is_not_used() -> None:
+    """PgBouncer read 10 s before the server's transaction began: in transaction mode the
+    connection may have changed hands since; in session mode it has not."""
+    srv = snapshot([group()], sessions=(session(101, app="x", addr="local"),))
+    p = pooler((server("0xs1", 101, link="0xc1"),),
+               (client("0xc1", "billing", "10.1.2.3", link="0xs1"),))
+    earlier = replace(p, taken_at=NOW - timedelta(seconds=10))
+    for snap, mode, linked in ((p, "transaction", True), (earlier, "transaction", False),
+                               (replace(earlier, pools=tuple(replace(q, pool_mode="session")
+                                                             for q in earlier.pools)),
+                                "session", True)):
+        paired = pair(srv, AT, snap)
+        assert paired is not None
+        assert [link.pid for link in paired.links] == ([101] if linked else []), mode
 
 
 def test_pool_sizes_over_the_usable_slots_and_direct_clients() -> None:

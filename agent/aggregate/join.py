@@ -5,7 +5,9 @@ A PgBouncer server connection (``SHOW SERVERS``) is the backend whose pid is its
 ``remote_pid``; the client (``SHOW CLIENTS``) whose ``link`` is the connection's ``ptr`` holds it.
 A pid alone could match a backend of another server, so a link also needs the backend to start
 within ``START_SLACK_S`` of PgBouncer's ``connect_time`` (when PgBouncer's clock zone is UTC), or
-the pooled database to point at the server's address.
+the pooled database to point at the server's address. The two snapshots are taken apart: in a
+transaction-mode pool a server connection changes hands between transactions, so a client is
+named only for a backend whose transaction began before PgBouncer showed the link.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ class Pairing:
     links: tuple[Link, ...]
 
 
+def _still_held(link: Link, session: Session, pooler: PoolerSnapshot) -> bool:
+    """Session-mode links last the client's session; any other link (transaction or statement
+    mode) only the transaction that was open when PgBouncer was read."""
+    if link.pool_mode == "session":
+        return True
+    return session.xact_start is not None and session.xact_start <= pooler.taken_at
+
+
 def _started_together(server: ServerConn, session: Session) -> bool:
     if server.connect_time is None or session.backend_start is None:
         return False
@@ -80,10 +90,10 @@ def pair(server: Snapshot, server_address: Address | None, pooler: PoolerSnapsho
     clients = {cl.ptr: cl for cl in pooler.clients}
     modes = {(p.database, p.user): p.pool_mode for p in pooler.pools}
     mine = [sc for sc in pooler.servers if sc.database in databases]
-    links = tuple(
-        Link(sc.remote_pid, pooler.target, modes.get((sc.database, sc.user), ""), sc,
-             clients.get(sc.link))
-        for sc in mine if sc.remote_pid in sessions)
+    candidates = (Link(sc.remote_pid, pooler.target, modes.get((sc.database, sc.user), ""), sc,
+                       clients.get(sc.link)) for sc in mine if sc.remote_pid in sessions)
+    links = tuple(link for link in candidates
+                  if _still_held(link, sessions[link.pid], pooler))
     pools = [p for p in pooler.pools if p.database in databases]
     return Pairing(pooler, tuple(sorted(databases)), len(mine),
                    sum(pooler.pool_size(p) or 0 for p in pools), len(pools), links)
