@@ -15,6 +15,7 @@ from prometheus_server import Prometheus
 
 from agent import contract as c
 from agent.aggregate.pooler import pooler_points
+from agent.alert_rules import render_rules
 from agent.cli import main
 from agent.collect.pgbouncer import is_pgbouncer
 from agent.collect.pgbouncer.board import PoolerBoard
@@ -211,7 +212,8 @@ def test_agent_process_exports_the_pooler_and_the_joined_server(
         blocked_pool: tuple[PooledClients, int]) -> None:
     """``pgconn-agent run`` with both targets, scraped by a real Prometheus: every PgBouncer
     metric with the contract's labels, the server's blocker named after the client behind the
-    pooler, and every panel of the PgBouncer dashboard showing data."""
+    pooler, every panel of the PgBouncer dashboard showing data, and the waiting alert firing
+    with the waiting application named."""
     console, pooler = tx_bouncer.console_dsn(), f"127.0.0.1:{tx_bouncer.port}/pgbouncer"
     with Agent(["--dsn", console, "--dsn", pg.dsn(), "--listen", "127.0.0.1:0",
                 "--interval", "1"]).started() as agent:
@@ -220,13 +222,21 @@ def test_agent_process_exports_the_pooler_and_the_joined_server(
                    what="the blocker named after the real client")
         samples = agent.samples()
         assert agent.listen
-        prometheus = Prometheus([agent.listen])
+        prometheus = Prometheus([agent.listen], rules=render_rules(
+            {"pgbouncer_wait_seconds": 0.5, "pgbouncer_wait_for_seconds": 1}))
         try:
             check_dashboard(prometheus, pooler)
+            [alert] = wait_until(lambda: [a for a in prometheus.alerts()
+                                          if a["labels"]["alertname"] == "PgBouncerClientsWaiting"
+                                          and a["state"] == "firing"],
+                                 60, "PgBouncerClientsWaiting to fire")
         finally:
             prometheus.stop()
         code, _ = agent.stop()
     assert code == 0
+    assert (alert["labels"]["target"], alert["labels"]["database"]) == (pooler, "postgres")
+    assert f"{WAITING} clients of pool postgres/postgres" in alert["annotations"]["description"]
+    assert f"application_name web ({WAITING})" in alert["annotations"]["description"]
     for spec in c.PGBOUNCER_METRICS:
         labels = [lab for name, lab, _ in samples if name == spec.prometheus_name]
         assert labels, spec.name
