@@ -360,6 +360,20 @@ def test_diagnose_names_each_process_and_tells_the_two_node_cases_apart(fleet: F
         (fleet.unix, UNIX_CONNECTIONS)]
 
 
+def test_without_the_capabilities_the_diagnosis_says_what_is_missing(fleet: Fleet) -> None:
+    """The agent as another user (nobody, no capabilities) sees the sockets, not their owners."""
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           str(AGENT), "diagnose", "--dsn", fleet.server.dsn(), "--format",
+                           "json"], env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1), done.stderr
+    findings = {f["code"]: f for f in json.loads(done.stdout)["targets"][0]["findings"]}
+    assert not {"process_many_pools", "processes_multiply", "single_process"} & set(findings)
+    unreadable = findings["client_processes_unreadable"]
+    total = POOLS * PER_POOL + INSTANCES * PER_POOL + PSYCOPG_CONNECTIONS + UNIX_CONNECTIONS
+    assert unreadable["data"]["unresolved"] == total
+    assert "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH" in unreadable["recommendation"]
+
+
 def test_one_setting_turns_process_attribution_off(fleet: Fleet) -> None:
     assert _diagnose(fleet.server, PGCONN_AGENT_CLIENT_PROCESSES="false") == {}
 
