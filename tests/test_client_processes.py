@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from agent_e2e import AGENT, Agent, clean_env, wait_until
-from client_processes import Clients, node_app
+from client_processes import CLIENTS, Clients, node_app
 
 from agent import config as cfg
 from agent import contract as c
@@ -187,6 +188,27 @@ def test_a_driver_shows_by_an_open_jar_or_only_by_its_command_line(tmp_path: Pat
     shown = seen[named]
     assert shown is not None and shown.cmdline.endswith(
         "/dev/null --classpath=lib/HikariCP-5.1.0.jar --password=***")
+
+
+def test_a_node_app_with_prismas_pg_adapter_is_told_from_plain_node_postgres(
+        tmp_path: Path) -> None:
+    plain = node_app(tmp_path / "plain")
+    prisma = tmp_path / "prisma"
+    adapter = prisma / "node_modules" / "@prisma" / "adapter-pg"
+    adapter.mkdir(parents=True)
+    (adapter / "package.json").write_text('{"name": "@prisma/adapter-pg"}', encoding="utf-8")
+    (prisma / "node_modules" / "pg").symlink_to(
+        (tmp_path / "plain" / "node_modules" / "pg").resolve(), target_is_directory=True)
+    shutil.copy(CLIENTS / "pools.js", prisma / "pools.js")
+    with Clients() as clients:  # no pools: the processes only load pg and wait
+        pids = {clients.node_pools(script, 0, 0, port=1, app="idle"): name
+                for script, name in ((plain, "plain"), (prisma / "pools.js", "prisma"))}
+        clients.wait_ready()
+        seen = {name: proc.describe(pid) for pid, name in pids.items()}
+    assert {name: (d.driver.name, d.driver.evidence, d.driver.pool_default)
+            for name, d in seen.items() if d is not None and d.driver is not None} == {
+        "plain": ("node-postgres", "installed", 10),
+        "prisma": ("Prisma (adapter-pg)", "installed", 10)}
 
 
 def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
