@@ -15,7 +15,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/pgconn-agent
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY agent ./agent
 # Every dependency ships manylinux wheels (psycopg[binary] bundles libpq): no compiler needed.
 # pip is removed from the runtime environment afterwards.
