@@ -156,6 +156,18 @@ LOCK_BLOCKING = _spec(
     "postgresql.lock.blocking", U, "{connection}", (*T, GROUP),
     "Sessions blocked (directly) by this group's sessions.",
 )
+ROOT_BLOCKERS_SHOWN = 5
+"""Root blockers named by pid in ``postgresql.lock.root_blocker`` (bounds its series)."""
+LOCK_ROOT_BLOCKING = _spec(
+    "postgresql.lock.root_blocking", U, "{connection}", (*T, GROUP),
+    "Sessions queued, directly or behind other waiters, behind this group's root blockers "
+    "(sessions that hold the lock without waiting for one themselves).",
+)
+LOCK_ROOT_BLOCKER = _spec(
+    "postgresql.lock.root_blocker", U, "{connection}", (*T, "pid", GROUP),
+    f"The current root blockers by pid (at most {ROOT_BLOCKERS_SHOWN}, most queued first), "
+    "valued by the sessions queued behind each: the pid to terminate.",
+)
 BACKEND_COUNT = _spec(
     "postgresql.backend.count", U, "{backend}", (*T, "backend_type"), "All backends by type."
 )
@@ -199,6 +211,7 @@ METRICS: tuple[MetricSpec, ...] = (
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
+    LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 

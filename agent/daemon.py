@@ -20,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
+from . import webconfig
 from .aggregate.attribution import attribute
 from .aggregate.points import points
 from .collect.client import TargetClient
@@ -172,7 +173,10 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         if self.config.listen:
-            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready)
+            web = webconfig.load(self.config.web_config_file) \
+                if self.config.web_config_file else None
+            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready,
+                                        web)
             self.http.start()
         for target in self.config.targets:
             self._schedule(target)

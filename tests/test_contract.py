@@ -40,6 +40,8 @@ EXPECTED = {
     "pgconn_agent.groups.folded": ("pgconn_agent_groups_folded", ["target"]),
     "pgconn_agent.sessions.hidden": ("pgconn_agent_sessions_hidden", ["target"]),
     "pgconn_agent.poll.skipped": ("pgconn_agent_poll_skipped_total", ["target"]),
+    "postgresql.lock.root_blocking": ("postgresql_lock_root_blocking", ["target", *G]),
+    "postgresql.lock.root_blocker": ("postgresql_lock_root_blocker", ["target", "pid", *G]),
 }
 
 
