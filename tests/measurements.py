@@ -36,7 +36,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
     if _seconds_by_version:
         lines.append("version matrix, seconds per server version (setup + tests + teardown): "
                      + ", ".join(f"PostgreSQL {v}: {s:.1f}"
-                                 for v, s in sorted(_seconds_by_version.items())))
+                                 for v, s in sorted(_seconds_by_version.items()))
+                     + f"; {sum(_seconds_by_version.values()):.0f} s in all")
     if lines:
         terminalreporter.write_sep("-", "measurements")
         for line in lines:

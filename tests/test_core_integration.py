@@ -125,6 +125,7 @@ def test_saturated_pool_and_connection_limit(pg: LocalServer, workload: Workload
     assert code == 3
 
 
+@pytest.mark.all_versions
 def test_privileges_plain_role_sees_less_and_says_so(pg: LocalServer,
                                                      workload: Workload) -> None:
     pg.execute("DROP ROLE IF EXISTS plain", "CREATE ROLE plain LOGIN",
