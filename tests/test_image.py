@@ -191,6 +191,11 @@ def test_no_pip_in_the_image(container: str) -> None:
     assert result.stdout.split() == ["None", "None", "None"]
 
 
+def test_the_image_runs_this_version(container: str) -> None:
+    result = run_in(container, "pgconn-agent", "--version")
+    assert result.stdout.strip() == f"pgconn-agent, version {agent.__version__}", result.stderr
+
+
 def test_oci_labels_and_user(inspected: dict[str, Any]) -> None:
     config = inspected["Docker"]["config"]
     labels = config["Labels"]
