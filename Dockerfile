@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
-# pgconn-agent container image (README.md, "Container image"):
-#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
-#       -t pgconn-agent:0.1.0 .
+# pgconn-agent container image (README.md, "Container image"; V is agent.__version__):
+#   docker build --build-arg VERSION=V --build-arg REVISION="$(git rev-parse HEAD)" \
+#       -t pgconn-agent:V .
 #   or, from Debian packages only (buildah + mmdebstrap, no Docker engine): scripts/build-image.sh
-#   docker run --rm -p 9188:9188 pgconn-agent:0.1.0 run --dsn "host=db user=pgconn_agent"
-#   docker run --rm -v ./config.toml:/etc/pgconn-agent/config.toml:ro pgconn-agent:0.1.0 \
+#   docker run --rm -p 9188:9188 pgconn-agent:V run --dsn "host=db user=pgconn_agent"
+#   docker run --rm -v ./config.toml:/etc/pgconn-agent/config.toml:ro pgconn-agent:V \
 #       run --config /etc/pgconn-agent/config.toml
 # Both stages use the same base so the virtualenv's interpreter path is valid in the final one:
 # python:*-slim by default, or Debian's python3 (scripts/build-image.sh passes BASE_IMAGE).
