@@ -22,8 +22,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import config as cfg
 from . import webconfig
 from .aggregate.attribution import attribute
-from .aggregate.points import points
+from .aggregate.join import pairings_for, relabel
+from .aggregate.points import PointSet, points
+from .aggregate.pooler import pooler_points
 from .collect.client import TargetClient
+from .collect.pgbouncer import is_pgbouncer
+from .collect.pgbouncer.board import PoolerBoard
+from .collect.pgbouncer.console import ConsoleClient
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
@@ -36,12 +41,15 @@ BACKOFF_CAP_S = 60.0
 class TargetRunner:
     """Polls one target; failures back off exponentially (capped) before reconnecting."""
 
-    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState) -> None:
+    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
+                 poolers: PoolerBoard | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
-        self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups)
+        self.poolers = poolers or PoolerBoard()
+        self.client: TargetClient | ConsoleClient = (
+            ConsoleClient(target) if is_pgbouncer(target.dsn) else
+            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups))
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -53,11 +61,7 @@ class TargetRunner:
             return
         start = time.perf_counter()
         try:
-            snapshot = self.client.poll()
-            attribution = attribute(snapshot, dimensions=self.config.dimensions,
-                                    max_groups=self.config.max_groups)
-            self.state.publish(self.target.name,
-                               points(attribution, max_groups=self.config.max_groups))
+            self.state.publish(self.target.name, self._points())
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -75,7 +79,21 @@ class TargetRunner:
             self.last_attempt = time.monotonic()
             self.state.record_duration(self.target.name, time.perf_counter() - start)
 
+    def _points(self) -> PointSet:
+        if isinstance(self.client, ConsoleClient):
+            pooled = self.client.poll()
+            self.poolers.put(pooled)
+            return pooler_points(pooled, max_groups=self.config.max_groups)
+        snapshot = self.client.poll()
+        # Named after the clients holding the backends through PgBouncer targets, if any.
+        snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
+                                                  self.poolers.latest()))
+        attribution = attribute(snapshot, dimensions=self.config.dimensions,
+                                max_groups=self.config.max_groups)
+        return points(attribution, max_groups=self.config.max_groups)
+
     def _failed(self, kind: str, message: str) -> None:
+        self.poolers.drop(self.target.name)
         self.state.fail(self.target.name, kind)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
@@ -87,6 +105,7 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
+        self.poolers.drop(self.target.name)
         self.client.close()
 
 
@@ -101,6 +120,7 @@ class Daemon:
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
+        self.poolers = PoolerBoard()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -133,7 +153,7 @@ class Daemon:
         return True, "ok"
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state)
+        runner = TargetRunner(target, self.config, self.state, self.poolers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
