@@ -219,9 +219,19 @@ def test_local_networks_hold_loopback_and_this_hosts_addresses() -> None:
     assert any(ipaddress.ip_address(hostname_addr) in ipaddress.ip_network(n) for n in nets)
 
 
-def test_a_missing_proc_attributes_nothing_and_raises_nothing(tmp_path: Path) -> None:
+def test_a_missing_or_garbled_proc_attributes_nothing_and_raises_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(proc, "_FAILURES_LOGGED", set())
     assert proc.local_networks(tmp_path) == ()
     assert proc.read_host([("127.0.0.1", 5555, 0)], proc=tmp_path) == proc.HostProcesses()
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(
+        "header\n   0: 0100007F:15B3 0100007F:1538 01 0:0 0:0 0 not-a-uid 0 4242\n")
+    for _ in range(2):
+        assert proc.read_host([("127.0.0.1", 5555, 0)], proc=tmp_path) == proc.HostProcesses()
+    assert [r.getMessage() for r in caplog.records] == [
+        "client process attribution failed; connections stay unresolved"]
 
 
 @pytest.mark.parametrize(("argv", "shown"), [

@@ -11,6 +11,7 @@ counted.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -22,6 +23,9 @@ from pathlib import Path
 from ..contract import LOCAL_CLIENT
 from .sock_diag import connected_stream_sockets, tcp_local_ends
 
+log = logging.getLogger(__name__)
+_FAILURES_LOGGED: set[str] = set()
+"""Kinds of failure already logged: one line each, not one per poll."""
 PROC = Path("/proc")
 CMDLINE_CHARS = 160
 """Longest command line reported (after redaction)."""
@@ -439,7 +443,11 @@ def read_host(clients: Iterable[tuple[str, int, int]], server_port: int | None =
         return HostProcesses()
     try:
         return _read_host(listed, server_port, proc)
-    except OSError:  # /proc vanished or became unreadable: attribution, never the poll, fails
+    except (OSError, ValueError, IndexError) as exc:  # attribution, never the poll, fails
+        if type(exc).__name__ not in _FAILURES_LOGGED:
+            _FAILURES_LOGGED.add(type(exc).__name__)
+            log.warning("client process attribution failed; connections stay unresolved",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
         return HostProcesses()
 
 
