@@ -26,6 +26,7 @@ from client_processes import CLIENTS, Clients, node_app
 from agent import config as cfg
 from agent import contract as c
 from agent.aggregate.processes import HolderProcesses, ProcessShare, join, process_points
+from agent.collect import process_info as info
 from agent.collect import processes as proc
 from agent.collect.snapshot import ClientPort
 from agent.collect.sock_diag import connected_stream_sockets, tcp_local_ends
@@ -181,7 +182,7 @@ def test_a_driver_shows_by_an_open_jar_or_only_by_its_command_line(tmp_path: Pat
         named = clients.start(["/usr/bin/python3", str(holds), "/dev/null",
                                "--classpath=lib/HikariCP-5.1.0.jar", "--password=hunter2"])
         clients.wait_ready()
-        seen = {pid: proc.describe(pid) for pid in (opened, named)}
+        seen = {pid: info.describe(pid) for pid in (opened, named)}
     drivers = {pid: (d.driver.name, d.driver.evidence, d.driver.pool_default)
                for pid, d in seen.items() if d is not None and d.driver is not None}
     assert drivers == {opened: ("HikariCP", "loaded", 10), named: ("HikariCP", "cmdline", 10)}
@@ -204,7 +205,7 @@ def test_a_node_app_with_prismas_pg_adapter_is_told_from_plain_node_postgres(
         pids = {clients.node_pools(script, 0, 0, port=1, app="idle"): name
                 for script, name in ((plain, "plain"), (prisma / "pools.js", "prisma"))}
         clients.wait_ready()
-        seen = {name: proc.describe(pid) for pid, name in pids.items()}
+        seen = {name: info.describe(pid) for pid, name in pids.items()}
     assert {name: (d.driver.name, d.driver.evidence, d.driver.pool_default)
             for name, d in seen.items() if d is not None and d.driver is not None} == {
         "plain": ("node-postgres", "installed", 10),
@@ -243,22 +244,22 @@ def test_a_missing_or_garbled_proc_attributes_nothing_and_raises_nothing(
     (["node", "server.js", "--port", "3000"], "node server.js --port 3000"),
 ])
 def test_secrets_in_command_lines_are_redacted(argv: list[str], shown: str) -> None:
-    assert proc.shown_cmdline("\0".join(argv).encode() + b"\0") == shown
+    assert info.shown_cmdline("\0".join(argv).encode() + b"\0") == shown
 
 
 def test_long_command_lines_are_truncated() -> None:
-    shown = proc.shown_cmdline(b"node\0" + b"x" * 500 + b"\0", limit=40)
+    shown = info.shown_cmdline(b"node\0" + b"x" * 500 + b"\0", limit=40)
     assert len(shown) == 40 and shown.startswith("node xxx") and shown.endswith("…")
 
 
 # -- the pure join and the diagnosis -------------------------------------------------------------
 
-NODE = proc.Driver("node-postgres", 10, "a node-postgres pool (pg.Pool) holds at most 10 by "
+NODE = info.Driver("node-postgres", 10, "a node-postgres pool (pg.Pool) holds at most 10 by "
                    "default (max)", "installed")
 
 
-def _process(pid: int, driver: proc.Driver | None = NODE) -> proc.ClientProcess:
-    return proc.ClientProcess(pid, "node", "/usr/bin/node", f"node app-{pid}.js", driver)
+def _process(pid: int, driver: info.Driver | None = NODE) -> info.ClientProcess:
+    return info.ClientProcess(pid, "node", "/usr/bin/node", f"node app-{pid}.js", driver)
 
 
 def test_join_groups_connections_by_holder_and_process() -> None:
@@ -291,7 +292,7 @@ def test_join_groups_connections_by_holder_and_process() -> None:
     assert pts[c.CLIENT_PROCESS_UNRESOLVED.name] == [((("target", "t"),), 1.0)]
 
 
-def _holder(*counts: int, driver: proc.Driver | None = NODE) -> HolderProcesses:
+def _holder(*counts: int, driver: info.Driver | None = NODE) -> HolderProcesses:
     return HolderProcesses("shop", "127.0.0.1", tuple(
         ProcessShare(_process(100 + i, driver), n, (("idle", n),))
         for i, n in enumerate(counts)), 0)

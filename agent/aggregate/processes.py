@@ -11,7 +11,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from .. import contract as c
-from ..collect.processes import ClientProcess, HostProcesses, connection_key
+from ..collect.process_info import ClientProcess
+from ..collect.processes import HostProcesses, connection_key
 from ..collect.snapshot import ClientPort
 from .cap import Key, cap
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from ..aggregate.attribution import Attribution
 from ..aggregate.processes import HolderProcesses, ProcessShare
-from ..collect.processes import Driver
+from ..collect.process_info import Driver
 from ..config import Thresholds
 from .findings import Finding, Severity
 
