@@ -31,111 +31,19 @@ from typing import Any
 import yaml
 
 from . import contract as c
+from . import spec
 from .errors import ConfigError
+from .spec import Threshold
 
 RUNBOOK_BASE = "https://github.com/pgconn-agent/pgconn-agent/blob/main/docs/runbooks.md"
 RULE_FILE = "alerts/pgconn-agent.rules.yml"
 HELM_VALUES_PATH = ".Values.alerts"
 
 
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """One tunable. Names ending in ``_for_seconds`` are ``for:`` durations of alerts."""
-
-    name: str
-    default: float
-    unit: str
-    description: str
-
-    @property
-    def is_duration(self) -> bool:
-        return self.name.endswith("_for_seconds")
-
-
-def _t(name: str, default: float, unit: str, description: str) -> Threshold:
-    return Threshold(name, default, unit, description)
-
-
-THRESHOLDS: tuple[Threshold, ...] = (
-    _t("near_limit_ratio", 0.8, "ratio",
-       "Client backends / usable slots above which PostgreSQLConnectionsNearLimit fires."),
-    _t("near_limit_for_seconds", 300, "seconds",
-       "`for` duration of PostgreSQLConnectionsNearLimit."),
-    _t("exhausted_ratio", 0.95, "ratio",
-       "Client backends / usable slots above which PostgreSQLConnectionsExhausted fires (and "
-       "replaces the near-limit and holder alerts of the target)."),
-    _t("exhausted_for_seconds", 60, "seconds", "`for` duration of PostgreSQLConnectionsExhausted."),
-    _t("app_share_ratio", 0.5, "ratio",
-       "Share of usable slots one application_name must hold for "
-       "PostgreSQLApplicationHoldsMostSlots."),
-    _t("app_host_share_ratio", 0.5, "ratio",
-       "Share of usable slots one application_name on one client_addr must hold for "
-       "PostgreSQLApplicationHostHoldsMostSlots (only when the application also has other "
-       "hosts)."),
-    _t("holder_filling_ratio", 0.8, "ratio",
-       "Utilization the server must also be above for the two 'holds most slots' alerts."),
-    _t("holder_for_seconds", 120, "seconds",
-       "`for` duration of the two 'holds most slots' alerts."),
-    _t("idle_hoarding_connections", 20, "connections",
-       "Idle connections one application_name on one client_addr must hold for "
-       "PostgreSQLIdleConnectionHoarding."),
-    _t("idle_hoarding_age_seconds", 300, "seconds",
-       "How long the oldest of those connections must have been idle."),
-    _t("idle_hoarding_for_seconds", 600, "seconds",
-       "`for` duration of PostgreSQLIdleConnectionHoarding."),
-    _t("idle_in_transaction_warning_seconds", 60, "seconds",
-       "Oldest idle-in-transaction age for PostgreSQLIdleInTransaction (warning)."),
-    _t("idle_in_transaction_critical_seconds", 300, "seconds",
-       "Oldest idle-in-transaction age for PostgreSQLIdleInTransaction (critical, replaces "
-       "the warning)."),
-    _t("idle_in_transaction_for_seconds", 0, "seconds",
-       "`for` duration of PostgreSQLIdleInTransaction (the age already is a duration)."),
-    _t("long_transaction_seconds", 1800, "seconds",
-       "Oldest transaction age (sessions not idle in transaction) for "
-       "PostgreSQLLongTransaction."),
-    _t("long_transaction_for_seconds", 0, "seconds",
-       "`for` duration of PostgreSQLLongTransaction."),
-    _t("lock_waiting_sessions", 5, "connections",
-       "Sessions of one application_name in one database waiting for heavyweight locks, for "
-       "PostgreSQLLockWaitsPilingUp."),
-    _t("lock_waiting_for_seconds", 120, "seconds",
-       "`for` duration of PostgreSQLLockWaitsPilingUp."),
-    _t("blocked_by_idle_in_transaction_sessions", 1, "connections",
-       "Sessions queued behind one holder's root blockers that are idle in transaction, for "
-       "PostgreSQLBlockedByIdleInTransaction."),
-    _t("blocked_by_idle_in_transaction_for_seconds", 60, "seconds",
-       "`for` duration of PostgreSQLBlockedByIdleInTransaction."),
-    _t("churn_per_second", 5, "connections per second",
-       "New connections per second from one application_name on one client_addr "
-       "(rate over 5m), for PostgreSQLConnectionChurn."),
-    _t("churn_for_seconds", 600, "seconds", "`for` duration of PostgreSQLConnectionChurn."),
-    _t("connection_limit_ratio", 0.9, "ratio",
-       "Connections / rolconnlimit (or datconnlimit) for PostgreSQLConnectionLimitNearlyReached."),
-    _t("connection_limit_for_seconds", 300, "seconds",
-       "`for` duration of PostgreSQLConnectionLimitNearlyReached."),
-    _t("agent_down_for_seconds", 120, "seconds", "`for` duration of PgconnAgentTargetDown."),
-    _t("polls_stalled_for_seconds", 60, "seconds", "`for` duration of PgconnAgentPollsStalled."),
-    _t("poll_errors_per_10m", 3, "errors",
-       "Failed polls of one kind in 10 minutes, for PgconnAgentPollsFailing."),
-    _t("poll_errors_for_seconds", 300, "seconds", "`for` duration of PgconnAgentPollsFailing."),
-    _t("groups_folded_for_seconds", 900, "seconds", "`for` duration of PgconnAgentGroupsFolded."),
-    _t("sessions_hidden_for_seconds", 900, "seconds",
-       "`for` duration of PgconnAgentSessionsHidden."),
-    _t("agent_absent_for_seconds", 300, "seconds", "`for` duration of PgconnAgentAbsent."),
-    _t("pgbouncer_wait_seconds", 1, "seconds",
-       "Longest wait of a PgBouncer pool's client for a server connection above which "
-       "PgBouncerClientsWaiting fires."),
-    _t("pgbouncer_wait_for_seconds", 120, "seconds", "`for` duration of PgBouncerClientsWaiting."),
-    _t("pgbouncer_client_limit_ratio", 0.8, "ratio",
-       "PgBouncer client connections / max_client_conn for PgBouncerClientLimitNear."),
-    _t("pgbouncer_client_limit_for_seconds", 300, "seconds",
-       "`for` duration of PgBouncerClientLimitNear."),
-)
+THRESHOLDS: tuple[Threshold, ...] = spec.ALERT_THRESHOLDS
 DEFAULTS: dict[str, float] = {t.name: t.default for t in THRESHOLDS}
-ORDERED_PAIRS: tuple[tuple[str, str], ...] = (
-    ("near_limit_ratio", "exhausted_ratio"),
-    ("idle_in_transaction_warning_seconds", "idle_in_transaction_critical_seconds"),
-)
+ORDERED_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (low, high) for low, high in spec.ORDERED if low in DEFAULTS and high in DEFAULTS)
 """Pairs (warning, critical): the first must stay below the second."""
 
 # --- mixin-style settings --------------------------------------------------------------------
@@ -208,7 +116,7 @@ _METRICS: dict[str, str] = {
     "pgb_client_count": c.POOLER_CLIENT_COUNT.prometheus_name,
     "pgb_client_max": c.POOLER_CLIENT_MAX.prometheus_name,
 }
-_IIT = "idle in transaction.*"  # both 'idle in transaction' and '... (aborted)'
+_IIT = spec.IDLE_IN_TRANSACTION_REGEX
 
 # Tokens the dialects (plain file, Helm template) expand:
 #   <T>   target and the grouping labels, in expression label lists

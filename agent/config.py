@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from psycopg import conninfo
 
+from . import spec
 from .contract import GROUP_DIMENSIONS
 from .errors import ConfigError
 
@@ -29,7 +30,7 @@ to 0.0.0.0:9188 without overriding a mounted config file (``PGCONN_AGENT_LISTEN`
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
-RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "holder_share", "limit_share")
+RATIO_THRESHOLDS = tuple(t.name for t in spec.DIAGNOSE_THRESHOLDS if t.is_ratio)
 LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 """libpq variables that name a server: any of them alone makes a target (as for psql)."""
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
@@ -63,7 +64,8 @@ class OtlpConfig:
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Where diagnosis findings start; documented in the README."""
+    """Where diagnosis findings start: the fields and defaults of
+    ``spec.DIAGNOSE_THRESHOLDS`` (tests/test_spec.py checks they agree)."""
 
     utilization_warning: float = 0.8
     utilization_critical: float = 0.95
@@ -75,6 +77,7 @@ class Thresholds:
     long_transaction: float = 300.0
     churn_young: int = 20
     limit_share: float = 0.9
+    pool_wait_critical: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,8 +334,7 @@ def _parse_thresholds(reader: _Reader) -> Thresholds:
         if name in RATIO_THRESHOLDS and value > 1:
             raise reader.fail(name, f"expected a ratio in (0, 1], found {value!r}")
         values[name] = value
-    for low, high in (("utilization_warning", "utilization_critical"),
-                      ("idle_in_transaction_warning", "idle_in_transaction_critical")):
+    for low, high in ((lo, hi) for lo, hi in spec.ORDERED if lo in values and hi in values):
         if not values[low] < values[high]:
             raise reader.fail(low, f"expected less than {high} ({values[high]!r}), "
                                    f"found {values[low]!r}")

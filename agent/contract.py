@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from .spec import PollError, SessionOutcome
+
 
 class Instrument(Enum):
     """OpenTelemetry instrument kinds; counts of things present now are UpDownCounters
@@ -274,8 +276,8 @@ POLL_DURATION_BUCKETS: tuple[float, ...] = (
 )
 """Second-scale histogram boundaries (the SDK's defaults are for milliseconds)."""
 
-POLL_ERROR_KINDS: tuple[str, ...] = ("connect", "auth", "timeout", "too_many_connections", "query")
-SESSION_OUTCOMES: tuple[str, ...] = ("all", "abandoned", "fatal", "killed")
+POLL_ERROR_KINDS: tuple[str, ...] = tuple(PollError)
+SESSION_OUTCOMES: tuple[str, ...] = tuple(SessionOutcome)
 
 OVERFLOW_VALUE = "(other: folded by cardinality cap)"
 """Value every group dimension takes in the overflow group."""

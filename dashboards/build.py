@@ -30,8 +30,8 @@ from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent import contract as c
+from agent import spec
 from agent.alert_rules import RUNBOOK_BASE
-from agent.config import Thresholds
 
 HERE = Path(__file__).resolve().parent
 OVERVIEW_UID = "pgconn-connections-overview"
@@ -39,16 +39,26 @@ DRILLDOWN_UID = "pgconn-application-drilldown"
 PGBOUNCER_UID = "pgconn-pgbouncer-pools"
 TAG = "pgconn-agent"
 
-# Thresholds drawn on panels: the agent's default finding thresholds where it has one.
-_DEFAULTS = Thresholds()
-UTILIZATION_WARNING = _DEFAULTS.utilization_warning
-UTILIZATION_CRITICAL = _DEFAULTS.utilization_critical
-IDLE_IN_TX_WARNING_S = _DEFAULTS.idle_in_transaction_warning
-IDLE_IN_TX_CRITICAL_S = _DEFAULTS.idle_in_transaction_critical
-XACT_AGE_WARNING_S = _DEFAULTS.long_transaction
-XACT_AGE_CRITICAL_S = 1800.0
-LOCK_WAIT_WARNING_S = 10.0
-LOCK_WAIT_CRITICAL_S = 60.0
+# Thresholds drawn on panels, all from agent/spec.py: the agent's finding thresholds where it has
+# one, the alert's where the panel shows what pages (long transactions, PgBouncer waits).
+UTILIZATION_WARNING = spec.DIAGNOSE["utilization_warning"]
+UTILIZATION_CRITICAL = spec.DIAGNOSE["utilization_critical"]
+IDLE_IN_TX_WARNING = spec.DIAGNOSE["idle_in_transaction_warning"]
+IDLE_IN_TX_CRITICAL = spec.DIAGNOSE["idle_in_transaction_critical"]
+XACT_AGE_WARNING = spec.DIAGNOSE["long_transaction"]
+XACT_AGE_CRITICAL = spec.ALERTS["long_transaction_seconds"]
+LOCK_WAIT_WARNING = spec.PANELS["lock_wait_warning"]
+LOCK_WAIT_CRITICAL = spec.PANELS["lock_wait_critical"]
+HOLDER_SHARE_WARNING = spec.DIAGNOSE["holder_share"]
+HOLDER_SHARE_CRITICAL = spec.PANELS["holder_share_red"]
+IDLE_SHARE_WARNING = spec.PANELS["idle_share_warning"]
+IDLE_SHARE_CRITICAL = spec.PANELS["idle_share_critical"]
+POOL_WAIT_WARNING = spec.ALERTS["pgbouncer_wait_seconds"]
+POOL_WAIT_CRITICAL = spec.DIAGNOSE["pool_wait_critical"]
+POLL_DURATION_WARNING = spec.PANELS["poll_duration_warning"]
+POLL_DURATION_CRITICAL = spec.PANELS["poll_duration_critical"]
+POOL_SATURATION_WARNING = spec.PANELS["pool_saturation_warning"]
+POOL_SATURATION_CRITICAL = spec.PANELS["pool_saturation_critical"]
 
 DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SCOPE = ('job=~"$job"', 'cluster=~"$cluster"', 'target=~"$target"')
@@ -112,6 +122,26 @@ def steps(*pairs: tuple[float | None, str]) -> gd.ThresholdsConfig:
 
 def green_orange_red(warning: float, critical: float) -> gd.ThresholdsConfig:
     return steps((None, "green"), (warning, "orange"), (critical, "red"))
+
+
+def coloured(warning: spec.Threshold, critical: spec.Threshold) -> gd.ThresholdsConfig:
+    """Green, orange from ``warning``, red from ``critical`` (thresholds of the spec)."""
+    return green_orange_red(warning.default, critical.default)
+
+
+def _amount(t: spec.Threshold) -> str:
+    if t.is_ratio:
+        return f"{t.default * 100:g} %"
+    if t.unit == "seconds" and t.default >= 120:
+        return f"{t.default / 60:g} minutes"
+    if t.unit == "seconds":
+        return "1 minute" if t.default == 60 else f"{t.default:g} s"
+    return f"{t.default:g}"
+
+
+def colours(warning: spec.Threshold, critical: spec.Threshold) -> str:
+    """The panel prose for ``coloured``, the amounts said as a person says them."""
+    return f"Orange from {_amount(warning)}, red from {_amount(critical)}"
 
 
 NEUTRAL = steps((None, "green"))
@@ -264,13 +294,13 @@ class Measure:
 IDLE_IN_TX_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE_IN_TX,))
 IDLE_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE,), stacked=False)
 IDLE_IN_TX_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE_IN_TX,), stacked=False,
-                         thresholds=green_orange_red(IDLE_IN_TX_WARNING_S, IDLE_IN_TX_CRITICAL_S))
+                         thresholds=coloured(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL))
 XACT_AGE = Measure(c.TRANSACTION_AGE_MAX, "max", "s", stacked=False,
-                   thresholds=green_orange_red(XACT_AGE_WARNING_S, XACT_AGE_CRITICAL_S))
+                   thresholds=coloured(XACT_AGE_WARNING, XACT_AGE_CRITICAL))
 WAITING = Measure(c.CONNECTION_WAITING, "sum", "none")
 LOCK_WAITERS = Measure(c.LOCK_WAITING, "sum", "none")
 LOCK_WAIT_AGE = Measure(c.LOCK_WAIT_TIME_MAX, "max", "s", stacked=False,
-                        thresholds=green_orange_red(LOCK_WAIT_WARNING_S, LOCK_WAIT_CRITICAL_S))
+                        thresholds=coloured(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL))
 ROOT_BLOCKING = Measure(c.LOCK_ROOT_BLOCKING, "sum", "none")
 DIRECT_BLOCKING = Measure(c.LOCK_BLOCKING, "sum", "none")
 OPENED = Measure(c.CONNECTION_OPENED, "sum", "cps", stacked=False, rate=True)
@@ -379,11 +409,12 @@ def connections_overview() -> gd.Dashboard:
     d = d.with_panel(
         gauge.Panel().title("Usable slots in use").datasource(DATASOURCE)
         .description("Client backends divided by usable slots (max_connections minus the "
-                     "superuser/reserved slots). Orange from 80 %, red from 95 %: at 100 % "
-                     "clients get 'remaining connection slots are reserved' or 'too many "
-                     "clients'.")
+                     "superuser/reserved slots). "
+                     + colours(UTILIZATION_WARNING, UTILIZATION_CRITICAL)
+                     + ": at 100 % clients get 'remaining connection slots are reserved' "
+                     "or 'too many clients'.")
         .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
-        .thresholds(green_orange_red(UTILIZATION_WARNING, UTILIZATION_CRITICAL))
+        .thresholds(coloured(UTILIZATION_WARNING, UTILIZATION_CRITICAL))
         .show_threshold_markers(True).reduce_options(_reduce_last())
         .links(runbook("PostgreSQLConnectionsNearLimit", "PostgreSQLConnectionsExhausted"))
         .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")))
@@ -457,11 +488,12 @@ def connections_overview() -> gd.Dashboard:
     d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by application",
         "Longest time a session of the application has been idle in transaction (now - "
-        "state_change). Orange from 1 minute, red from 5 minutes.", by_app, app))
+        "state_change). " + colours(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL) + ".", by_app, app))
     d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by application",
         "Longest-running transaction per application (now - xact_start), any state. Long "
-        "transactions hold locks and hold back vacuum. Orange from 5 minutes, red from 30.",
+        "transactions hold locks and hold back vacuum. "
+        + colours(XACT_AGE_WARNING, XACT_AGE_CRITICAL) + ".",
         by_app, app).links(runbook("PostgreSQLLongTransaction")))
     d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event type",
@@ -486,8 +518,8 @@ def connections_overview() -> gd.Dashboard:
         "blockers panel.", (*by_holder, "state"), app, w=8, suffix=" blocks"))
     d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait by application",
-        "Longest current heavyweight-lock wait per waiting application. Orange from 10 s, red "
-        "from 60 s.", by_app, app, w=8))
+        "Longest current heavyweight-lock wait per waiting application. "
+        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", by_app, app, w=8))
     d = d.with_panel(root_blockers_table(app, w=16, h=8))
 
     d = d.with_row(gd.Row("Churn and session outcomes"))
@@ -558,7 +590,7 @@ def connections_overview() -> gd.Dashboard:
               "{{target}} p95", ref="A"),
         query(f"histogram_quantile(0.5, sum by (target, le) (rate({bucket}[$__rate_interval])))",
               "{{target}} p50", ref="B"),
-        unit="s", w=7, h=7, thresholds=green_orange_red(1.0, 5.0)))
+        unit="s", w=7, h=7, thresholds=coloured(POLL_DURATION_WARNING, POLL_DURATION_CRITICAL)))
     d = d.with_panel(series(
         "Poll errors and skipped polls",
         "Failed polls by kind (connect, auth, timeout, too_many_connections, query) and polls "
@@ -675,11 +707,12 @@ def application_drilldown() -> gd.Dashboard:
         unit="none", thresholds=NEUTRAL, w=6, h=6))
     d = d.with_panel(single_stat(
         "Share of usable slots",
-        "This application's client backends divided by the target's usable slots. Orange from "
-        "50 %, red from 80 %: one client holding most of the server.",
+        "This application's client backends divided by the target's usable slots. "
+        + colours(HOLDER_SHARE_WARNING, HOLDER_SHARE_CRITICAL)
+        + ": one client holding most of the server.",
         query(f"sum by (target) ({sel(count, app)}) / on (target) {usable()}", "{{target}}"),
-        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6)
-        .links(runbook("PostgreSQLApplicationHoldsMostSlots")))
+        unit="percentunit", thresholds=coloured(HOLDER_SHARE_WARNING, HOLDER_SHARE_CRITICAL),
+        w=6, h=6).links(runbook("PostgreSQLApplicationHoldsMostSlots")))
     d = d.with_panel(single_stat(
         "Idle share",
         "Fraction of this application's connections that are idle: high means its pools keep "
@@ -687,8 +720,8 @@ def application_drilldown() -> gd.Dashboard:
         query(f'(sum by (target) ({sel(count, app, IDLE)})'
               f" or on (target) 0 * sum by (target) ({sel(count, app)}))"
               f" / on (target) sum by (target) ({sel(count, app)})", "{{target}}"),
-        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6)
-        .links(runbook("PostgreSQLIdleConnectionHoarding")))
+        unit="percentunit", thresholds=coloured(IDLE_SHARE_WARNING, IDLE_SHARE_CRITICAL),
+        w=6, h=6).links(runbook("PostgreSQLIdleConnectionHoarding")))
     d = d.with_panel(single_stat(
         "Client hosts",
         "Distinct client hosts holding connections for this application.",
@@ -721,12 +754,14 @@ def application_drilldown() -> gd.Dashboard:
     d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by host",
         "Longest time one of this application's sessions has been idle in transaction, per "
-        "host. Orange from 1 minute, red from 5: a transaction left open across an await or a "
-        "network call.", by_host, app, w=8).links(runbook("PostgreSQLIdleInTransaction")))
+        "host. " + colours(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL)
+        + ": a transaction left open across an await or a network call.", by_host, app, w=8)
+        .links(runbook("PostgreSQLIdleInTransaction")))
     d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by host and state",
         "Longest-running transaction of this application (now - xact_start) per host and "
-        "state. Orange from 5 minutes, red from 30.", (*by_host, "state"), app, w=8))
+        "state. " + colours(XACT_AGE_WARNING, XACT_AGE_CRITICAL) + ".", (*by_host, "state"), app,
+        w=8))
 
     d = d.with_row(gd.Row("Locks and waits"))
     d = d.with_panel(ROOT_BLOCKING.panel(
@@ -755,7 +790,7 @@ def application_drilldown() -> gd.Dashboard:
     d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait",
         "Longest current heavyweight-lock wait of this application's sessions, per database. "
-        "Orange from 10 s, red from 60 s.", ("target", "datname"), app, w=8))
+        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", ("target", "datname"), app, w=8))
     d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event",
         "This application's active sessions that are waiting, by wait event type and event.",
@@ -798,10 +833,10 @@ def pgbouncer_pools() -> gd.Dashboard:
     d = d.with_panel(series(
         "PgBouncer longest wait",
         "Longest time a client of the pool has been waiting for a server connection (maxwait). "
-        "Orange from 1 s, red from 5 s.",
+        + colours(POOL_WAIT_WARNING, POOL_WAIT_CRITICAL) + ".",
         query(f"max by ({pool}) ({sel(c.POOLER_WAIT_MAX)})",
               "{{target}} {{database}}/{{user}}"),
-        unit="s", w=12, thresholds=green_orange_red(1.0, 5.0)))
+        unit="s", w=12, thresholds=coloured(POOL_WAIT_WARNING, POOL_WAIT_CRITICAL)))
     d = d.with_panel(series(
         "Pool saturation",
         "Server connections of each pool (all states) divided by its size (pool_size + "
@@ -809,7 +844,8 @@ def pgbouncer_pools() -> gd.Dashboard:
         query(f"sum by ({pool}) ({sel(servers)}) / on ({pool}) "
               f"max by ({pool}) ({sel(c.POOLER_POOL_SIZE)})",
               "{{target}} {{database}}/{{user}}"),
-        unit="percentunit", w=8, thresholds=green_orange_red(0.8, 1.0)))
+        unit="percentunit", w=8,
+        thresholds=coloured(POOL_SATURATION_WARNING, POOL_SATURATION_CRITICAL)))
     d = d.with_panel(series(
         "Server connections by state",
         "PgBouncer's server connections by state: active (held by a client), idle, used, "
@@ -844,10 +880,11 @@ def pgbouncer_pools() -> gd.Dashboard:
     d = d.with_panel(series(
         "Client connections of max_client_conn",
         "All client connections divided by max_client_conn; beyond it PgBouncer refuses new "
-        "clients. Orange from 80 %, red from 95 %.",
+        "clients. " + colours(UTILIZATION_WARNING, UTILIZATION_CRITICAL) + ".",
         query(f"sum by (target) ({sel(c.POOLER_CLIENT_COUNT)}) / on (target) "
               f"max by (target) ({sel(c.POOLER_CLIENT_MAX)})", "{{target}}"),
-        unit="percentunit", w=6, thresholds=green_orange_red(0.8, 0.95)))
+        unit="percentunit", w=6,
+        thresholds=coloured(UTILIZATION_WARNING, UTILIZATION_CRITICAL)))
     return d
 
 

@@ -10,6 +10,8 @@ Single sources: ``dashboards/*.json`` and ``agent/alert_rules.py`` (which also w
   ``.Values.alerts.selector``, ``.groupBy`` and ``.runbookBase``.
 - The ``alerts.thresholds`` defaults in ``values.yaml``, their types in ``values.schema.json``
   and their rows in ``README.md`` (between ``BEGIN generated`` / ``END generated`` markers).
+- The schema of ``thresholds`` (the agent's ``[thresholds]`` table) from
+  ``agent.spec.DIAGNOSE_THRESHOLDS``.
 
 Without ``agent.alert_rules`` (or its Helm rendering) every ``alerts/*.rules.yml`` is copied
 with each ``{{`` escaped, so ``tpl`` gives the file back unchanged, and no thresholds exist.
@@ -90,6 +92,26 @@ def _schema_thresholds(gen: ModuleType | None) -> dict[str, Any]:
             "properties": props}
 
 
+def _schema_agent_thresholds() -> dict[str, Any] | None:
+    """The ``[thresholds]`` keys the agent accepts, typed as its config reads them."""
+    try:
+        spec = importlib.import_module("agent.spec")
+    except ImportError:
+        return None
+    props: dict[str, Any] = {}
+    for t in sorted(spec.DIAGNOSE_THRESHOLDS, key=lambda t: t.name):
+        desc = f"[thresholds].{t.name} ({t.unit}, default {_number(t.default)}): {t.description}"
+        if t.is_count:
+            props[t.name] = {"type": "integer", "minimum": 1, "description": desc}
+        elif t.is_ratio:
+            props[t.name] = {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                             "description": desc}
+        else:
+            props[t.name] = {"type": "number", "exclusiveMinimum": 0, "description": desc}
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "The agent's [thresholds] table (agent/spec.py)"}
+
+
 def _readme_rows(gen: ModuleType | None) -> str:
     if gen is None:
         return ""
@@ -124,6 +146,9 @@ def expected_files() -> dict[Path, bytes]:
     schema_path = CHART / "values.schema.json"
     schema = json.loads(schema_path.read_text("utf-8"))
     schema["properties"]["alerts"]["properties"]["thresholds"] = _schema_thresholds(gen)
+    agent_thresholds = _schema_agent_thresholds()
+    if agent_thresholds is not None:
+        schema["properties"]["thresholds"] = agent_thresholds
     out[schema_path] = (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode()
     return out
 

@@ -149,7 +149,7 @@ def test_diagnose_console_alone(tx_bouncer: LocalBouncer,
                                 blocked_pool: tuple[PooledClients, int]) -> None:
     code, reports = diagnose(tx_bouncer.console_dsn())
     [report] = reports.values()
-    assert code == 1  # warning: waiting, not yet for POOL_WAIT_CRITICAL_S
+    assert code == 1  # warning: waiting, not yet for the pool_wait_critical threshold
     assert report["pgbouncer"]["pools"][0]["cl_waiting"] == WAITING
     [f] = findings(report, "pgbouncer_pool_waiting")
     assert f["data"]["waiting_applications"] == {"web": WAITING}

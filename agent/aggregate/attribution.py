@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from .. import spec
 from ..collect.snapshot import (
     ActivityGroup,
     ConnectionLimit,
@@ -22,7 +23,7 @@ from ..contract import GROUP_DIMENSIONS, HIDDEN
 from .cap import Key, cap, merge_into
 from .processes import ProcessAttribution, join
 
-IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
+IDLE_IN_TRANSACTION = spec.IDLE_IN_TRANSACTION
 
 
 def _max(a: float | None, b: float | None) -> float | None:

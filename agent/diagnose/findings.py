@@ -11,6 +11,7 @@ from typing import Any
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME, UNSET_APPLICATION
+from ..spec import FINDINGS, PollError, State
 
 
 class Severity(IntEnum):
@@ -31,6 +32,10 @@ class Finding:
     evidence: tuple[str, ...]
     recommendation: str
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in FINDINGS:
+            raise ValueError(f"finding code {self.code!r} is not declared in agent/spec.py")
 
 
 def age(seconds: float | None) -> str:
@@ -82,7 +87,7 @@ def holders(a: Attribution, dims: tuple[str, ...] = ("application_name", "client
         state = a.value(g.key, "state") or "(all)"
         holder.states[state] += g.count
         holder.young += g.young
-        if state == "idle" and g.max_state_age is not None:
+        if state == State.IDLE and g.max_state_age is not None:
             holder.oldest_idle = max(holder.oldest_idle or 0.0, g.max_state_age)
     return sorted(acc.values(), key=lambda h: (-h.total, h.application_name, h.client_addr))
 
@@ -125,7 +130,7 @@ def dominant_holder(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         if top is None or top.total < t.holder_share * usable:
             continue
         name = top.application_name if len(dims) == 1 else top.label()
-        idle = top.states.get("idle", 0)
+        idle = top.states.get(State.IDLE, 0)
         yield Finding(
             "dominant_application" if len(dims) == 1 else "dominant_application_host",
             Severity.WARNING if filling else Severity.INFO,
@@ -143,7 +148,7 @@ def dominant_holder(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 def idle_hoarding(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for h in holders(a):
-        idle = h.states.get("idle", 0)
+        idle = h.states.get(State.IDLE, 0)
         if idle >= t.idle_hoard_count and (h.oldest_idle or 0) >= t.idle_hoard_age:
             yield Finding(
                 "idle_hoarding", Severity.WARNING,
@@ -218,7 +223,7 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 def saturated_pool(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for h in holders(a, ("application_name", "client_addr")):
-        busy = h.states.get("active", 0) + h.idle_in_transaction
+        busy = h.states.get(State.ACTIVE, 0) + h.idle_in_transaction
         if h.total >= t.idle_hoard_count and busy == h.total and \
                 h.application_name != AGENT_APPLICATION_NAME:
             yield Finding(
@@ -305,6 +310,9 @@ RULES: tuple[Rule, ...] = (slots, dominant_holder, idle_hoarding, idle_in_transa
                            lock_chains, saturated_pool, churn, limits, privileges, unnamed,
                            risky_settings)
 RULES += (client_processes,)
+from .transactions import long_transactions  # noqa: E402 (as above)
+
+RULES += (long_transactions,)
 
 
 def diagnose(a: Attribution, thresholds: Thresholds | None = None) -> list[Finding]:
@@ -316,15 +324,17 @@ def diagnose(a: Attribution, thresholds: Thresholds | None = None) -> list[Findi
 
 def unreachable(target: str, kind: str, message: str) -> Finding:
     """A finding for a target the agent could not poll (server full, auth, network)."""
-    advice = {
-        "too_many_connections": "The server refused even the agent: every slot is taken. "
+    advices: dict[str, str] = {
+        PollError.TOO_MANY_CONNECTIONS: "The server refused even the agent: every slot is taken. "
         "Connect as a superuser (reserved slots) or via a role with reserved connections, "
         "then find the holder with pg_stat_activity.",
-        "auth": "Check the agent's role, password and pg_hba.conf entry; for a TLS error, that "
-        "sslrootcert holds the CA that signed the server's certificate and that the host "
-        "name in the DSN is one the certificate names.",
-        "connect": "Check that the host resolves, the port is open and the server runs.",
-        "timeout": "The server is too slow to answer a catalog query: it may be overloaded.",
-    }.get(kind, "See the message above.")
+        PollError.AUTH: "Check the agent's role, password and pg_hba.conf entry; for a TLS "
+        "error, that sslrootcert holds the CA that signed the server's certificate and that "
+        "the host name in the DSN is one the certificate names.",
+        PollError.CONNECT: "Check that the host resolves, the port is open and the server runs.",
+        PollError.TIMEOUT: "The server is too slow to answer a catalog query: it may be "
+        "overloaded.",
+    }
+    advice = advices.get(kind, "See the message above.")
     return Finding("target_unreachable", Severity.CRITICAL, f"Cannot poll {target}: {kind}",
                    (message,), advice, {"error": kind})

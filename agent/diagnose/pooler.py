@@ -13,10 +13,8 @@ from ..aggregate.join import Pairing
 from ..collect.pgbouncer.snapshot import ClientConn, PoolerSnapshot
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME
+from ..spec import PoolerClientState
 from .findings import Finding, Severity, age, holders
-
-POOL_WAIT_CRITICAL_S = 5.0
-"""A client waiting this long for a server connection is failing requests somewhere."""
 
 
 def _apps(clients: Iterable[ClientConn], limit: int = 5) -> str:
@@ -30,13 +28,13 @@ def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
             continue
         size = s.pool_size(p)
         pool_clients = [cl for cl in s.clients if (cl.database, cl.user) == (p.database, p.user)]
-        waiting = [cl for cl in pool_clients if cl.state == "waiting"]
+        waiting = [cl for cl in pool_clients if cl.state == PoolerClientState.WAITING]
         holding = [cl for cl in pool_clients if cl.link]
         by_app = Counter(cl.application_name for cl in waiting)
         servers = p.sv_active + p.sv_idle + p.sv_used + p.sv_tested + p.sv_login
         yield Finding(
             "pgbouncer_pool_waiting",
-            Severity.CRITICAL if p.maxwait >= POOL_WAIT_CRITICAL_S else Severity.WARNING,
+            Severity.CRITICAL if p.maxwait >= t.pool_wait_critical else Severity.WARNING,
             f"PgBouncer pool {p.database}/{p.user} is at its size ({servers} of "
             f"{size if size is not None else '?'} server connections): {p.cl_waiting} clients "
             f"waiting, longest {age(p.maxwait)}",

@@ -1,0 +1,158 @@
+"""agent/spec.py is the one declaration of thresholds, attribute values and finding codes:
+everything that repeats them (config, alert rules, dashboards, Helm schema, README) agrees with
+it, every declared number is read where it says, and every reader reads a declared one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agent import alert_rules, config, contract, spec
+from agent.diagnose.findings import Finding, Severity
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL = (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS)
+
+
+def _text(*globs: str) -> str:
+    return "\n".join(p.read_text("utf-8") for g in globs for p in sorted(ROOT.glob(g)))
+
+
+def test_threshold_names_are_unique_across_tables() -> None:
+    names = [t.name for t in ALL]
+    assert len(names) == len(set(names))
+
+
+def test_config_thresholds_are_the_diagnose_thresholds_with_their_defaults() -> None:
+    fields = {f.name: f.default for f in dataclasses.fields(config.Thresholds)}
+    assert fields == {t.name: t.default for t in spec.DIAGNOSE_THRESHOLDS}
+    for t in spec.DIAGNOSE_THRESHOLDS:  # int vs float decides how the config reads the key
+        assert type(fields[t.name]) is type(t.default), t.name
+
+
+def test_alert_rules_read_the_alert_thresholds() -> None:
+    assert alert_rules.THRESHOLDS is spec.ALERT_THRESHOLDS
+    assert {t.name: t.default for t in spec.ALERT_THRESHOLDS} == alert_rules.DEFAULTS
+
+
+@pytest.mark.parametrize("twin", spec.TWINS, ids=lambda tw: f"{tw.diagnose}~{tw.alert}")
+def test_twins_agree_or_say_why_not(twin: spec.Twin) -> None:
+    diagnose, alert = spec.DIAGNOSE[twin.diagnose], spec.ALERTS[twin.alert]
+    if twin.differs:
+        assert diagnose.default != alert.default, "the declared difference is gone: drop it"
+    else:
+        assert diagnose.default == alert.default, "differing defaults need a declared reason"
+        assert diagnose.unit == alert.unit
+
+
+@pytest.mark.parametrize("low,high", spec.ORDERED)
+def test_ordered_defaults(low: str, high: str) -> None:
+    by_name = {t.name: t for t in ALL}
+    assert by_name[low].default < by_name[high].default
+
+
+def _reads(t: spec.Threshold) -> set[spec.Use]:
+    """Where the source really reads ``t``."""
+    found = set()
+    if re.search(rf"\bt\.{t.name}\b", _text("agent/diagnose/*.py")):
+        found.add(spec.Use.DIAGNOSE)
+    if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text("agent/alert_rules.py")):
+        found.add(spec.Use.ALERTS)
+    if re.search(rf"\[\"{t.name}\"\]", _text("dashboards/build.py")):
+        found.add(spec.Use.DASHBOARDS)
+    return found
+
+
+@pytest.mark.parametrize("threshold", ALL, ids=lambda t: t.name)
+def test_every_threshold_is_read_where_the_spec_says(threshold: spec.Threshold) -> None:
+    assert threshold.used_in, "a threshold nothing reads"
+    assert _reads(threshold) == set(threshold.used_in)
+
+
+def test_nothing_reads_an_undeclared_threshold() -> None:
+    declared = {t.name for t in ALL}
+    diagnose = set(re.findall(r"\bt\.([a-z_]+)\b", _text("agent/diagnose/*.py")))
+    alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text("agent/alert_rules.py")))
+    panels = set(re.findall(r"spec\.[A-Z]+\[\"(\w+)\"\]", _text("dashboards/build.py")))
+    assert diagnose | alerts | panels <= declared
+
+
+def test_dashboards_draw_no_literal_threshold_steps() -> None:
+    build = _text("dashboards/build.py")
+    assert not re.search(r"green_orange_red\(\d", build)
+    assert "Orange from " not in build.replace('f"Orange from {', "")
+
+
+def test_helm_schema_of_agent_thresholds_is_the_spec() -> None:
+    schema = json.loads((ROOT / "helm/pgconn-agent/values.schema.json").read_text("utf-8"))
+    props = schema["properties"]["thresholds"]["properties"]
+    assert set(props) == set(spec.DIAGNOSE)
+    for name, prop in props.items():
+        t = spec.DIAGNOSE[name]
+        assert prop["type"] == ("integer" if t.is_count else "number")
+        assert ("maximum" in prop) == t.is_ratio
+
+
+def test_readme_thresholds_block_shows_every_key_with_its_default() -> None:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    block = readme.split("\n[thresholds]", 1)[1].split("\n\n", 1)[0]
+    shown = dict(re.findall(r"^(\w+) = ([0-9.]+)", block, re.M))
+    assert {k: float(v) for k, v in shown.items()} == {
+        t.name: float(t.default) for t in spec.DIAGNOSE_THRESHOLDS}
+
+
+def test_every_config_threshold_changes_a_finding() -> None:
+    """Each ``[thresholds]`` key is read by a diagnose rule (no key accepted for nothing)."""
+    for t in spec.DIAGNOSE_THRESHOLDS:
+        assert spec.Use.DIAGNOSE in _reads(t), t.name
+
+
+# --- finding codes ----------------------------------------------------------------------------
+
+def _readme_finding_codes() -> set[str]:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    table = readme.split("## `pgconn-agent diagnose`", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return {code for row in rows for code in re.findall(r"`(\w+)`", row)}
+
+
+def test_readme_findings_table_is_the_declared_codes() -> None:
+    assert _readme_finding_codes() == set(spec.FINDINGS)
+
+
+def test_every_code_written_in_the_diagnosis_is_declared() -> None:
+    source = _text("agent/diagnose/*.py")
+    literal = set(re.findall(r"Finding\(\s*\"(\w+)\"", source))
+    literal |= set(re.findall(r"code, severity = \"(\w+)\"", source))
+    literal |= set(re.findall(r"\"(\w+)\" if \w[^\n]* else \"(\w+)\"", source)[0])
+    assert literal and literal <= set(spec.FINDINGS)
+    assert {f"no_{s}" for s in ("idle_in_transaction_session_timeout",
+                                "statement_timeout")} <= set(spec.FINDINGS)
+
+
+def test_an_undeclared_finding_code_is_refused() -> None:
+    with pytest.raises(ValueError, match="not declared"):
+        Finding("made_up", Severity.INFO, "t", (), "r")
+
+
+# --- attribute values -------------------------------------------------------------------------
+
+def test_contract_attribute_values_come_from_the_spec() -> None:
+    assert tuple(spec.PollError) == contract.POLL_ERROR_KINDS
+    assert tuple(spec.SessionOutcome) == contract.SESSION_OUTCOMES
+
+
+def test_the_poll_error_kinds_classify_returns_are_declared() -> None:
+    source = _text("agent/collect/client.py", "agent/daemon.py")
+    kinds = set(re.findall(r"kind = \"(\w+)\"|\(\"(\w+)\", \(", source))
+    used = {k for pair in kinds for k in pair if k}
+    assert used and used <= set(spec.PollError)
+
+
+def test_idle_in_transaction_regex_matches_exactly_the_states() -> None:
+    pattern = re.compile(spec.IDLE_IN_TRANSACTION_REGEX)
+    assert {s for s in spec.State if pattern.fullmatch(s)} == set(spec.IDLE_IN_TRANSACTION)
