@@ -105,7 +105,7 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         code = daemon.run()
     except OSError as exc:
         _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
-    sys.exit(code)
+    daemon.exit(code)
 
 
 @main.command("check-config")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -12,8 +13,9 @@ from psycopg import conninfo, errors
 
 from .. import contract
 from ..config import Target, read_password
-from ..errors import TargetError
+from ..errors import PollAborted, TargetError
 from . import queries
+from .deadline import Deadline
 from .settings import normalise
 from .snapshot import (
     ActivityGroup,
@@ -33,6 +35,13 @@ R = TypeVar("R")
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 1000
 CONNECT_TIMEOUT_S = 5
+POLL_DEADLINE_S = STATEMENT_TIMEOUT_MS / 1000 + 2.0
+"""Client-side bound on the statements of one poll (see ``deadline``): the server's own
+statement_timeout gets the first chance to end a slow statement cleanly."""
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3, "tcp_user_timeout": 15_000}
+"""A dead peer or network breaks the idle connection between polls (not a stopped backend,
+whose kernel still answers: that takes the deadline)."""
 CHURN_WINDOW_S = 60.0
 IDLE_TX_LIMIT = 20
 SESSION_LIMIT = 500
@@ -47,6 +56,8 @@ def connection_string(target: Target) -> str:
         params["password"] = password
     params["application_name"] = contract.AGENT_APPLICATION_NAME
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    for key, value in KEEPALIVES.items():
+        params.setdefault(key, value)
     own = "-c default_transaction_read_only=on"
     params["options"] = f"{params.get('options') or ''} {own}".strip()
     return conninfo.make_conninfo("", **params)
@@ -69,7 +80,10 @@ else is a plain ``connect`` error. Errors of an established session go by SQLSTA
 def classify(exc: BaseException, target: str, *, connecting: bool = False) -> TargetError:
     """Map a psycopg error to a poll-error kind and a one-line message without secrets."""
     sqlstate = getattr(exc, "sqlstate", None)
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+    # libpq's text spans lines ("connection to server ... failed: server closed the connection
+    # unexpectedly / This probably means ... / before or while processing the request."): all
+    # of them on one line. libpq never puts the password in its messages.
+    first_line = " ".join(str(exc).split()) or type(exc).__name__
     diag = getattr(exc, "diag", None)
     if sqlstate and diag is not None and diag.message_primary:
         # A server error's text goes on with LINE/caret context lines: keep the message.
@@ -91,7 +105,11 @@ def classify(exc: BaseException, target: str, *, connecting: bool = False) -> Ta
 
 
 class TargetClient:
-    """Holds one target's connection; ``poll`` (re)connects on demand and never writes."""
+    """Holds one target's connection; ``poll`` (re)connects on demand and never writes.
+
+    Every statement runs under a client-side deadline (``POLL_DEADLINE_S``, see ``deadline``);
+    ``close`` may be called from another thread while a poll is in flight: it aborts that poll.
+    """
 
     def __init__(self, target: Target, *, show_queries: bool = False,
                  dimensions: tuple[str, ...] = contract.GROUP_DIMENSIONS,
@@ -105,6 +123,9 @@ class TargetClient:
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
         self._recent_pids: frozenset[int] | None = None
+        self._busy = threading.Lock()
+        self._closing = False
+        self._armed: Deadline | None = None
 
     @property
     def connected(self) -> bool:
@@ -114,17 +135,14 @@ class TargetClient:
         if self.connected:
             return
         try:
+            # connect_timeout bounds the whole attempt on the client (psycopg enforces it).
             conn = psycopg.connect(connection_string(self.target), autocommit=True)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
-        try:
-            # Session-level SET: pg_settings.reset_val keeps showing the server's values.
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                         f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-        except psycopg.Error as exc:
-            conn.close()
-            raise classify(exc, self.target.name) from None
         self._conn = conn
+        # Session-level SET: pg_settings.reset_val keeps showing the server's values.
+        self._guarded(lambda: conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
+                                           f"SET lock_timeout = {LOCK_TIMEOUT_MS}"))
         self._since = None
         self._settings = None
         self._recent_pids = None
@@ -132,23 +150,71 @@ class TargetClient:
                                      "server_version": conn.info.server_version})
 
     def close(self) -> None:
+        """Drop the connection; a poll in flight is aborted and closes it when it returns."""
+        self._closing = True
+        armed = self._armed
+        if armed is not None:
+            armed.expire()
+        if self._busy.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._busy.release()
+
+    def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     def poll(self) -> Snapshot:
         """Read one snapshot with one statement (one round trip); reconnects if needed."""
-        self.connect()
-        assert self._conn is not None
-        try:
-            snapshot = self._read(self._conn)
-        except psycopg.Error as exc:
-            error = classify(exc, self.target.name)
-            if self._conn.broken or error.kind == "connect":
-                self.close()
-            raise error from None
+        with self._busy:
+            try:
+                if self._closing:
+                    raise PollAborted(f"target {self.target.name}: closed")
+                self.connect()
+                assert self._conn is not None
+                conn = self._conn
+                snapshot = self._guarded(lambda: self._read(conn))
+            finally:
+                if self._closing:
+                    self._drop()
         self._since = snapshot.taken_at
         return snapshot
+
+    def _guarded(self, work: Callable[[], R]) -> R:
+        """``work`` on the connection under the deadline; a late, aborted or broken call drops
+        the connection (the next poll reconnects)."""
+        assert self._conn is not None
+        deadline = Deadline(self._conn, POLL_DEADLINE_S)
+        self._armed = deadline
+        try:
+            with deadline:
+                if self._closing:
+                    deadline.expire()
+                result = work()
+        except psycopg.Error as exc:
+            error = classify(exc, self.target.name)
+            if self._conn.broken or error.kind == "connect" or deadline.fired:
+                self._drop()
+            if deadline.aborted:
+                raise PollAborted(f"target {self.target.name}: aborted") from None
+            if deadline.timed_out:
+                raise self._late() from None
+            raise error from None
+        finally:
+            self._armed = None
+        if deadline.fired:  # the answer came as the deadline fired: the socket is gone
+            self._drop()
+            if deadline.aborted:
+                raise PollAborted(f"target {self.target.name}: aborted")
+            raise self._late()
+        return result
+
+    def _late(self) -> TargetError:
+        return TargetError("timeout", f"target {self.target.name}: timeout: no answer within "
+                                      f"{POLL_DEADLINE_S:g} s; statement cancelled, "
+                                      f"connection dropped")
 
     def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
         version = conn.info.server_version

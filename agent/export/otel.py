@@ -199,9 +199,9 @@ def _resource() -> Resource:
     return detected
 
 
-def build(config: Config, state: MetricsState) -> Telemetry:
-    """The producer over ``state`` and the OTLP push (if enabled)."""
-    producer = Producer(state, _resource())
+def build(config: Config, state: MetricsState, producer: Producer | None = None) -> Telemetry:
+    """The producer over ``state`` (or the running one, on reload) and the OTLP push (if on)."""
+    producer = producer or Producer(state, _resource())
     push = None
     if otlp_enabled(config.otlp):
         preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")
