@@ -39,6 +39,9 @@ BACKOFF_CAP_S = 60.0
 STOP_WAIT_S = 2.0
 POLL_BOUND_S = CONNECT_TIMEOUT_S + POLL_DEADLINE_S
 """The longest a poll lasts: a connect attempt, then statements under the client deadline."""
+STALE_GRACE_S = 5.0
+"""Published data is current for two intervals plus this (a busy scheduler, a slow healthy
+poll); after that the next poll is overdue and the target's data is dropped, ``up`` reads 0."""
 
 
 class TargetRunner:
@@ -53,20 +56,21 @@ class TargetRunner:
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
-        self.last_tick = time.monotonic()  # when the scheduler last called poll (or created)
+        self.alive_at = time.monotonic()  # a poll called or ended (or the runner created)
         self.last_error: str | None = None
         self.idle = threading.Event()
         self.idle.set()
         state.claim(target.name, self)
 
     def poll(self) -> None:
-        now = self.last_tick = time.monotonic()
+        now = self.alive_at = time.monotonic()
         if now < self.next_attempt:
             return
         self.idle.clear()
         try:
             self._attempt()
         finally:
+            self.alive_at = time.monotonic()
             self.idle.set()
 
     def _attempt(self) -> None:
@@ -75,10 +79,9 @@ class TargetRunner:
             snapshot = self.client.poll()
             attribution = attribute(snapshot, dimensions=self.config.dimensions,
                                     max_groups=self.config.max_groups)
-            # Fresh until the next poll is overdue (its start and its longest run).
             self.state.publish(self.target.name,
                                points(attribution, max_groups=self.config.max_groups),
-                               owner=self, fresh_for=2 * self.target.interval + POLL_BOUND_S)
+                               owner=self, fresh_for=2 * self.target.interval + STALE_GRACE_S)
         except PollAborted:
             return  # removed or stopping: nothing to report
         except TargetError as exc:
@@ -146,7 +149,7 @@ class Daemon:
         ``POLL_BOUND_S``. A down target is ``up 0``, never unreadiness."""
         now = time.monotonic()
         late = [n for n, r in self.runners.items()
-                if now - r.last_tick
+                if now - r.alive_at
                 > 3 * r.target.interval + (0 if r.idle.is_set() else POLL_BOUND_S)]
         pending = [n for n, r in self.runners.items() if r.last_attempt is None]
         if late:
