@@ -12,20 +12,25 @@ Why this design, of the ones psycopg 3 allows:
 - An ``AsyncConnection`` under ``asyncio.timeout`` would turn the whole collect path into
   coroutines for one feature, and on cancellation psycopg itself waits again for the server.
 
-So a timer thread fires at the deadline: it sends a cancel request (libpq >= 17's non-blocking
+So at the deadline a thread sends a cancel request (libpq >= 17's non-blocking
 cancel, bounded by ``CANCEL_TIMEOUT_S``), then ``shutdown(2)``s the connection's socket. The
 descriptor stays valid (it is not closed), so the poll thread's wait wakes at once with
 end-of-file and psycopg raises; the connection is then broken and the poll thread closes it.
 The poll thread disarms the deadline (waiting for a firing one to finish) before it touches the
-connection again, so the two threads never use the connection at the same time.
+connection again, so the two threads never use the connection at the same time. One watchdog
+thread keeps every armed deadline (arming costs a heap push, not a thread per poll); a thread
+is started only for a deadline that fires.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -48,17 +53,13 @@ class Deadline:
         self.aborted = False
         self._lock = threading.Lock()
         self._disarmed = False
-        self._timer = threading.Timer(seconds, self._expire_late)
-        self._timer.daemon = True
-        self._timer.name = "poll-deadline"
 
     def __enter__(self) -> Deadline:
-        self._timer.start()
+        _WATCHDOG.arm(time.monotonic() + self.seconds, self)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._timer.cancel()
         with self._lock:  # waits for a firing deadline to finish with the connection
             self._disarmed = True
 
@@ -66,7 +67,12 @@ class Deadline:
     def fired(self) -> bool:
         return self.timed_out or self.aborted
 
-    def _expire_late(self) -> None:
+    @property
+    def disarmed(self) -> bool:
+        return self._disarmed
+
+    def expire_late(self) -> None:
+        """The deadline passed: cancel the statement, then drop the socket."""
         with self._lock:
             if self._disarmed or self.fired:
                 return
@@ -85,6 +91,40 @@ class Deadline:
                 return
             self.aborted = True
             _shut_down(self.conn)
+
+
+class _Watchdog:
+    """One daemon thread that fires due deadlines, each in a thread of its own (a cancel
+    request may take up to ``CANCEL_TIMEOUT_S``; other deadlines must not wait for it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, at: float, deadline: Deadline) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (at, next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="poll-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            elif self._due[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, deadline = heapq.heappop(self._due)
+            if not deadline.disarmed:
+                threading.Thread(target=deadline.expire_late, name="poll-deadline",
+                                 daemon=True).start()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut_down(conn: psycopg.Connection[Any]) -> None:
