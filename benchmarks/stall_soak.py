@@ -7,8 +7,9 @@ Run::
 Starts a throwaway PostgreSQL and ``pgconn-agent run`` (interval ``--interval``) with two
 targets on it: ``good`` (database postgres) and ``stalls`` (database template1). Every cycle
 SIGSTOPs the ``stalls`` target's backend for ``--stop`` seconds, then SIGCONTs it, and records
-the seconds from SIGSTOP to ``pgconn_agent_up 0``, to the ``timeout`` poll error, and from
-SIGCONT to ``up 1``; every third cycle sends SIGHUP. ``good`` is scraped throughout: its
+the seconds from SIGSTOP to ``pgconn_agent_up 0``, to the ``timeout`` poll error, and to
+``up 1`` again (a new connection, the old backend still stopped); every third cycle sends
+SIGHUP. ``good`` is scraped throughout: its
 ``up`` must never read 0. Process RSS, fds and threads are read after the first cycle and at
 the end; the run ends with SIGTERM during a freeze (seconds to exit). Prints one JSON object.
 """
@@ -79,8 +80,10 @@ def main() -> None:
                                                              error="timeout") or 0) > e,
                                60, "the timeout error", every=0.05)
                     to_error.append(time.monotonic() - start)
+                    wait("stalls", 1.0, 60)
+                    to_up.append(time.monotonic() - start)
                     time.sleep(max(0.0, args.stop - (time.monotonic() - start)))
-                to_up.append(wait("stalls", 1.0, 120))
+                wait("stalls", 1.0, 60)
                 cycle += 1
                 if cycle % 3 == 0:
                     agent.signal(signal.SIGHUP)
@@ -98,7 +101,7 @@ def main() -> None:
     print(json.dumps({
         "seconds": args.seconds, "interval_s": args.interval, "freezes": cycle,
         "sigstop_to_up0_s": summary(to_down), "sigstop_to_timeout_error_s": summary(to_error),
-        "sigcont_to_up1_s": summary(to_up), "good_target_up0_samples": good_down,
+        "sigstop_to_up1_again_s": summary(to_up), "good_target_up0_samples": good_down,
         "after_first_cycle": vars(first) if first else None, "at_end": vars(last),
         "sigterm_during_freeze": {"exit_code": code, "seconds": round(took, 2)},
     }, indent=2))
