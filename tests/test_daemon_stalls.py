@@ -39,26 +39,23 @@ def test_stopped_backend_is_up_0_with_a_timeout_then_reconnects(
         wait_until(lambda: agent.value(COUNT, application_name="stalled-app") == 3, 15,
                    "the workload's sessions")
         [pid] = agent_backends(e2e_server)
-        samples: list[tuple[float, float | None, int]] = []
+        samples: list[tuple[float | None, int]] = []
+        timeouts = 0.0
         with stopped(pid):
             start = time.monotonic()
-            while time.monotonic() - start < INTERVAL + POLL_DEADLINE_S + 5:
-                rows = agent.samples()
-                up = next((v for n, lab, v in rows if n == UP and lab.get("target") == target),
-                          None)
-                data = sum(1 for n, lab, _ in rows
-                           if n.startswith(SERVER_DATA) and lab.get("target") == target)
-                samples.append((time.monotonic() - start, up, data))
-                if (agent.value(ERRORS, target=target, error="timeout") or 0) >= 1:
-                    break
+            while not timeouts and time.monotonic() - start < INTERVAL + POLL_DEADLINE_S + 5:
+                rows = [(n, lab, v) for n, lab, v in agent.samples()
+                        if lab.get("target") == target]
+                up = next((v for n, _, v in rows if n == UP), None)
+                timeouts = next(v for n, lab, v in rows
+                                if n == ERRORS and lab["error"] == "timeout")
+                samples.append((up, sum(1 for n, _, _ in rows if n.startswith(SERVER_DATA))))
                 time.sleep(0.1)
             to_error = time.monotonic() - start
-            assert (agent.value(ERRORS, target=target, error="timeout") or 0) >= 1, \
-                f"no timeout counted within {to_error:.1f}s of SIGSTOP"
-            to_down = next(t for t, up, _ in samples if up == 0)
-            print(f"SIGSTOP -> up 0: {to_down:.1f}s, -> timeout error: {to_error:.1f}s")
-            assert to_error <= INTERVAL + POLL_DEADLINE_S + 2
-            assert all(data == 0 for _, up, data in samples if up == 0), \
+            assert timeouts >= 1 and to_error <= INTERVAL + POLL_DEADLINE_S + 2, \
+                f"{timeouts} timeouts counted within {to_error:.1f}s of SIGSTOP"
+            assert any(up == 0 for up, _ in samples), "up never read 0 during the freeze"
+            assert all(data == 0 for up, data in samples if up == 0), \
                 "server data exported while the target was down"
             # A new connection while the old backend is still stopped: back to up 1.
             wait_until(lambda: agent.value(UP, target=target) == 1, 15, "up 1 again")
@@ -91,7 +88,6 @@ def test_sigterm_during_a_hang_exits_0_within_5s_with_a_last_export(
                 wait_until(lambda: (agent.value(SKIPPED, target=target) or 0) >= 1, 10,
                            "a poll hanging on the stopped backend")
                 code, took = agent.stop(timeout=15)
-            print(f"SIGTERM -> exit during a hang: {took:.2f}s")
             assert code == 0 and took < 5, (code, took, agent.stderr()[-2000:])
             assert receiver.latest_value(c.AGENT_UP.name, target=target) is not None, \
                 "no last export"
