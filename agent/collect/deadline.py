@@ -12,10 +12,11 @@ Why this design, of the ones psycopg 3 allows:
 - An ``AsyncConnection`` under ``asyncio.timeout`` would turn the whole collect path into
   coroutines for one feature, and on cancellation psycopg itself waits again for the server.
 
-So at the deadline a thread sends a cancel request (libpq >= 17's non-blocking
-cancel, bounded by ``CANCEL_TIMEOUT_S``), then ``shutdown(2)``s the connection's socket. The
-descriptor stays valid (it is not closed), so the poll thread's wait wakes at once with
-end-of-file and psycopg raises; the connection is then broken and the poll thread closes it.
+So at the deadline a thread sends a cancel request (libpq >= 17's non-blocking cancel, bounded
+by ``CANCEL_TIMEOUT_S``; with an older libpq, whose cancel blocks unbounded, none is sent), then
+``shutdown(2)``s the connection's socket. The descriptor stays valid (it is not closed), so the
+poll thread's wait wakes at once with end-of-file and psycopg raises; the connection is then
+broken and the poll thread closes it.
 The poll thread disarms the deadline (waiting for a firing one to finish) before it touches the
 connection again, so the two threads never use the connection at the same time. One watchdog
 thread keeps every armed deadline (arming costs a heap push, not a thread per poll); a thread
@@ -77,10 +78,11 @@ class Deadline:
             if self._disarmed or self.fired:
                 return
             self.timed_out = True
-            try:
-                self.conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
-            except (psycopg.Error, OSError) as exc:
-                log.debug("cancel request failed", extra={"error": str(exc)})
+            if psycopg.capabilities.has_cancel_safe():
+                try:
+                    self.conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
+                except (psycopg.Error, OSError) as exc:
+                    log.debug("cancel request failed", extra={"error": str(exc)})
             _shut_down(self.conn)
 
     def expire(self) -> None:
