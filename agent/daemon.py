@@ -25,10 +25,15 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from . import logs
+from . import logs, webconfig
 from .aggregate.attribution import attribute
-from .aggregate.points import points
+from .aggregate.join import pairings_for, relabel
+from .aggregate.points import PointSet, points
+from .aggregate.pooler import pooler_points
 from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S, TargetClient
+from .collect.pgbouncer import is_pgbouncer
+from .collect.pgbouncer.board import PoolerBoard
+from .collect.pgbouncer.console import ConsoleClient
 from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
@@ -47,12 +52,15 @@ poll); after that the next poll is overdue and the target's data is dropped, ``u
 class TargetRunner:
     """Polls one target; failures back off exponentially (capped) before reconnecting."""
 
-    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState) -> None:
+    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
+                 poolers: PoolerBoard | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
-        self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups)
+        self.poolers = poolers or PoolerBoard()
+        self.client: TargetClient | ConsoleClient = (
+            ConsoleClient(target) if is_pgbouncer(target.dsn) else
+            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups))
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -60,6 +68,7 @@ class TargetRunner:
         self.last_error: str | None = None
         self.idle = threading.Event()
         self.idle.set()
+        self.closed = False
         state.claim(target.name, self)
 
     def poll(self) -> None:
@@ -76,12 +85,9 @@ class TargetRunner:
     def _attempt(self) -> None:
         start = time.perf_counter()
         try:
-            snapshot = self.client.poll()
-            attribution = attribute(snapshot, dimensions=self.config.dimensions,
-                                    max_groups=self.config.max_groups)
-            self.state.publish(self.target.name,
-                               points(attribution, max_groups=self.config.max_groups),
-                               owner=self, fresh_for=2 * self.target.interval + STALE_GRACE_S)
+            # Current until the next poll is overdue (see STALE_GRACE_S).
+            self.state.publish(self.target.name, self._points(), owner=self,
+                               fresh_for=2 * self.target.interval + STALE_GRACE_S)
         except PollAborted:
             return  # removed or stopping: nothing to report
         except TargetError as exc:
@@ -101,7 +107,22 @@ class TargetRunner:
             self.last_attempt = time.monotonic()
         self.state.record_duration(self.target.name, time.perf_counter() - start, owner=self)
 
+    def _points(self) -> PointSet:
+        if isinstance(self.client, ConsoleClient):
+            pooled = self.client.poll()
+            if not self.closed:  # a removed target's late poll joins nothing
+                self.poolers.put(pooled)
+            return pooler_points(pooled, max_groups=self.config.max_groups)
+        snapshot = self.client.poll()
+        # Named after the clients holding the backends through PgBouncer targets, if any.
+        snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
+                                                  self.poolers.latest()))
+        attribution = attribute(snapshot, dimensions=self.config.dimensions,
+                                max_groups=self.config.max_groups)
+        return points(attribution, max_groups=self.config.max_groups)
+
     def _failed(self, kind: str, message: str) -> None:
+        self.poolers.drop(self.target.name)
         self.state.fail(self.target.name, kind, owner=self)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
@@ -113,6 +134,8 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
+        self.closed = True
+        self.poolers.drop(self.target.name)
         self.client.close()
 
 
@@ -127,12 +150,14 @@ class Daemon:
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
+        self.poolers = PoolerBoard()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
         self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self.skips: dict[str, int] = {}
         self.http: AgentHTTPServer | None = None
+        self.web: webconfig.WebConfig | None = None
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
 
@@ -159,7 +184,7 @@ class Daemon:
         return True, "ok"
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state)
+        runner = TargetRunner(target, self.config, self.state, self.poolers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
@@ -172,16 +197,45 @@ class Daemon:
         self.runners.pop(name).close()
         self.skips.pop(name, None)
 
-    def _start_http(self, config: cfg.Config) -> None:
-        if config.listen:
-            self.http = AgentHTTPServer(config.listen, self.telemetry.producer, self.ready)
+    def _start_http(self, listen: str | None, web: webconfig.WebConfig | None) -> None:
+        if listen:
+            self.http = AgentHTTPServer(listen, self.telemetry.producer, self.ready, web)
             self.http.start()
+        self.web = web
+
+    def _apply_listener(self, new: cfg.Config) -> cfg.Config:
+        """Move the listener to a new address, and re-read a web config file (its
+        certificates too) on every reload; a file or an address that fails keeps the running
+        listener."""
+        old = self.config
+        if (new.listen, new.web_config_file) == (old.listen, None):
+            return new
+        kept = dataclasses.replace(new, listen=old.listen, web_config_file=old.web_config_file)
+        try:
+            web = _web_config(new)
+        except AgentError as exc:
+            log.error("web config rejected, keeping the running listener",
+                      extra={"error": str(exc)})
+            return kept
+        running = self.web
+        if self.http:
+            self.http.stop()
+            self.http = None
+        try:
+            self._start_http(new.listen, web)
+        except OSError as exc:
+            log.error("cannot serve on the new address, keeping the old one",
+                      extra={"listen": new.listen, "error": exc.strerror or str(exc)})
+            self._start_http(old.listen, running)
+            return kept
+        log.info("listening", extra={"listen": self.http.address if self.http else None})
+        return new
 
     def _apply(self, new: cfg.Config) -> cfg.Config:
         """Apply the settings outside the targets: logging, OTLP export, the HTTP listener.
 
-        Returns the configuration in effect: rejected OTLP settings, or an address the
-        listener cannot bind, are logged and the running ones kept.
+        Returns the configuration in effect: rejected OTLP or listener settings are logged and
+        the running ones kept.
         """
         old = self.config
         if (new.log_format, new.log_level) != (old.log_format, old.log_level):
@@ -197,19 +251,7 @@ class Daemon:
                 self.telemetry.shutdown()
                 self.telemetry = telemetry
                 self.telemetry.start()
-        if new.listen != old.listen:
-            if self.http:
-                self.http.stop()
-                self.http = None
-            try:
-                self._start_http(new)
-            except OSError as exc:
-                log.error("cannot serve on the new address, keeping the old one",
-                          extra={"listen": new.listen, "error": exc.strerror or str(exc)})
-                self._start_http(old)
-                return dataclasses.replace(new, listen=old.listen)
-            log.info("listening", extra={"listen": self.http.address if self.http else None})
-        return new
+        return self._apply_listener(new)
 
     def reload(self) -> None:
         try:
@@ -237,7 +279,7 @@ class Daemon:
         log.info("configuration reloaded", extra={"targets": sorted(new_targets)})
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
-        self._start_http(self.config)
+        self._start_http(self.config.listen, _web_config(self.config))
         for target in self.config.targets:
             self._schedule(target)
         self.scheduler.start()
@@ -283,6 +325,10 @@ class Daemon:
             logging.shutdown()
             os._exit(code)
         sys.exit(code)
+
+
+def _web_config(config: cfg.Config) -> webconfig.WebConfig | None:
+    return webconfig.load(config.web_config_file) if config.web_config_file else None
 
 
 def _now_plus(seconds: float) -> Any:

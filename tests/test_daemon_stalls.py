@@ -19,7 +19,9 @@ from test_daemon_faults import COUNT, ERRORS, POLLS, SERVER_DATA, SKIPPED, UP, n
 
 from agent import contract as c
 from agent.collect.client import POLL_DEADLINE_S
+from agent.config import default_target_name
 from agent.pgserver import LocalServer, free_port
+from agent.pooler_server import LocalBouncer
 from agent.workload import Workload
 
 INTERVAL = 0.5
@@ -71,6 +73,20 @@ def test_stopped_backend_is_up_0_with_a_timeout_then_reconnects(
         code, _ = agent.stop()
         assert code == 0
         assert "Traceback" not in agent.stderr()
+
+
+def test_stopped_pgbouncer_is_up_0_with_a_timeout(e2e_server: LocalServer) -> None:
+    with LocalBouncer(e2e_server) as bouncer:
+        target = default_target_name(bouncer.console_dsn())
+        with run(bouncer.console_dsn(), interval=INTERVAL) as agent:
+            agent.started()
+            wait_until(lambda: agent.value(UP, target=target) == 1, 15, "the console polled")
+            with stopped(bouncer.pid):
+                wait_until(lambda: (agent.value(ERRORS, target=target, error="timeout") or 0)
+                           >= 1, INTERVAL + POLL_DEADLINE_S + 3, "a timeout of the console")
+                assert agent.value(UP, target=target) == 0
+                code, took = agent.stop()
+            assert code == 0 and took < 5, (code, took)
 
 
 def test_sigterm_during_a_hang_exits_0_within_5s_with_a_last_export(

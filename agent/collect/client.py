@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -13,9 +12,9 @@ from psycopg import conninfo, errors
 
 from .. import contract
 from ..config import Target, read_password
-from ..errors import PollAborted, TargetError
+from ..errors import TargetError
 from . import queries
-from .deadline import Deadline
+from .deadline import Guarded
 from .settings import normalise
 from .snapshot import (
     ActivityGroup,
@@ -118,18 +117,20 @@ class TargetClient:
         self.show_queries = show_queries
         self.dimensions = dimensions
         self.max_groups = max_groups
-        self._conn: psycopg.Connection[Any] | None = None
+        self._guard: Guarded[psycopg.Connection[Any]] = Guarded(target.name, POLL_DEADLINE_S)
         self._since: datetime | None = None
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
         self._recent_pids: frozenset[int] | None = None
-        self._busy = threading.Lock()
-        self._closing = False
-        self._armed: Deadline | None = None
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        return self._guard.connected
+
+    @property
+    def backend_pid(self) -> int | None:
+        conn = self._guard.conn
+        return conn.info.backend_pid if conn is not None else None
 
     def connect(self) -> None:
         if self.connected:
@@ -139,10 +140,11 @@ class TargetClient:
             conn = psycopg.connect(connection_string(self.target), autocommit=True)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
-        self._conn = conn
+        self._guard.conn = conn
         # Session-level SET: pg_settings.reset_val keeps showing the server's values.
-        self._guarded(lambda: conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                                           f"SET lock_timeout = {LOCK_TIMEOUT_MS}"))
+        self._guard.run(lambda c: c.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
+                                            f"SET lock_timeout = {LOCK_TIMEOUT_MS}"),
+                        self._classify)
         self._since = None
         self._settings = None
         self._recent_pids = None
@@ -150,71 +152,18 @@ class TargetClient:
                                      "server_version": conn.info.server_version})
 
     def close(self) -> None:
-        """Drop the connection; a poll in flight is aborted and closes it when it returns."""
-        self._closing = True
-        armed = self._armed
-        if armed is not None:
-            armed.expire()
-        if self._busy.acquire(blocking=False):
-            try:
-                self._drop()
-            finally:
-                self._busy.release()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._guard.close()
 
     def poll(self) -> Snapshot:
         """Read one snapshot with one statement (one round trip); reconnects if needed."""
-        with self._busy:
-            try:
-                if self._closing:
-                    raise PollAborted(f"target {self.target.name}: closed")
-                self.connect()
-                assert self._conn is not None
-                conn = self._conn
-                snapshot = self._guarded(lambda: self._read(conn))
-            finally:
-                if self._closing:
-                    self._drop()
+        with self._guard.polling():
+            self.connect()
+            snapshot = self._guard.run(self._read, self._classify)
         self._since = snapshot.taken_at
         return snapshot
 
-    def _guarded(self, work: Callable[[], R]) -> R:
-        """``work`` on the connection under the deadline; a late, aborted or broken call drops
-        the connection (the next poll reconnects)."""
-        assert self._conn is not None
-        deadline = Deadline(self._conn, POLL_DEADLINE_S)
-        self._armed = deadline
-        try:
-            with deadline:
-                if self._closing:
-                    deadline.expire()
-                result = work()
-        except psycopg.Error as exc:
-            error = classify(exc, self.target.name)
-            if self._conn.broken or error.kind == "connect" or deadline.fired:
-                self._drop()
-            if deadline.aborted:
-                raise PollAborted(f"target {self.target.name}: aborted") from None
-            if deadline.timed_out:
-                raise self._late() from None
-            raise error from None
-        finally:
-            self._armed = None
-        if deadline.fired:  # the answer came as the deadline fired: the socket is gone
-            self._drop()
-            if deadline.aborted:
-                raise PollAborted(f"target {self.target.name}: aborted")
-            raise self._late()
-        return result
-
-    def _late(self) -> TargetError:
-        return TargetError("timeout", f"target {self.target.name}: timeout: no answer within "
-                                      f"{POLL_DEADLINE_S:g} s; statement cancelled, "
-                                      f"connection dropped")
+    def _classify(self, exc: Exception) -> TargetError:
+        return classify(exc, self.target.name)
 
     def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
         version = conn.info.server_version

@@ -25,6 +25,7 @@ is started only for a deadline that fires.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -32,13 +33,99 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 
+from ..errors import PollAborted, TargetError
+
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 1.0
+R = TypeVar("R")
+C = TypeVar("C", bound="psycopg.Connection[Any]")
+
+
+class Guarded(Generic[C]):
+    """One target's connection: polls run on it under a deadline, and ``close`` may come from
+    any thread (a removal, a stop) while a poll is in flight: it aborts that poll."""
+
+    def __init__(self, target: str, seconds: float) -> None:
+        self.target = target
+        self.seconds = seconds
+        self.conn: C | None = None
+        self._busy = threading.Lock()
+        self._closing = False
+        self._armed: Deadline | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    @contextlib.contextmanager
+    def polling(self) -> Iterator[None]:
+        """Hold the connection for one poll; a closed holder refuses, and cleans up after."""
+        with self._busy:
+            try:
+                if self._closing:
+                    raise PollAborted(f"target {self.target}: closed")
+                yield
+            finally:
+                if self._closing:
+                    self.drop()
+
+    def run(self, work: Callable[[C], R], classify: Callable[[Exception], TargetError],
+            catch: tuple[type[Exception], ...] = (psycopg.Error,)) -> R:
+        """``work(conn)`` under the deadline; a late, aborted or broken call drops the
+        connection (the next poll reconnects)."""
+        conn = self.conn
+        assert conn is not None
+        deadline = Deadline(conn, self.seconds)
+        self._armed = deadline
+        try:
+            with deadline:
+                if self._closing:
+                    deadline.expire()
+                result = work(conn)
+        except catch as exc:
+            error = classify(exc)
+            if conn.broken or error.kind == "connect" or deadline.fired:
+                self.drop()
+            raise self._fired(deadline) or error from None
+        finally:
+            self._armed = None
+        failure = self._fired(deadline)
+        if failure:  # the answer came as the deadline fired: the socket is gone
+            self.drop()
+            raise failure
+        return result
+
+    def _fired(self, deadline: Deadline) -> Exception | None:
+        if deadline.aborted:
+            return PollAborted(f"target {self.target}: aborted")
+        if deadline.timed_out:
+            return TargetError("timeout", f"target {self.target}: timeout: no answer within "
+                                          f"{self.seconds:g} s; statement cancelled, "
+                                          f"connection dropped")
+        return None
+
+    def close(self) -> None:
+        """Drop the connection; a poll in flight is aborted and drops it when it returns."""
+        self._closing = True
+        armed = self._armed
+        if armed is not None:
+            armed.expire()
+        if self._busy.acquire(blocking=False):
+            try:
+                self.drop()
+            finally:
+                self._busy.release()
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class Deadline:
