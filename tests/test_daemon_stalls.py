@@ -8,11 +8,14 @@ target, and reloads that change every setting.
 
 from __future__ import annotations
 
+import base64
 import signal
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
+import bcrypt
 from agent_e2e import Agent, agent_backends, blackhole, stopped, wait_until
 from otlp_receiver import HttpReceiver
 from test_daemon_faults import COUNT, ERRORS, POLLS, SERVER_DATA, SKIPPED, UP, name_of, run
@@ -210,3 +213,48 @@ def test_reload_applies_listen_logging_otlp_and_a_lower_max_groups(
 
 def opened_series(agent: Agent) -> list[dict[str, str]]:
     return [lab for n, lab, _ in agent.samples() if n == OPENED and lab.get("target") == "db"]
+
+
+def test_reload_reads_the_web_config_file_again(e2e_server: LocalServer,
+                                                tmp_path: Path) -> None:
+    def user_hash(password: str) -> str:
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+
+    def healthz(agent: Agent, password: str | None = None) -> int:
+        request = urllib.request.Request(agent.url + "/healthz")
+        if password:
+            token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def reload(agent: Agent) -> None:
+        moves = sum(1 for r in agent.logs() if r.get("msg") == "listening")
+        agent.signal(signal.SIGHUP)
+        record = wait_until(lambda: [r for r in agent.logs() if r.get("msg") == "listening"]
+                            [moves:], 10, "the listener restarted")[-1]
+        agent.listen = str(record["listen"])
+
+    config, web = tmp_path / "agent.toml", tmp_path / "web.yml"
+    agent_table = f'[agent]\ninterval = {INTERVAL}\nlisten = "127.0.0.1:0"\n'
+    targets = f'[[targets]]\nname = "db"\ndsn = "{e2e_server.dsn()}"\n'
+    config.write_text(f"{agent_table}\n{targets}")
+    with Agent(["--config", str(config)]) as agent:
+        agent.started()
+        assert healthz(agent) == 200
+        web.write_text(f"basic_auth_users:\n  prometheus: '{user_hash('first')}'\n")
+        config.write_text(f'{agent_table}web_config_file = "{web}"\n\n{targets}')
+        reload(agent)
+        assert (healthz(agent), healthz(agent, "first")) == (401, 200)
+        web.write_text(f"basic_auth_users:\n  prometheus: '{user_hash('second')}'\n")
+        reload(agent)  # same path, new content (a rotated password or certificate)
+        assert (healthz(agent, "first"), healthz(agent, "second")) == (401, 200)
+        web.write_text("basic_auth_users: [\n")
+        agent.signal(signal.SIGHUP)
+        wait_until(lambda: any(r.get("level") == "error" and str(web) in str(r.get("error"))
+                               for r in agent.logs()), 10, "the rejected file")
+        assert healthz(agent, "second") == 200
+        assert "Traceback" not in agent.stderr()
