@@ -141,10 +141,14 @@ class TargetClient:
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
         self._guard.conn = conn
-        # Session-level SET: pg_settings.reset_val keeps showing the server's values.
-        self._guard.run(lambda c: c.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                                            f"SET lock_timeout = {LOCK_TIMEOUT_MS}"),
-                        self._classify)
+        try:
+            # Session-level SET: pg_settings.reset_val keeps showing the server's values.
+            self._guard.run(lambda c: c.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+                                                f"; SET lock_timeout = {LOCK_TIMEOUT_MS}"),
+                            self._classify)
+        except TargetError:
+            self._guard.drop()  # never poll without the agent's own timeouts
+            raise
         self._since = None
         self._settings = None
         self._recent_pids = None
