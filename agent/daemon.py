@@ -60,7 +60,8 @@ class TargetRunner:
         self.poolers = poolers or PoolerBoard()
         self.client: TargetClient | ConsoleClient = (
             ConsoleClient(target) if is_pgbouncer(target.dsn) else
-            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups))
+            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups,
+                         client_processes=config.client_processes))
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -265,8 +266,9 @@ class Daemon:
         new = self._apply(new)
         old_targets = {t.name: t for t in self.config.targets}
         new_targets = {t.name: t for t in new.targets}
-        same_rules = (new.dimensions, new.max_groups) == (self.config.dimensions,
-                                                          self.config.max_groups)
+        same_rules = ((new.dimensions, new.max_groups, new.client_processes)
+                      == (self.config.dimensions, self.config.max_groups,
+                          self.config.client_processes))
         if new.max_groups != self.config.max_groups:
             self.state.set_max_groups(new.max_groups)
         self.config = new

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,14 +143,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Agent:
     """``pgconn-agent run ... --log-format json`` in a subprocess; stderr goes to a file.
 
+    ``command`` runs the agent some other way (test_image.py: inside the container image);
     ``log_format=None`` leaves the format to the config file (which must then say json for
     ``started()`` to find its line).
     """
 
     def __init__(self, args: list[str], env: Mapping[str, str] | None = None,
-                 log_format: str | None = "json") -> None:
-        self.args = [str(AGENT), "run", *args, *(["--log-format", log_format] if log_format
-                                                 else [])]
+                 command: Sequence[str] = (str(AGENT),), log_format: str | None = "json") -> None:
+        self.args = [*command, "run", *args, *(["--log-format", log_format] if log_format
+                                               else [])]
         self.env = clean_env(**(env or {}))
         # Lives as long as the process; closed and removed by close().
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115

@@ -41,7 +41,8 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
     if is_pgbouncer(target.dsn):
         return pooler_report(target, t)
     client = TargetClient(target, show_queries=config.show_queries,
-                          dimensions=config.dimensions, max_groups=config.max_groups)
+                          dimensions=config.dimensions, max_groups=config.max_groups,
+                          client_processes=config.client_processes)
     try:
         snapshot = client.poll()
     except TargetError as exc:
