@@ -26,8 +26,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
 from . import logs, webconfig
-from .aggregate.attribution import attribute
-from .aggregate.join import pairings_for, relabel
 from .aggregate.points import PointSet, points
 from .aggregate.pooler import pooler_points
 from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S, TargetClient
@@ -38,6 +36,8 @@ from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
 from .export.state import MetricsState
+from .pipeline import observe, server_client
+from .spec import PollError
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
@@ -59,9 +59,7 @@ class TargetRunner:
         self.state = state
         self.poolers = poolers or PoolerBoard()
         self.client: TargetClient | ConsoleClient = (
-            ConsoleClient(target) if is_pgbouncer(target.dsn) else
-            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups,
-                         client_processes=config.client_processes))
+            ConsoleClient(target) if is_pgbouncer(target.dsn) else server_client(target, config))
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -94,10 +92,10 @@ class TargetRunner:
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
-            self._failed("connect", f"target {self.target.name}: {exc}")
+            self._failed(PollError.CONNECT, f"target {self.target.name}: {exc}")
         except Exception as exc:  # a bug in one poll must not stop the target's schedule
             log.exception("poll crashed", extra={"target": self.target.name})
-            self._failed("query", f"target {self.target.name}: {type(exc).__name__}")
+            self._failed(PollError.QUERY, f"target {self.target.name}: {type(exc).__name__}")
         else:
             if self.failures:
                 log.info("target recovered", extra={"target": self.target.name,
@@ -114,13 +112,8 @@ class TargetRunner:
             if not self.closed:  # a removed target's late poll joins nothing
                 self.poolers.put(pooled)
             return pooler_points(pooled, max_groups=self.config.max_groups)
-        snapshot = self.client.poll()
-        # Named after the clients holding the backends through PgBouncer targets, if any.
-        snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
-                                                  self.poolers.latest()))
-        attribution = attribute(snapshot, dimensions=self.config.dimensions,
-                                max_groups=self.config.max_groups)
-        return points(attribution, max_groups=self.config.max_groups)
+        observed = observe(self.client.poll(), self.target, self.config, self.poolers.latest())
+        return points(observed.attribution, max_groups=self.config.max_groups)
 
     def _failed(self, kind: str, message: str) -> None:
         self.poolers.drop(self.target.name)

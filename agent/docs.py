@@ -1,8 +1,10 @@
-"""Generate ``docs/metrics.md`` from the contract: ``python -m agent.docs > docs/metrics.md``."""
+"""Generate ``docs/metrics.md`` from the contract: ``python -m agent.docs > docs/metrics.md``;
+and the spec's table of diagnose vs alert thresholds kept in ``alerts/README.md``."""
 
 from __future__ import annotations
 
 from . import contract as c
+from . import spec
 
 INGESTION = [
     "## Instruments",
@@ -61,8 +63,32 @@ def metrics_markdown() -> str:
         lines.append(f"| `{m.name}` | {m.instrument.value} | `{m.unit or '(none)'}` | {attrs} | "
                      f"`{m.prometheus_name}` | {m.description} |")
     lines += ["", "`pgconn_agent.poll.duration` buckets (seconds): "
-              + ", ".join(f"{b:g}" for b in c.POLL_DURATION_BUCKETS), "", *INGESTION]
+              + ", ".join(f"{b:g}" for b in c.POLL_DURATION_BUCKETS), "",
+              *_attribute_values(), *INGESTION]
     return "\n".join(lines)
+
+
+def _attribute_values() -> list[str]:
+    lines = ["## Attribute values", "", "Attributes whose values are a closed set "
+             "(declared in `agent/spec.py`):", "", "| attribute | values |", "|---|---|"]
+    for name, values in spec.ATTRIBUTE_VALUES.items():
+        lines.append(f"| `{name}` | {', '.join(f'`{v}`' for v in values)} |")
+    return [*lines, ""]
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def twins_markdown() -> str:
+    """Diagnose thresholds beside the alert thresholds for the same condition (spec.TWINS)."""
+    rows = ["| `[thresholds]` key (diagnose) | default | alert threshold | default | why they "
+            "differ |", "|---|---|---|---|---|"]
+    for tw in spec.TWINS:
+        d, a = spec.DIAGNOSE[tw.diagnose], spec.ALERTS[tw.alert]
+        rows.append(f"| `{d.name}` | {_number(d.default)} | `{a.name}` | {_number(a.default)} | "
+                    f"{tw.differs or 'the same'} |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 
 from agent import alert_rules, config, contract, spec
 from agent.diagnose.findings import Finding, Severity
+from agent.docs import twins_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS)
@@ -97,6 +98,11 @@ def test_helm_schema_of_agent_thresholds_is_the_spec() -> None:
         assert ("maximum" in prop) == t.is_ratio
 
 
+def test_alerts_readme_shows_diagnose_beside_alert_thresholds() -> None:
+    assert twins_markdown() in (ROOT / "alerts/README.md").read_text("utf-8"), (
+        "paste agent.docs.twins_markdown() into alerts/README.md")
+
+
 def test_readme_thresholds_block_shows_every_key_with_its_default() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     block = readme.split("\n[thresholds]", 1)[1].split("\n\n", 1)[0]
@@ -146,11 +152,11 @@ def test_contract_attribute_values_come_from_the_spec() -> None:
     assert tuple(spec.SessionOutcome) == contract.SESSION_OUTCOMES
 
 
-def test_the_poll_error_kinds_classify_returns_are_declared() -> None:
-    source = _text("agent/collect/client.py", "agent/daemon.py")
-    kinds = set(re.findall(r"kind = \"(\w+)\"|\(\"(\w+)\", \(", source))
-    used = {k for pair in kinds for k in pair if k}
-    assert used and used <= set(spec.PollError)
+def test_poll_error_kinds_are_named_by_the_enum_not_spelled_out() -> None:
+    source = _text("agent/collect/*.py", "agent/daemon.py", "agent/diagnose/findings.py")
+    spelled = {k for k in spec.PollError if f'"{k.value}"' in source}
+    assert not spelled
+    assert {k for k in spec.PollError if f"PollError.{k.name}" in source} == set(spec.PollError)
 
 
 def test_idle_in_transaction_regex_matches_exactly_the_states() -> None:

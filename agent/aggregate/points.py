@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from .. import contract as c
 from .attribution import Attribution, Chain, project
-from .cap import Key, cap, merge_into
+from .cap import Attributes as Attributes
+from .cap import Key, cap, cap_series, merge_into
 from .processes import process_points
 
-Attributes = tuple[tuple[str, str], ...]
 Points = dict[str, list[tuple[Attributes, float]]]
 
 
@@ -128,10 +128,11 @@ def _merged(name: str, pts: list[tuple[Attributes, float]]) -> list[tuple[Attrib
 
 def _opened(a: Attribution, max_groups: int) -> list[tuple[Attributes, float]]:
     """New backends since the last poll per (application_name, client_addr), capped."""
-    acc: dict[Key, int] = {}
-    merge_into(acc, (((a.value(g.key, "application_name") or "",
-                       a.value(g.key, "client_addr") or ""), g.opened)
-                     for g in a.groups if g.opened), int.__add__)
-    capped, _ = cap(acc, max_groups, float, int.__add__)
-    return [(_attrs(a.target, a.dimensions, (("application_name", app), ("client_addr", addr))),
-             float(n)) for (app, addr), n in sorted(capped.items())]
+    acc: dict[Attributes, float] = {}
+    for g in a.groups:
+        if g.opened:
+            attrs = _attrs(a.target, a.dimensions, (
+                ("application_name", a.value(g.key, "application_name") or ""),
+                ("client_addr", a.value(g.key, "client_addr") or "")))
+            acc[attrs] = acc.get(attrs, 0.0) + g.opened
+    return sorted(cap_series(acc, max_groups).items())

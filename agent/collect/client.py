@@ -13,6 +13,7 @@ from psycopg import conninfo, errors
 from .. import contract
 from ..config import Target, read_password
 from ..errors import TargetError
+from ..spec import PollError
 from . import processes, queries
 from .deadline import Guarded
 from .settings import normalise
@@ -65,13 +66,15 @@ def connection_string(target: Target) -> str:
 
 
 _CONNECT_FAILURES = (
-    ("too_many_connections", ("too many clients already", "remaining connection slots are",
-                              "too many connections for")),
-    ("auth", ("password authentication failed", "no pg_hba.conf entry", "no password supplied",
-              "pg_hba.conf rejects connection", "authentication failed", "does not exist",
-              "permission denied for database", "certificate", "does not match host name",
-              "SSL error", "SSL was required")),
-    ("timeout", ("timeout expired",)),
+    (PollError.TOO_MANY_CONNECTIONS, ("too many clients already",
+                                      "remaining connection slots are",
+                                      "too many connections for")),
+    (PollError.AUTH, ("password authentication failed", "no pg_hba.conf entry",
+                      "no password supplied", "pg_hba.conf rejects connection",
+                      "authentication failed", "does not exist",
+                      "permission denied for database", "certificate",
+                      "does not match host name", "SSL error", "SSL was required")),
+    (PollError.TIMEOUT, ("timeout expired",)),
 )
 """libpq reports connection-time errors as text only (no SQLSTATE reaches the client before a
 session exists), so these are matched on libpq's and the server's English messages; anything
@@ -91,17 +94,17 @@ def classify(exc: BaseException, target: str, *, connecting: bool = False) -> Ta
         first_line = " ".join(str(diag.message_primary).split())
     if connecting and not sqlstate:
         kind = next((k for k, needles in _CONNECT_FAILURES
-                     if any(n in first_line for n in needles)), "connect")
+                     if any(n in first_line for n in needles)), PollError.CONNECT)
     elif isinstance(exc, errors.TooManyConnections):
-        kind = "too_many_connections"
+        kind = PollError.TOO_MANY_CONNECTIONS
     elif isinstance(exc, errors.InvalidAuthorizationSpecification | errors.InvalidPassword):
-        kind = "auth"
+        kind = PollError.AUTH
     elif isinstance(exc, errors.QueryCanceled | errors.LockNotAvailable | TimeoutError):
-        kind = "timeout"
+        kind = PollError.TIMEOUT
     elif isinstance(exc, psycopg.OperationalError | OSError):
-        kind = "connect"
+        kind = PollError.CONNECT
     else:
-        kind = "query"
+        kind = PollError.QUERY
     return TargetError(kind, f"target {target}: {kind}: {first_line}")
 
 

@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 import psycopg
 
 from ..errors import PollAborted, TargetError
+from ..spec import PollError
 
 log = logging.getLogger(__name__)
 CANCEL_TIMEOUT_S = 1.0
@@ -90,7 +91,7 @@ class Guarded(Generic[C]):
                 result = work(conn)
         except catch as exc:
             error = classify(exc)
-            if conn.broken or error.kind == "connect" or deadline.fired:
+            if conn.broken or error.kind == PollError.CONNECT or deadline.fired:
                 self.drop()
             raise self._fired(deadline) or error from None
         finally:
@@ -105,9 +106,9 @@ class Guarded(Generic[C]):
         if deadline.aborted:
             return PollAborted(f"target {self.target}: aborted")
         if deadline.timed_out:
-            return TargetError("timeout", f"target {self.target}: timeout: no answer within "
-                                          f"{self.seconds:g} s; statement cancelled, "
-                                          f"connection dropped")
+            return TargetError(PollError.TIMEOUT,
+                               f"target {self.target}: timeout: no answer within "
+                               f"{self.seconds:g} s; statement cancelled, connection dropped")
         return None
 
     def close(self) -> None:

@@ -6,14 +6,12 @@ connections through a PgBouncer that is also a target.
 
 from __future__ import annotations
 
-from ..aggregate.attribution import attribute
-from ..aggregate.join import pairings_for, relabel
-from ..collect.client import TargetClient
 from ..collect.pgbouncer import is_pgbouncer
 from ..collect.pgbouncer.console import ConsoleClient
 from ..collect.pgbouncer.snapshot import PoolerSnapshot
 from ..config import Config, Target, Thresholds
 from ..errors import TargetError
+from ..pipeline import observe, server_client
 from .findings import Severity, diagnose, unreachable
 from .pooler import joined_findings, pooler_findings
 from .render import Report
@@ -40,22 +38,18 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
     t = thresholds or config.thresholds
     if is_pgbouncer(target.dsn):
         return pooler_report(target, t)
-    client = TargetClient(target, show_queries=config.show_queries,
-                          dimensions=config.dimensions, max_groups=config.max_groups,
-                          client_processes=config.client_processes)
+    client = server_client(target, config, show_queries=config.show_queries)
     try:
         snapshot = client.poll()
     except TargetError as exc:
         return Report(target.name, None, (unreachable(target.name, exc.kind, str(exc)),))
     finally:
         client.close()
-    pairings = pairings_for(snapshot, target.dsn, poolers)
-    snapshot = relabel(snapshot, pairings)
-    a = attribute(snapshot, dimensions=config.dimensions, max_groups=config.max_groups)
-    queries = {s.pid: s.query for s in snapshot.sessions if s.query is not None}
-    findings = sorted((*diagnose(a, t), *joined_findings(a, pairings, t)),
+    o = observe(snapshot, target, config, poolers)
+    queries = {s.pid: s.query for s in o.snapshot.sessions if s.query is not None}
+    findings = sorted((*diagnose(o.attribution, t), *joined_findings(o.attribution, o.pairings, t)),
                       key=lambda f: -f.severity)
-    return Report(target.name, a, tuple(findings), queries, pairings=pairings)
+    return Report(target.name, o.attribution, tuple(findings), queries, pairings=o.pairings)
 
 
 def diagnose_all(config: Config, thresholds: Thresholds | None = None) -> list[Report]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import contract as c
-from ..aggregate.cap import cap
+from ..aggregate.cap import cap_series
 from ..aggregate.points import Attributes, PointSet
 
 
@@ -69,7 +69,7 @@ class MetricsState:
             self._max_groups = max_groups
             for target, opened in self._opened.items():
                 if len(opened) > max_groups:
-                    self._opened[target] = _fold_opened(opened, max_groups)
+                    self._opened[target] = cap_series(opened, max_groups)
 
     def _known(self, target: str) -> None:
         """Start a target's agent counters at 0 for every kind, so ``increase()`` sees the
@@ -101,7 +101,7 @@ class MetricsState:
                     pending[attrs] = delta
             self._pending[target] = pending
             if len(opened) > self._max_groups:
-                self._opened[target] = _fold_opened(opened, self._max_groups)
+                self._opened[target] = cap_series(opened, self._max_groups)
             self._up[target] = 1.0
 
     def fail(self, target: str, kind: str, *, owner: object | None = None) -> None:
@@ -173,12 +173,3 @@ class MetricsState:
     def _stale(self) -> set[str]:
         now = time.monotonic()
         return {t for t, expires in self._expires.items() if now > expires}
-
-
-def _fold_opened(opened: dict[Attributes, float], limit: int) -> dict[Attributes, float]:
-    """Keep the busiest keys of one target's opened counter; fold the rest (bounded memory)."""
-    first = next(iter(opened))
-    target, names = first[0], tuple(name for name, _ in first[1:])
-    values = {tuple(v for _, v in attrs[1:]): n for attrs, n in opened.items()}
-    capped, _ = cap(values, limit, float, float.__add__)
-    return {(target, *zip(names, key, strict=True)): n for key, n in capped.items()}
