@@ -340,7 +340,8 @@ def _limit_alert() -> Alert:
 
     return Alert(
         "PostgreSQLConnectionLimitNearlyReached", _CONN, "warning",
-        ratio("role", "usename") + "\nor\n" + ratio("database", "datname"),
+        ratio(spec.LimitScope.ROLE, "usename") + "\nor\n"
+        + ratio(spec.LimitScope.DATABASE, "datname"),
         "connection_limit_for_seconds",
         "PostgreSQL {{ $labels.target }}: {{ $labels.scope }} {{ $labels.name }} is at "
         "{{ $value | humanizePercentage }} of its connection limit",

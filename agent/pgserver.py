@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL cluster (Debian's or npm's binaries) for the demo, tests, benchmarks.
 
 ``initdb`` refuses to run as root, so as root the cluster runs as the ``postgres`` user in a
-temporary directory that user owns; as anyone else it runs as that user.
+temporary directory that user owns; as anyone else it runs as that user. It ships in the
+runtime package (not under tests/) because ``pgconn-agent demo`` runs it.
 """
 
 from __future__ import annotations

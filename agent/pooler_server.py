@@ -1,7 +1,9 @@
 """A throwaway PgBouncer (Debian's binary) in front of a LocalServer, for tests and benchmarks.
 
 PgBouncer refuses to run as root, so as root it runs as ``postgres`` like the servers. It
-reaches the server over the server's unix socket; clients reach it on 127.0.0.1.
+reaches the server over the server's unix socket; clients reach it on 127.0.0.1. Test and
+benchmark harness only (the demo does not use it); it sits beside ``pgserver`` whose servers it
+fronts.
 """
 
 from __future__ import annotations

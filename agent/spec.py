@@ -309,10 +309,22 @@ class PoolerClientState(StrEnum):
     WAITING = "waiting"
 
 
+class PoolerServerState(StrEnum):
+    """The ``state`` of a PgBouncer server connection (``pgbouncer.pool.servers``)."""
+
+    ACTIVE = "active"
+    IDLE = "idle"
+    USED = "used"
+    TESTED = "tested"
+    LOGIN = "login"
+
+
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "error": tuple(PollError),
     "outcome": tuple(SessionOutcome),
     "scope": tuple(LimitScope),
+    "state (pgbouncer.pool.clients)": tuple(PoolerClientState),
+    "state (pgbouncer.pool.servers)": tuple(PoolerServerState),
 }
 """Attributes whose values are a closed set (docs/metrics.md lists them)."""
 

@@ -62,8 +62,8 @@ POOL_SATURATION_CRITICAL = spec.PANELS["pool_saturation_critical"]
 
 DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SCOPE = ('job=~"$job"', 'cluster=~"$cluster"', 'target=~"$target"')
-IDLE = 'state="idle"'
-IDLE_IN_TX = 'state=~"idle in transaction.*"'
+IDLE = f'state="{spec.State.IDLE}"'
+IDLE_IN_TX = f'state=~"{spec.IDLE_IN_TRANSACTION_REGEX}"'
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -394,17 +394,32 @@ def base(title: str, uid: str, description: str) -> gd.Dashboard:
 # Connections overview
 
 
+APPS = 'application_name=~"$application_name"'
+"""The overview's application filter (a multi-value variable)."""
+COUNT = c.CONNECTION_COUNT
+BY_APP = ("target", "application_name")
+BY_HOLDER = ("target", "application_name", "client_addr")
+
+
 def connections_overview() -> gd.Dashboard:
-    app = 'application_name=~"$application_name"'
-    count = c.CONNECTION_COUNT
-    by_app = ("target", "application_name")
-    by_holder = ("target", "application_name", "client_addr")
+    """Each row is one function below, in the order the rows appear."""
     d = (base("PostgreSQL connections (pgconn-agent)", OVERVIEW_UID,
               "Who holds the connection slots of each PostgreSQL target: by state, application, "
               "client host and holder group, with idle-in-transaction sessions, lock chains, "
               "churn, session outcomes, limits and the agent's own health.")
          .with_variable(application_variable(multi=True)))
 
+    d = _overview_capacity(d)
+    d = _overview_holders(d)
+    d = _overview_idle_transactions_and_locks(d)
+    d = _overview_churn(d)
+    d = _overview_settings_and_limits(d)
+    d = _overview_agent_health(d)
+    d = _overview_client_processes(d)
+    return d
+
+
+def _overview_capacity(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Capacity"))
     d = d.with_panel(
         gauge.Panel().title("Usable slots in use").datasource(DATASOURCE)
@@ -422,13 +437,13 @@ def connections_overview() -> gd.Dashboard:
         "Used / usable slots",
         "Client backends now, and the slots clients may use (max_connections minus reserved). "
         "Raising max_connections rarely fixes a full server: find the holder below first.",
-        query(f"sum by (target) ({sel(count)})", "used {{target}}", ref="A"),
+        query(f"sum by (target) ({sel(COUNT)})", "used {{target}}", ref="A"),
         query(usable(), "usable {{target}}", ref="B"),
         unit="none", thresholds=NEUTRAL, w=5, h=7))
     d = d.with_panel(single_stat(
         "Free usable slots",
         "Usable slots minus client backends. Red under 3, orange under 10.",
-        query(f"{usable()} - sum by (target) ({sel(count)})", "{{target}}"),
+        query(f"{usable()} - sum by (target) ({sel(COUNT)})", "{{target}}"),
         unit="none", thresholds=steps((None, "red"), (3, "orange"), (10, "green")), w=4, h=7))
     d = d.with_panel(series(
         "All backends by type",
@@ -437,13 +452,16 @@ def connections_overview() -> gd.Dashboard:
         query(f"sum by (target, backend_type) ({sel(c.BACKEND_COUNT)})",
               "{{target}} {{backend_type}}"),
         unit="none", w=10, h=7, stacked=True))
+    return d
 
+
+def _overview_holders(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Who holds the connections"))
     d = d.with_panel(series(
         "Client backends by state",
         "Client backends by state, stacked, with the usable limit as a dashed line. A wall of "
         "'idle' near the limit means client pools hold slots they do not use.",
-        query(f"sum by (target, state) ({sel(count)})", "{{target}} {{state}}", ref="A"),
+        query(f"sum by (target, state) ({sel(COUNT)})", "{{target}} {{state}}", ref="A"),
         query(usable(), "{{target}} usable limit", ref="B"),
         unit="none", w=12, h=9, stacked=True)
         .override_by_regexp(".* usable limit$", _limit_line()))
@@ -452,7 +470,7 @@ def connections_overview() -> gd.Dashboard:
         "Client backends per application_name (filtered by the Application variable). "
         "'(unset)' means the client sends no application_name: look at the host panel. "
         "Click a series to drill down into that application.",
-        query(f"sum by (target, application_name) ({sel(count, app)})",
+        query(f"sum by (target, application_name) ({sel(COUNT, APPS)})",
               "{{target}} {{application_name}}"),
         unit="none", w=12, h=9, stacked=True)
         .data_links(holder_links())
@@ -461,13 +479,13 @@ def connections_overview() -> gd.Dashboard:
         "Client backends by client host",
         "Client backends per client address ('local' for unix sockets). Several hosts with the "
         "same count usually mean one pool per instance multiplied by replicas.",
-        query(f"sum by (target, client_addr) ({sel(count, app)})", "{{target}} {{client_addr}}"),
+        query(f"sum by (target, client_addr) ({sel(COUNT, APPS)})", "{{target}} {{client_addr}}"),
         unit="none", w=12, h=9, stacked=True))
-    d = d.with_panel(Measure(count, "sum", "none", (IDLE,)).panel(
+    d = d.with_panel(Measure(COUNT, "sum", "none", (IDLE,)).panel(
         "Idle client backends by application and host",
         "Idle sessions per application and host: connections a pool keeps open without using "
         "them. A holder with many idle sessions for minutes is hoarding slots. Click a series "
-        "to drill down.", by_holder, app, h=9)
+        "to drill down.", BY_HOLDER, APPS, h=9)
         .data_links(holder_links())
         .links(runbook("PostgreSQLIdleConnectionHoarding")))
     d = d.with_panel(holders_table(
@@ -476,58 +494,64 @@ def connections_overview() -> gd.Dashboard:
         "first, with the oldest time in that state and the oldest open transaction. Click an "
         "application to drill down into it. Groups the agent's cardinality cap folded appear "
         "as '(other: folded by cardinality cap)'.",
-        ("target", "application_name", "client_addr", "usename", "datname", "state"), app,
+        ("target", "application_name", "client_addr", "usename", "datname", "state"), APPS,
         w=24, h=11))
+    return d
 
+
+def _overview_idle_transactions_and_locks(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Idle in transaction and locks"))
     d = d.with_panel(IDLE_IN_TX_COUNT.panel(
         "Idle in transaction by application",
         "Sessions inside an open transaction doing nothing: they hold their slot and their "
-        "locks until the client commits, rolls back or disconnects.", by_app, app)
+        "locks until the client commits, rolls back or disconnects.", BY_APP, APPS)
         .links(runbook("PostgreSQLIdleInTransaction")))
     d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by application",
         "Longest time a session of the application has been idle in transaction (now - "
-        "state_change). " + colours(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL) + ".", by_app, app))
+        "state_change). " + colours(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL) + ".", BY_APP, APPS))
     d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by application",
         "Longest-running transaction per application (now - xact_start), any state. Long "
         "transactions hold locks and hold back vacuum. "
         + colours(XACT_AGE_WARNING, XACT_AGE_CRITICAL) + ".",
-        by_app, app).links(runbook("PostgreSQLLongTransaction")))
+        BY_APP, APPS).links(runbook("PostgreSQLLongTransaction")))
     d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event type",
         "Active sessions that are waiting, by wait_event_type (Lock, LWLock, IO, Client...).",
-        ("target", "wait_event_type"), app))
+        ("target", "wait_event_type"), APPS))
     d = d.with_panel(LOCK_WAITERS.panel(
         "Lock waiters by application",
         "Sessions waiting for a heavyweight lock, by the waiting application and lock mode.",
-        ("target", "application_name", "mode"), app, w=8)
+        ("target", "application_name", "mode"), APPS, w=8)
         .links(runbook("PostgreSQLLockWaitsPilingUp")))
     d = d.with_panel(ROOT_BLOCKING.panel(
         "Root blockers by application",
         "Sessions queued behind each holder group's root blockers, directly or behind other "
         "waiters, by the root's application, host and state." + _ROOT_NOTE,
-        (*by_holder, "state"), app, w=8, suffix=" holds up")
+        (*BY_HOLDER, "state"), APPS, w=8, suffix=" holds up")
         .links(runbook("PostgreSQLBlockedByIdleInTransaction")))
     d = d.with_panel(DIRECT_BLOCKING.panel(
         "Blocked directly by application",
         "Sessions blocked directly (pg_blocking_pids) by each holder group's sessions, roots "
         "and intermediates alike: a waiter at the head of a tuple-lock queue blocks the ones "
         "behind it (state 'active') while itself waiting for the root. Compare with the root "
-        "blockers panel.", (*by_holder, "state"), app, w=8, suffix=" blocks"))
+        "blockers panel.", (*BY_HOLDER, "state"), APPS, w=8, suffix=" blocks"))
     d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait by application",
         "Longest current heavyweight-lock wait per waiting application. "
-        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", by_app, app, w=8))
-    d = d.with_panel(root_blockers_table(app, w=16, h=8))
+        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", BY_APP, APPS, w=8))
+    d = d.with_panel(root_blockers_table(APPS, w=16, h=8))
+    return d
 
+
+def _overview_churn(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Churn and session outcomes"))
     d = d.with_panel(OPENED.panel(
         "New connections per second by application and host",
         "Client backends opened per second (new backends seen by the agent's polls). A steady "
         "high rate means a client connects per request or a pool that keeps recycling.",
-        by_holder, app).links(runbook("PostgreSQLConnectionChurn")))
+        BY_HOLDER, APPS).links(runbook("PostgreSQLConnectionChurn")))
     d = d.with_panel(series(
         "Session outcomes per second",
         "pg_stat_database session counters per second by outcome: all sessions, abandoned "
@@ -536,7 +560,10 @@ def connections_overview() -> gd.Dashboard:
         query(f"sum by (target, outcome) (rate({sel(c.SESSIONS)}[$__rate_interval]))",
               "{{target}} {{outcome}}"),
         unit="cps", w=12, h=8))
+    return d
 
+
+def _overview_settings_and_limits(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Settings and limits"))
     d = d.with_panel(
         stat.Panel().title("Connection settings").datasource(DATASOURCE)
@@ -567,7 +594,10 @@ def connections_overview() -> gd.Dashboard:
         .links(runbook("PostgreSQLConnectionLimitNearlyReached"))
         .override_by_name("Limit", [gm.DynamicConfigValue(id_val="mappings", value=[
             {"type": "value", "options": {str(NONE_SET): {"text": "none set", "index": 0}}}])]))
+    return d
 
+
+def _overview_agent_health(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Agent health"))
     d = d.with_panel(
         stat.Panel().title("Agent up").datasource(DATASOURCE)
@@ -614,7 +644,10 @@ def connections_overview() -> gd.Dashboard:
               ref="B"),
         unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange")))
         .links(runbook("PgconnAgentGroupsFolded", "PgconnAgentSessionsHidden")))
+    return d
 
+
+def _overview_client_processes(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Client processes on the agent's host"))
     d = d.with_panel(
         table.Panel().title("Connections by client process").datasource(DATASOURCE)
@@ -652,7 +685,7 @@ def _limit_line() -> list[gm.DynamicConfigValue]:
 
 NONE_SET = -1
 """The limit a row of a scope without any limit shows (PostgreSQL's own "no limit" value)."""
-_SCOPES = (("role", "usename"), ("database", "datname"))
+_SCOPES = ((spec.LimitScope.ROLE, "usename"), (spec.LimitScope.DATABASE, "datname"))
 
 
 def _none_set(value: str, scope: str) -> str:
@@ -691,84 +724,101 @@ def _limit_usage() -> str:
 # Application drill-down
 
 
+THE_APP = 'application_name="$application_name"'
+"""The drill-down's one application."""
+BY_HOST = ("target", "client_addr")
+
+
 def application_drilldown() -> gd.Dashboard:
-    app = 'application_name="$application_name"'
-    count = c.CONNECTION_COUNT
+    """Each row is one function below, in the order the rows appear."""
     d = (base("PostgreSQL application drill-down (pgconn-agent)", DRILLDOWN_UID,
               "One application's connections: hosts and states over time, idle and "
               "idle-in-transaction ages, what it blocks and what it waits for.")
          .with_variable(application_variable(multi=False)))
 
+    d = _drilldown_holdings(d)
+    d = _drilldown_ages(d)
+    d = _drilldown_locks(d)
+    d = _drilldown_churn(d)
+    return d
+
+
+def _drilldown_holdings(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Holdings"))
     d = d.with_panel(single_stat(
         "Connections held",
         "Client backends of this application now.",
-        query(f"sum by (target) ({sel(count, app)})", "{{target}}"),
+        query(f"sum by (target) ({sel(COUNT, THE_APP)})", "{{target}}"),
         unit="none", thresholds=NEUTRAL, w=6, h=6))
     d = d.with_panel(single_stat(
         "Share of usable slots",
         "This application's client backends divided by the target's usable slots. "
         + colours(HOLDER_SHARE_WARNING, HOLDER_SHARE_CRITICAL)
         + ": one client holding most of the server.",
-        query(f"sum by (target) ({sel(count, app)}) / on (target) {usable()}", "{{target}}"),
+        query(f"sum by (target) ({sel(COUNT, THE_APP)}) / on (target) {usable()}", "{{target}}"),
         unit="percentunit", thresholds=coloured(HOLDER_SHARE_WARNING, HOLDER_SHARE_CRITICAL),
         w=6, h=6).links(runbook("PostgreSQLApplicationHoldsMostSlots")))
     d = d.with_panel(single_stat(
         "Idle share",
         "Fraction of this application's connections that are idle: high means its pools keep "
         "more connections than they use (over-sized pool, or one pool per client instance).",
-        query(f'(sum by (target) ({sel(count, app, IDLE)})'
-              f" or on (target) 0 * sum by (target) ({sel(count, app)}))"
-              f" / on (target) sum by (target) ({sel(count, app)})", "{{target}}"),
+        query(f'(sum by (target) ({sel(COUNT, THE_APP, IDLE)})'
+              f" or on (target) 0 * sum by (target) ({sel(COUNT, THE_APP)}))"
+              f" / on (target) sum by (target) ({sel(COUNT, THE_APP)})", "{{target}}"),
         unit="percentunit", thresholds=coloured(IDLE_SHARE_WARNING, IDLE_SHARE_CRITICAL),
         w=6, h=6).links(runbook("PostgreSQLIdleConnectionHoarding")))
     d = d.with_panel(single_stat(
         "Client hosts",
         "Distinct client hosts holding connections for this application.",
-        query(f"count by (target) (sum by (target, client_addr) ({sel(count, app)}))",
+        query(f"count by (target) (sum by (target, client_addr) ({sel(COUNT, THE_APP)}))",
               "{{target}}"),
         unit="none", thresholds=NEUTRAL, w=6, h=6))
-    d = d.with_panel(Measure(count, "sum", "none").panel(
+    d = d.with_panel(Measure(COUNT, "sum", "none").panel(
         "Connections by host and state",
         "This application's client backends per client host and state, stacked.",
-        ("target", "client_addr", "state"), app, w=16, h=9)
+        ("target", "client_addr", "state"), THE_APP, w=16, h=9)
         .links(runbook("PostgreSQLApplicationHostHoldsMostSlots")))
-    d = d.with_panel(Measure(count, "sum", "none").panel(
+    d = d.with_panel(Measure(COUNT, "sum", "none").panel(
         "Connections by user and database",
         "This application's client backends per role and database.",
-        ("target", "usename", "datname"), app, w=8, h=9))
+        ("target", "usename", "datname"), THE_APP, w=8, h=9))
     d = d.with_panel(holders_table(
         "Holder groups",
         "This application's groups (host, user, database, state) with the oldest time in state "
         "and the oldest open transaction.",
-        ("target", "application_name", "client_addr", "usename", "datname", "state"), app,
+        ("target", "application_name", "client_addr", "usename", "datname", "state"), THE_APP,
         w=24, h=9))
+    return d
 
-    by_host = ("target", "client_addr")
+
+def _drilldown_ages(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Ages"))
     d = d.with_panel(IDLE_AGE.panel(
         "Oldest idle session by host",
         "Longest time one of this application's sessions has been idle, per host. Idle for "
         "minutes while the server is full is a pool holding slots it does not need.",
-        by_host, app, w=8))
+        BY_HOST, THE_APP, w=8))
     d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by host",
         "Longest time one of this application's sessions has been idle in transaction, per "
         "host. " + colours(IDLE_IN_TX_WARNING, IDLE_IN_TX_CRITICAL)
-        + ": a transaction left open across an await or a network call.", by_host, app, w=8)
+        + ": a transaction left open across an await or a network call.", BY_HOST, THE_APP, w=8)
         .links(runbook("PostgreSQLIdleInTransaction")))
     d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by host and state",
         "Longest-running transaction of this application (now - xact_start) per host and "
-        "state. " + colours(XACT_AGE_WARNING, XACT_AGE_CRITICAL) + ".", (*by_host, "state"), app,
-        w=8))
+        "state. " + colours(XACT_AGE_WARNING, XACT_AGE_CRITICAL) + ".", (*BY_HOST, "state"),
+        THE_APP, w=8))
+    return d
 
+
+def _drilldown_locks(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Locks and waits"))
     d = d.with_panel(ROOT_BLOCKING.panel(
         "Sessions queued behind this application's root blockers",
         "Sessions (of any application) queued, directly or behind other waiters, behind this "
         "application's root blockers, per host and state." + _ROOT_NOTE,
-        (*by_host, "state"), app, w=8)
+        (*BY_HOST, "state"), THE_APP, w=8)
         .links(runbook("PostgreSQLBlockedByIdleInTransaction")))
     d = d.with_panel(DIRECT_BLOCKING.panel(
         "Sessions this application blocks",
@@ -776,11 +826,11 @@ def application_drilldown() -> gd.Dashboard:
         "blocking host and state, roots and intermediates alike. 'idle in transaction' here: "
         "the client left a transaction open while others wait for its locks. 'active' "
         "blockers are usually waiters that head a queue behind another blocker.",
-        (*by_host, "state"), app, w=8))
+        (*BY_HOST, "state"), THE_APP, w=8))
     d = d.with_panel(LOCK_WAITERS.panel(
         "This application's lock waits",
         "This application's sessions waiting for a heavyweight lock, by lock type and mode.",
-        ("target", "locktype", "mode"), app, w=8))
+        ("target", "locktype", "mode"), THE_APP, w=8))
     d = d.with_panel(ROOT_BLOCKING.panel(
         "Blockers on the same targets (what may block it)",
         "Root blockers on the targets, any application: the metrics do not pair a waiter with "
@@ -790,16 +840,20 @@ def application_drilldown() -> gd.Dashboard:
     d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait",
         "Longest current heavyweight-lock wait of this application's sessions, per database. "
-        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", ("target", "datname"), app, w=8))
+        + colours(LOCK_WAIT_WARNING, LOCK_WAIT_CRITICAL) + ".", ("target", "datname"), THE_APP,
+        w=8))
     d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event",
         "This application's active sessions that are waiting, by wait event type and event.",
-        ("target", "wait_event_type", "wait_event"), app, w=8))
+        ("target", "wait_event_type", "wait_event"), THE_APP, w=8))
+    return d
 
+
+def _drilldown_churn(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Churn"))
     d = d.with_panel(OPENED.panel(
         "New connections per second by host",
-        "Client backends this application opened per second, per host.", by_host, app, w=24))
+        "Client backends this application opened per second, per host.", BY_HOST, THE_APP, w=24))
     return d
 
 
@@ -812,7 +866,7 @@ def pgbouncer_pools() -> gd.Dashboard:
     app = 'application_name=~"$application_name"'
     pool = "target, database, user"
     clients, servers = c.POOLER_CLIENTS, c.POOLER_SERVERS
-    waiting = 'state="waiting"'
+    waiting = f'state="{spec.PoolerClientState.WAITING}"'
     d = (base("PgBouncer pools (pgconn-agent)", PGBOUNCER_UID,
               "PgBouncer targets (a DSN with dbname=pgbouncer): clients queueing for a pool at "
               "its size, the longest wait, pool saturation and limits, and the client "

@@ -27,14 +27,13 @@ from typing import Any
 
 import pytest
 from agent_e2e import Agent, wait_until
-from click.testing import CliRunner
+from diagnose_support import run_diagnose
 from hardening_support import CJK_63, DB_CONTROL, EURO_63, INJECTION, QUOTES, TERMINAL
 from otlp_receiver import GrpcReceiver, number
 from prometheus_server import Prometheus
 from psycopg import sql
 
 from agent import contract as c
-from agent.cli import main
 from agent.diagnose.render import safe
 from agent.pgserver import LocalServer
 from agent.workload import Workload
@@ -155,14 +154,8 @@ def test_a_real_prometheus_scrapes_the_exact_names(agent: Agent) -> None:
         prometheus.stop()
 
 
-def diagnose(server: LocalServer, fmt: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["diagnose", "--dsn", server.dsn(), "--format", fmt],
-                                catch_exceptions=False)
-    return result.exit_code, result.output
-
-
 def test_diagnose_text_cannot_drive_the_terminal(server: LocalServer, held: Workload) -> None:
-    _, text = diagnose(server, "text")
+    _, text = run_diagnose("--dsn", server.dsn(), "--format", "text")
     for line in text.split("\n"):
         assert line.isprintable(), f"control character reaches the terminal: {line!r}"
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text
@@ -174,7 +167,7 @@ def test_diagnose_text_cannot_drive_the_terminal(server: LocalServer, held: Work
 
 
 def test_diagnose_json_has_the_exact_names(server: LocalServer, held: Workload) -> None:
-    _, out = diagnose(server, "json")
+    _, out = run_diagnose("--dsn", server.dsn(), "--format", "json")
     report = json.loads(out)["targets"][0]
     got = {(h["datname"], h["usename"], h["application_name"]): float(h["total"])
            for h in report["holders"] if h["application_name"] != "pgconn-agent"}

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from agent_e2e import Agent, wait_until
-from click.testing import CliRunner
+from diagnose_support import diagnose_report, run_diagnose
 from hardening_support import (
     CertAuthority,
     hand_to_postgres,
@@ -30,7 +30,6 @@ from hardening_support import (
 from otlp_receiver import GrpcReceiver
 
 from agent import contract as c
-from agent.cli import main
 from agent.pgserver import LocalServer
 
 
@@ -71,14 +70,8 @@ def verified_dsn(server: LocalServer, ca: Path, host: str = "127.0.0.1") -> str:
         "host=127.0.0.1", f"host={host}")
 
 
-def diagnose_json(dsn: str) -> tuple[int, dict[str, object], str]:
-    result = CliRunner().invoke(main, ["diagnose", "--dsn", dsn, "--format", "json"],
-                                catch_exceptions=False)
-    return result.exit_code, json.loads(result.output)["targets"][0], result.output
-
-
 def test_verify_full_against_the_test_ca(server: LocalServer, pki: Pki) -> None:
-    code, report, _ = diagnose_json(verified_dsn(server, pki.ca.cert))
+    code, report = diagnose_report(verified_dsn(server, pki.ca.cert))
     assert code in (0, 1), report
     assert report["slots"]["client_backends"] >= 1  # type: ignore[index]
     with Agent(["--dsn", verified_dsn(server, pki.ca.cert), "--listen", "127.0.0.1:0",
@@ -104,9 +97,10 @@ def test_failed_verification_is_one_line(server: LocalServer, pki: Pki, case: st
 
 
 def _check_refused(dsn: str, case: str) -> None:
-    code, report, out = diagnose_json(dsn)
+    code, out = run_diagnose("--dsn", dsn, "--format", "json")
     assert code == 3, out
-    [finding] = report["findings"]  # type: ignore[misc]
+    [report] = json.loads(out)["targets"]
+    [finding] = report["findings"]
     assert finding["code"] == "target_unreachable"
     assert finding["data"] == {"error": "auth"}, (case, finding)
     [evidence] = finding["evidence"]

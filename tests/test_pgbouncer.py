@@ -3,13 +3,13 @@ the join that names the client behind the pooler, and diagnose alone and joined.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
+from diagnose_support import diagnose_reports
 from pooler_support import LOCK_TABLE, PooledClients, client_port
 from prometheus_server import Prometheus
 
@@ -77,14 +77,6 @@ def value(points: list[tuple[Any, float]], **attrs: str) -> float:
     return hits[0]
 
 
-def diagnose(*dsns: str) -> tuple[int, dict[str, dict[str, Any]]]:
-    argv = ["diagnose", "--format", "json"]
-    for dsn in dsns:
-        argv += ["--dsn", dsn]
-    result = CliRunner().invoke(main, argv, catch_exceptions=False)
-    return result.exit_code, {t["target"]: t for t in json.loads(result.output)["targets"]}
-
-
 def findings(report: dict[str, Any], code: str) -> list[dict[str, Any]]:
     return [f for f in report["findings"] if f["code"] == code]
 
@@ -147,7 +139,7 @@ def test_pool_at_size_with_waiting_clients_from_the_console(
 
 def test_diagnose_console_alone(tx_bouncer: LocalBouncer,
                                 blocked_pool: tuple[PooledClients, int]) -> None:
-    code, reports = diagnose(tx_bouncer.console_dsn())
+    code, reports = diagnose_reports(tx_bouncer.console_dsn())
     [report] = reports.values()
     assert code == 1  # warning: waiting, not yet for the pool_wait_critical threshold
     assert report["pgbouncer"]["pools"][0]["cl_waiting"] == WAITING
@@ -162,11 +154,11 @@ def test_diagnose_joined_names_the_client_behind_the_pooler(
         blocked_pool: tuple[PooledClients, int]) -> None:
     _, holder_port = blocked_pool
     # Alone, the server sees PgBouncer (its unix socket) as the lock holder's client.
-    _, alone = diagnose(pg.dsn())
+    _, alone = diagnose_reports(pg.dsn())
     [chain] = findings(next(iter(alone.values())), "lock_chain_idle_root")
     assert chain["data"]["root_client_addr"] == c.LOCAL_CLIENT
     # Joined (the server over TCP, so only pid and start time pair them), the real client.
-    code, reports = diagnose(tx_bouncer.console_dsn(), pg.dsn())
+    code, reports = diagnose_reports(tx_bouncer.console_dsn(), pg.dsn())
     server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
     assert code == 3
     [chain] = findings(server, "lock_chain_idle_root")
@@ -273,7 +265,7 @@ def test_session_mode_pool_with_waiting_clients_of_one_application(
         [f] = pooler_findings(s)
         assert f.data["waiting_applications"] == {"web": WAITING}
         assert "pool_mode session" in f.evidence
-        _, reports = diagnose(session_bouncer.console_dsn(), pg.dsn(via="unix"))
+        _, reports = diagnose_reports(session_bouncer.console_dsn(), pg.dsn(via="unix"))
         server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
         # Session mode pins the connection by design: no transaction-mode finding, but the
         # server's own findings name the real client.
@@ -314,7 +306,7 @@ def test_pool_sizes_over_the_slots_and_a_server_filled_with_direct_clients(
                             "'client backend' AND pid <> pg_backend_pid() AND "
                             "application_name NOT IN ('cron', 'shop')")[0][0]
         # The server over its socket: paired by PgBouncer's [databases] host and port.
-        _, reports = diagnose(bouncer.console_dsn(), pg.dsn(via="unix"))
+        _, reports = diagnose_reports(bouncer.console_dsn(), pg.dsn(via="unix"))
     server = reports[next(t for t in reports if not t.endswith("/pgbouncer"))]
     [exceed] = findings(server, "pgbouncer_pools_exceed_slots")
     assert (exceed["data"]["pool_capacity"], exceed["data"]["pools"],

@@ -5,7 +5,7 @@ blockers, client processes), ``cap_series`` over a target's series (new connecti
 points of a poll and in the exported counter). The server applies the same rule to the
 activity groups in SQL (``collect/sql/activity_groups``: ``rank < max_groups``, the rest
 one row of ``OVERFLOW_VALUE``) so that a storm of distinct groups never leaves the server;
-tests/test_hardening_cardinality.py checks both give the same groups.
+tests/test_core_integration.py checks both give the same groups.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from collections import Counter
 
 from .. import contract as c
 from ..collect.pgbouncer.snapshot import PoolerSnapshot
+from ..spec import PoolerClientState, PoolerServerState
 from .cap import Key, cap
 from .points import Attributes, Points, PointSet
 
@@ -28,11 +29,11 @@ def pooler_points(s: PoolerSnapshot, *, max_groups: int = 200) -> PointSet:
 
     for p in s.pools:
         pool = (("database", p.database), ("user", p.user))
-        for state, n in (("active", p.cl_active), ("waiting", p.cl_waiting)):
-            add(c.POOLER_CLIENTS, (*pool, ("state", state)), n)
-        for state, n in (("active", p.sv_active), ("idle", p.sv_idle), ("used", p.sv_used),
-                         ("tested", p.sv_tested), ("login", p.sv_login)):
-            add(c.POOLER_SERVERS, (*pool, ("state", state)), n)
+        for client, n in zip(PoolerClientState, (p.cl_active, p.cl_waiting), strict=True):
+            add(c.POOLER_CLIENTS, (*pool, ("state", client)), n)
+        for server, n in zip(PoolerServerState, (p.sv_active, p.sv_idle, p.sv_used, p.sv_tested,
+                                                  p.sv_login), strict=True):
+            add(c.POOLER_SERVERS, (*pool, ("state", server)), n)
         add(c.POOLER_WAIT_MAX, pool, p.maxwait)
         size = s.pool_size(p)
         if size is not None:
