@@ -1,5 +1,6 @@
-"""Helpers of the hardening tests (issue 7): hostile names, process gauges, a test CA, the
-server's statement log, and a TCP relay that gives sessions distinct client addresses.
+"""Shared test helpers for hostile input, TLS and resources: hostile names, process gauges, a
+test CA, the server's statement log, and a TCP relay that gives sessions distinct client
+addresses.
 
 Nothing here mocks the database: the relay forwards real PostgreSQL connections, the CA is made
 with the ``openssl`` command line, the statement log is the server's own.

@@ -1,4 +1,4 @@
-"""Least privilege (issue 7, item 3), proven on a real server with ``log_statement = 'all'``.
+"""Least privilege, proven on a real server with ``log_statement = 'all'``.
 
 * A role with ``pg_monitor`` and nothing else runs the whole daemon: every metric family it
   should have, no hidden session, no poll error.

@@ -1,4 +1,4 @@
-"""Long run (issue 7, item 6): many polls against a churning workload with the OTLP collector
+"""Long run: many polls against a churning workload with the OTLP collector
 flapping; RSS, open file descriptors and threads stay flat.
 
 The poll loop drives ``TargetRunner.poll()`` in this process, back to back, with the daemon's
@@ -10,7 +10,7 @@ and at the end, with the churn and the flapping paused in the same state both ti
 
 CI runs ``PGCONN_LONGRUN_POLLS`` polls (default 2,000, ~15 s). The issue's full run::
 
-    PGCONN_LONGRUN_POLLS=20000 .venv/bin/pytest -q tests/test_hardening_longrun.py
+    PGCONN_LONGRUN_POLLS=20000 .venv/bin/pytest -q tests/test_long_run.py
 """
 
 from __future__ import annotations

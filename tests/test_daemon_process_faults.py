@@ -1,4 +1,4 @@
-"""Faults the daemon must live through (issue 7, item 5), as a process against a real server.
+"""Faults the daemon must live through, as a process against a real server.
 
 Complements tests/test_daemon_faults.py (server restart, collector outage, refused and hung
 targets, SIGHUP with broken TOML), without repeating it:

@@ -1,4 +1,4 @@
-"""Fuzzing (issue 7, item 7): the config parser and the pure attribution/points steps.
+"""Fuzzing: the config parser and the pure attribution/points steps.
 
 Config: ``agent.config.parse`` on arbitrary TOML-shaped documents and ``agent.config.load`` on
 arbitrary files (text, near-TOML fragments, raw bytes). Every outcome is a Config that honours

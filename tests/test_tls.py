@@ -1,4 +1,4 @@
-"""TLS (issue 7, item 4): to PostgreSQL with ``sslmode=verify-full``, and OTLP to a TLS collector.
+"""TLS: to PostgreSQL with ``sslmode=verify-full``, and OTLP to a TLS collector.
 
 The tests make their own CAs with the ``openssl`` command line. The server accepts TCP clients
 only over TLS (``hostssl``; ``hostnossl ... reject``). The agent verifies the server's

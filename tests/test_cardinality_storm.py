@@ -1,4 +1,4 @@
-"""Cardinality storm (issue 7, item 2): thousands of distinct application names and client
+"""Cardinality storm: thousands of distinct application names and client
 hosts on one target stay within ``max_groups``; the folded count is exported; memory is flat.
 
 Every session has its own application_name *and* its own client address: the sessions reach
@@ -11,7 +11,7 @@ a shared 2-core box. CI holds ``PGCONN_STORM_SESSIONS`` (default 2,000) live ses
 then churns 500 at a time to fresh names and addresses until 5,000 distinct names (and hosts)
 have been seen by the agent. The full live count runs with::
 
-    PGCONN_STORM_SESSIONS=5000 .venv/bin/pytest -q tests/test_hardening_cardinality.py
+    PGCONN_STORM_SESSIONS=5000 .venv/bin/pytest -q tests/test_cardinality_storm.py
 """
 
 from __future__ import annotations

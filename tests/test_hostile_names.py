@@ -1,4 +1,4 @@
-"""Hostile names end to end (issue 7, item 1).
+"""Hostile names end to end.
 
 Any client chooses its application_name; whoever can create roles or databases chooses their
 names, and PostgreSQL allows any character but NUL in a quoted identifier. A real server holds
