@@ -861,12 +861,13 @@ def _drilldown_churn(d: gd.Dashboard) -> gd.Dashboard:
 # PgBouncer pools
 
 
+POOL_BY = "target, database, user"
+"""A PgBouncer pool's identity in PromQL ``by`` lists."""
+CLIENTS_WAITING = f'state="{spec.PoolerClientState.WAITING}"'
+
+
 def pgbouncer_pools() -> gd.Dashboard:
     """PgBouncer targets: the pools' queues and saturation, and the clients behind them."""
-    app = 'application_name=~"$application_name"'
-    pool = "target, database, user"
-    clients, servers = c.POOLER_CLIENTS, c.POOLER_SERVERS
-    waiting = f'state="{spec.PoolerClientState.WAITING}"'
     d = (base("PgBouncer pools (pgconn-agent)", PGBOUNCER_UID,
               "PgBouncer targets (a DSN with dbname=pgbouncer): clients queueing for a pool at "
               "its size, the longest wait, pool saturation and limits, and the client "
@@ -876,27 +877,33 @@ def pgbouncer_pools() -> gd.Dashboard:
              "application_name of PgBouncer's clients; '(unset)' when the client sends none.",
              sel(c.POOLER_CLIENT_COUNT))))
 
+    d = _pgbouncer_pools(d)
+    d = _pgbouncer_clients(d)
+    return d
+
+
+def _pgbouncer_pools(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Pools"))
     d = d.with_panel(series(
         "PgBouncer clients waiting",
         "Clients per pool (database/user) waiting inside PgBouncer for a server connection: "
         "the pool is at its size while the server may have slots to spare.",
-        query(f"sum by ({pool}) ({sel(clients, waiting)})",
+        query(f"sum by ({POOL_BY}) ({sel(c.POOLER_CLIENTS, CLIENTS_WAITING)})",
               "{{target}} {{database}}/{{user}}"),
         unit="none", w=12, thresholds=steps((None, "green"), (1, "orange"))))
     d = d.with_panel(series(
         "PgBouncer longest wait",
         "Longest time a client of the pool has been waiting for a server connection (maxwait). "
         + colours(POOL_WAIT_WARNING, POOL_WAIT_CRITICAL) + ".",
-        query(f"max by ({pool}) ({sel(c.POOLER_WAIT_MAX)})",
+        query(f"max by ({POOL_BY}) ({sel(c.POOLER_WAIT_MAX)})",
               "{{target}} {{database}}/{{user}}"),
         unit="s", w=12, thresholds=coloured(POOL_WAIT_WARNING, POOL_WAIT_CRITICAL)))
     d = d.with_panel(series(
         "Pool saturation",
         "Server connections of each pool (all states) divided by its size (pool_size + "
         "reserve_pool). At 100 % new transactions queue.",
-        query(f"sum by ({pool}) ({sel(servers)}) / on ({pool}) "
-              f"max by ({pool}) ({sel(c.POOLER_POOL_SIZE)})",
+        query(f"sum by ({POOL_BY}) ({sel(c.POOLER_SERVERS)}) / on ({POOL_BY}) "
+              f"max by ({POOL_BY}) ({sel(c.POOLER_POOL_SIZE)})",
               "{{target}} {{database}}/{{user}}"),
         unit="percentunit", w=8,
         thresholds=coloured(POOL_SATURATION_WARNING, POOL_SATURATION_CRITICAL)))
@@ -904,31 +911,34 @@ def pgbouncer_pools() -> gd.Dashboard:
         "Server connections by state",
         "PgBouncer's server connections by state: active (held by a client), idle, used, "
         "tested, login. These are the PostgreSQL slots the pooler takes.",
-        query(f"sum by (target, state) ({sel(servers)})", "{{target}} {{state}}"),
+        query(f"sum by (target, state) ({sel(c.POOLER_SERVERS)})", "{{target}} {{state}}"),
         unit="none", w=8, stacked=True))
     d = d.with_panel(series(
         "Pool sizes and database limits",
         "Each pool's size (pool_size + reserve_pool) and each database's max_db_connections "
         "(where set): pool sizes times pools must fit the server's usable slots.",
-        query(f"max by ({pool}, pool_mode) ({sel(c.POOLER_POOL_SIZE)})",
+        query(f"max by ({POOL_BY}, pool_mode) ({sel(c.POOLER_POOL_SIZE)})",
               "{{target}} {{database}}/{{user}} size ({{pool_mode}})", ref="A"),
         query(f"max by (target, database) ({sel(c.POOLER_DATABASE_MAX)})",
               "{{target}} {{database}} max_db_connections", ref="B"),
         unit="none", w=8))
+    return d
 
+
+def _pgbouncer_clients(d: gd.Dashboard) -> gd.Dashboard:
     d = d.with_row(gd.Row("Clients behind the pooler"))
     d = d.with_panel(series(
         "PgBouncer clients per application",
         "PgBouncer's client connections per application_name and state: who waits and who "
         "holds the pools' server connections.",
-        query(f"sum by (target, application_name, state) ({sel(c.POOLER_CLIENT_COUNT, app)})",
+        query(f"sum by (target, application_name, state) ({sel(c.POOLER_CLIENT_COUNT, APPS)})",
               "{{target}} {{application_name}} {{state}}"),
         unit="none", w=12, stacked=True))
     d = d.with_panel(series(
         "PgBouncer clients per host",
         "PgBouncer's client connections per client address: the hosts PostgreSQL no longer "
         "sees behind the pooler.",
-        query(f"sum by (target, client_addr) ({sel(c.POOLER_CLIENT_COUNT, app)})",
+        query(f"sum by (target, client_addr) ({sel(c.POOLER_CLIENT_COUNT, APPS)})",
               "{{target}} {{client_addr}}"),
         unit="none", w=6, stacked=True))
     d = d.with_panel(series(
