@@ -117,6 +117,8 @@ _METRICS: dict[str, str] = {
     "pgb_client_max": c.POOLER_CLIENT_MAX.prometheus_name,
 }
 _IIT = spec.IDLE_IN_TRANSACTION_REGEX
+_IDLE = f"state='{spec.State.IDLE}'"
+_IDLE_DQ = f'state="{spec.State.IDLE}"'
 
 # Tokens the dialects (plain file, Helm template) expand:
 #   <T>   target and the grouping labels, in expression label lists
@@ -163,7 +165,7 @@ _LARGEST_HOLDER = (
     "{{ with " + _TOP_APP + " }}{{ with first . }}"
     "Largest holder: application_name {{ .Labels.application_name }} with "
     "{{ .Value | humanize }} connections, "
-    + _scalar("sum(@count@{target=%q,application_name=%q,state='idle'})",
+    + _scalar("sum(@count@{target=%q,application_name=%q," + _IDLE + "})",
               "$labels.target", ".Labels.application_name")
     + " of them idle.{{ end }}{{ end }}"
 )
@@ -250,7 +252,7 @@ def _holds_most(name: str, by: str, share: str, who: str, sel: str, args: tuple[
         + _USABLE + " usable connection slots",
         who + " holds {{ $value | humanize }} of " + _USABLE + " usable slots on "
         "{{ $labels.target }} (server at " + _UTIL + "); "
-        + _scalar(f"sum(@count@{{{sel},state='idle'}})", *args)
+        + _scalar(f"sum(@count@{{{sel},{_IDLE}}})", *args)
         + " of them are idle and "
         + _scalar(f"sum(@count@{{{sel},state=~'{_IIT}'}})", *args)
         + " idle in transaction. " + extra_text + " " + _NOT_MAX_CONNECTIONS,
@@ -298,10 +300,10 @@ def _connection_alerts() -> tuple[Alert, ...]:
         Alert(
             "PostgreSQLIdleConnectionHoarding", _CONN, "warning",
             # Exhausted, or one application holding most slots: that alert counts the idle.
-            _unless(_unless(f"(\n  sum by ({_HOLDER_BY}) (@count@{{state=\"idle\"}})\n"
+            _unless(_unless(f"(\n  sum by ({_HOLDER_BY}) (@count@{{{_IDLE_DQ}}})\n"
                             "  >= [[idle_hoarding_connections]]\n)\n"
                             f"and on ({_HOLDER_BY})\n(\n"
-                            f"  max by ({_HOLDER_BY}) (@state_age@{{state=\"idle\"}})\n"
+                            f"  max by ({_HOLDER_BY}) (@state_age@{{{_IDLE_DQ}}})\n"
                             "  > [[idle_hoarding_age_seconds]]\n)", "<T>", _EXHAUSTED),
                     _APP_BY, _APP_HOLDS),
             "idle_hoarding_for_seconds",
@@ -310,7 +312,7 @@ def _connection_alerts() -> tuple[Alert, ...]:
             _HOLDER + " keeps {{ $value | humanize }} connections idle on {{ $labels.target }} "
             "(the oldest idle for "
             + _scalar("max(@state_age@{target=%q,application_name=%q,client_addr=%q,"
-                      "state='idle'})", *host_args, fn="humanizeDuration", default="?")
+                      + _IDLE + "})", *host_args, fn="humanizeDuration", default="?")
             + "), out of " + _USABLE + " usable slots. Connections that stay idle for minutes "
             "are pool capacity nobody uses: too many pools or a pool sized far above its "
             "concurrency.",
@@ -540,20 +542,23 @@ def _pooler_alerts() -> tuple[Alert, ...]:
             "PgBouncerClientsWaiting", _POOLER, "warning",
             "max by (<T>, database, user) (@pgb_wait@) > [[pgbouncer_wait_seconds]]\n"
             "and on (<T>, database, user)\n"
-            "sum by (<T>, database, user) (@pgb_clients@{state=\"waiting\"}) > 0",
+            "sum by (<T>, database, user) (@pgb_clients@{"
+            f'state="{spec.PoolerClientState.WAITING}"' "}) > 0",
             "pgbouncer_wait_for_seconds",
             "PgBouncer {{ $labels.target }}: clients of pool {{ $labels.database }}/"
             "{{ $labels.user }} wait {{ $value | humanizeDuration }} for a server connection",
-            _scalar(f"sum(@pgb_clients@{{{_POOL},state='waiting'}})", *_POOL_ARGS)
+            _scalar(f"sum(@pgb_clients@{{{_POOL},state='{spec.PoolerClientState.WAITING}'}})",
+                    *_POOL_ARGS)
             + " clients of pool {{ $labels.database }}/{{ $labels.user }} on PgBouncer "
             "{{ $labels.target }} are waiting for a server connection, the longest for "
             "{{ $value | humanizeDuration }}; the pool has "
-            + _scalar(f"sum(@pgb_servers@{{{_POOL},state='active'}})", *_POOL_ARGS)
+            + _scalar(f"sum(@pgb_servers@{{{_POOL},state='{spec.PoolerServerState.ACTIVE}'}})",
+                      *_POOL_ARGS)
             + " active server connections of its size "
             + _scalar(f"max(@pgb_size@{{{_POOL}}})", *_POOL_ARGS, default="?")
             + ". Waiting:"
             + _list(f"topk(3, sum by (application_name) (@pgb_client_count@{{{_POOL},"
-                    f"state='waiting'}}))", _POOL_ARGS,
+                    f"state='{spec.PoolerClientState.WAITING}'}}))", _POOL_ARGS,
                     "application_name {{ $s.Labels.application_name }} "
                     "({{ $s.Value | humanize }})", "application_name")
             + ". The pool is at its size: find what keeps its server connections busy (long "

@@ -162,3 +162,10 @@ def test_poll_error_kinds_are_named_by_the_enum_not_spelled_out() -> None:
 def test_idle_in_transaction_regex_matches_exactly_the_states() -> None:
     pattern = re.compile(spec.IDLE_IN_TRANSACTION_REGEX)
     assert {s for s in spec.State if pattern.fullmatch(s)} == set(spec.IDLE_IN_TRANSACTION)
+
+
+def test_rules_and_dashboards_select_states_by_the_spec_not_by_literals() -> None:
+    source = _text("agent/alert_rules.py", "dashboards/build.py")
+    literal = re.findall(r"state\s*(?:=|!=|=~|!~)\s*\\?[\"']([a-z][^\"'\\]*)", source)
+    assert literal == []
+    assert "spec.State.IDLE" in source and "spec.IDLE_IN_TRANSACTION_REGEX" in source
