@@ -9,14 +9,10 @@ the stall pages as PgconnAgentPollsStalled and not also as PgconnAgentTargetDown
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from agent_e2e import Agent, wait_until
+from agent_e2e import Agent, stopped, wait_until
 from prometheus_server import Prometheus
 
 from agent import alert_rules
@@ -24,16 +20,6 @@ from agent import contract as c
 from agent.pgserver import LocalServer
 
 OVERRIDES = {t.name: 1 for t in alert_rules.THRESHOLDS if t.is_duration}
-
-
-@contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    """The process ``pid`` stopped (SIGSTOP) inside the block, continued after it."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def _firing(prometheus: Prometheus) -> dict[str, dict[str, str]]:
