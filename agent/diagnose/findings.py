@@ -11,7 +11,7 @@ from typing import Any
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME, UNSET_APPLICATION
-from ..spec import FINDINGS, PollError, State
+from ..spec import PollError
 
 
 class Severity(IntEnum):
@@ -32,10 +32,6 @@ class Finding:
     evidence: tuple[str, ...]
     recommendation: str
     data: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.code not in FINDINGS:
-            raise ValueError(f"finding code {self.code!r} is not declared in agent/spec.py")
 
 
 def age(seconds: float | None) -> str:
@@ -87,7 +83,7 @@ def holders(a: Attribution, dims: tuple[str, ...] = ("application_name", "client
         state = a.value(g.key, "state") or "(all)"
         holder.states[state] += g.count
         holder.young += g.young
-        if state == State.IDLE and g.max_state_age is not None:
+        if state == "idle" and g.max_state_age is not None:
             holder.oldest_idle = max(holder.oldest_idle or 0.0, g.max_state_age)
     return sorted(acc.values(), key=lambda h: (-h.total, h.application_name, h.client_addr))
 
@@ -130,7 +126,7 @@ def dominant_holder(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         if top is None or top.total < t.holder_share * usable:
             continue
         name = top.application_name if len(dims) == 1 else top.label()
-        idle = top.states.get(State.IDLE, 0)
+        idle = top.states.get("idle", 0)
         yield Finding(
             "dominant_application" if len(dims) == 1 else "dominant_application_host",
             Severity.WARNING if filling else Severity.INFO,
@@ -148,7 +144,7 @@ def dominant_holder(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 def idle_hoarding(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for h in holders(a):
-        idle = h.states.get(State.IDLE, 0)
+        idle = h.states.get("idle", 0)
         if idle >= t.idle_hoard_count and (h.oldest_idle or 0) >= t.idle_hoard_age:
             yield Finding(
                 "idle_hoarding", Severity.WARNING,
@@ -223,7 +219,7 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 def saturated_pool(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for h in holders(a, ("application_name", "client_addr")):
-        busy = h.states.get(State.ACTIVE, 0) + h.idle_in_transaction
+        busy = h.states.get("active", 0) + h.idle_in_transaction
         if h.total >= t.idle_hoard_count and busy == h.total and \
                 h.application_name != AGENT_APPLICATION_NAME:
             yield Finding(
