@@ -4,6 +4,7 @@ it, every declared number is read where it says, and every reader reads a declar
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import re
@@ -55,10 +56,24 @@ def test_ordered_defaults(low: str, high: str) -> None:
     assert by_name[low].default < by_name[high].default
 
 
+def _threshold_reads(globs: str) -> set[str]:
+    """Attributes read from a parameter annotated ``Thresholds`` in the functions of ``globs``."""
+    names: set[str] = set()
+    for path in sorted(ROOT.glob(globs)):
+        for fn in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            params = {a.arg for a in fn.args.args
+                      if a.annotation is not None and "Thresholds" in ast.unparse(a.annotation)}
+            names |= {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)
+                      and isinstance(n.value, ast.Name) and n.value.id in params}
+    return names
+
+
 def _reads(t: spec.Threshold) -> set[spec.Use]:
     """Where the source really reads ``t``."""
     found = set()
-    if re.search(rf"\bt\.{t.name}\b", _text("agent/diagnose/*.py")):
+    if t.name in _threshold_reads("agent/diagnose/*.py"):
         found.add(spec.Use.DIAGNOSE)
     if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text("agent/alert_rules.py")):
         found.add(spec.Use.ALERTS)
@@ -75,7 +90,7 @@ def test_every_threshold_is_read_where_the_spec_says(threshold: spec.Threshold) 
 
 def test_nothing_reads_an_undeclared_threshold() -> None:
     declared = {t.name for t in ALL}
-    diagnose = set(re.findall(r"\bt\.([a-z_]+)\b", _text("agent/diagnose/*.py")))
+    diagnose = _threshold_reads("agent/diagnose/*.py")
     alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text("agent/alert_rules.py")))
     panels = set(re.findall(r"spec\.[A-Z]+\[\"(\w+)\"\]", _text("dashboards/build.py")))
     assert diagnose | alerts | panels <= declared

@@ -36,7 +36,7 @@ def test_every_declared_metric_is_produced_by_a_collection_part(metric: c.Metric
         return
     constant = _constant(metric)
     producers = [p.relative_to(ROOT).as_posix() for g in PRODUCERS for p in ROOT.glob(g)
-                 if re.search(rf"\bc\.{constant}\b", p.read_text("utf-8"))]
+                 if re.search(rf"(?<![\w.])(?:c\.)?{constant}\b", p.read_text("utf-8"))]
     assert producers, f"{metric.name} is declared but nothing produces its points"
 
 
