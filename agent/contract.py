@@ -47,6 +47,7 @@ class MetricSpec:
 
 
 _UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
+_PER_UNITS = {"s": "second", "min": "minute", "h": "hour"}
 
 
 def prometheus_name(name: str, unit: str, instrument: Instrument) -> str:
@@ -57,8 +58,11 @@ def prometheus_name(name: str, unit: str, instrument: Instrument) -> str:
     """
     base = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
     unit = re.sub(r"\{[^}]*\}", "", unit)
+    unit, _, per = unit.partition("/")
     suffix = ""
-    if unit == "1" and instrument is Instrument.GAUGE:
+    if per:  # "{connection}/s" -> "per_second", as Prometheus translates a rate's unit
+        suffix = f"per_{_PER_UNITS.get(per, per)}"
+    elif unit == "1" and instrument is Instrument.GAUGE:
         suffix = "ratio"
     elif unit and unit != "1":
         suffix = _UNIT_SUFFIXES.get(unit, unit)
@@ -134,6 +138,13 @@ CONNECTION_OPENED = _spec(
     "postgresql.connection.opened", C, "{connection}", (*T, "application_name", "client_addr"),
     "New client backends seen since the previous poll.",
 )
+CONNECTION_OPEN_RATE = _spec(
+    "postgresql.connection.open_rate", G, "{connection}/s",
+    (*T, "datname", "application_name", "client_addr"),
+    "New sessions per second that closed again (churn) over the last minute, attributed to "
+    "the holder: the database's pg_stat_database.sessions rate shared by the short-lived "
+    "backends the polls caught (PostgreSQL 14+; only holders with caught backends).",
+)
 SETTING = _spec(
     "postgresql.setting", G, "", (*T, "name"),
     "Connection-relevant settings, durations in seconds, others as plain numbers.",
@@ -161,6 +172,7 @@ METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
+    CONNECTION_OPEN_RATE,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

@@ -20,9 +20,14 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from .aggregate.attribution import attribute
-from .aggregate.points import points
+from .aggregate.attribution import Attribution, attribute
+from .aggregate.history import History, open_rate_points
+from .aggregate.points import PointSet, points
 from .collect.client import TargetClient
+from .contract import CONNECTION_OPEN_RATE
+from .diagnose.findings import diagnose, unreachable
+from .diagnose.remote import respond
+from .diagnose.render import Report
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
@@ -30,6 +35,8 @@ from .export.state import MetricsState
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
+RATE_WINDOW_S = 60.0
+"""The exported per-holder connection rate covers the last minute of the history."""
 
 
 class TargetRunner:
@@ -40,11 +47,16 @@ class TargetRunner:
         self.config = config
         self.state = state
         self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups)
+                                   max_groups=config.max_groups,
+                                   show_queries=config.show_queries)
+        self.history = History()
+        self.latest: tuple[Attribution, dict[int, str]] | None = None
+        self.history_lock = threading.Lock()
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
         self.last_error: str | None = None
+        self.last_kind = "connect"
 
     def poll(self) -> None:
         now = time.monotonic()
@@ -55,8 +67,15 @@ class TargetRunner:
             snapshot = self.client.poll()
             attribution = attribute(snapshot, dimensions=self.config.dimensions,
                                     max_groups=self.config.max_groups)
-            self.state.publish(self.target.name,
-                               points(attribution, max_groups=self.config.max_groups))
+            with self.history_lock:
+                self.history.add(attribution)
+                self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
+                                            if s.query is not None}
+                churns = self.history.churn(RATE_WINDOW_S)
+            point_set = points(attribution, max_groups=self.config.max_groups)
+            rates = open_rate_points(churns, self.target.name, self.config.dimensions)
+            self.state.publish(self.target.name, PointSet(
+                {**point_set.points, CONNECTION_OPEN_RATE.name: rates}, point_set.opened))
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -74,7 +93,21 @@ class TargetRunner:
             self.last_attempt = time.monotonic()
             self.state.record_duration(self.target.name, time.perf_counter() - start)
 
+    def report(self) -> Report:
+        """The diagnosis from the latest poll and the history (no new connection)."""
+        with self.history_lock:
+            if self.latest is None:
+                return Report(self.target.name, None, (unreachable(
+                    self.target.name, self.last_kind, self.last_error or "no poll yet"),))
+            a, queries = self.latest
+            found = diagnose(a, self.config.thresholds, self.history)
+            seconds = self.history.seconds()
+        if self.last_error is not None:
+            found.insert(0, unreachable(self.target.name, self.last_kind, self.last_error))
+        return Report(self.target.name, a, tuple(found), queries, seconds)
+
     def _failed(self, kind: str, message: str) -> None:
+        self.last_kind = kind
         self.state.fail(self.target.name, kind)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
@@ -131,6 +164,10 @@ class Daemon:
             return False, "no poll yet"
         return True, "ok"
 
+    def diagnose(self, query: str) -> tuple[int, bytes, str, int]:
+        """``GET /diagnose``: every target's diagnosis from what the daemon already holds."""
+        return respond([r.report() for r in list(self.runners.values())], query)
+
     def _schedule(self, target: cfg.Target) -> None:
         runner = TargetRunner(target, self.config, self.state)
         self.runners[target.name] = runner
@@ -172,7 +209,8 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         if self.config.listen:
-            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready)
+            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready,
+                                        diagnose=self.diagnose)
             self.http.start()
         for target in self.config.targets:
             self._schedule(target)

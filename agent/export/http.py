@@ -91,12 +91,13 @@ class AgentHTTPServer:
     """Serves in a daemon thread; ``ready`` is a callable the daemon supplies for ``/readyz``."""
 
     def __init__(self, listen: str, reader: Producer | None,
-                 ready: Callable[[], tuple[bool, str]]) -> None:
+                 ready: Callable[[], tuple[bool, str]],
+                 diagnose: Callable[[str], tuple[int, bytes, str, int]] | None = None) -> None:
         host, _, port = listen.rpartition(":")
         registry = CollectorRegistry(auto_describe=False)
         if reader is not None:
             registry.register(ContractCollector(reader))
-        handler = _handler(registry if reader is not None else None, ready)
+        handler = _handler(registry if reader is not None else None, ready, diagnose)
         self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="http",
@@ -115,7 +116,8 @@ class AgentHTTPServer:
         self.server.server_close()
 
 
-def _handler(registry: CollectorRegistry | None, ready: Callable[[], tuple[bool, str]]
+def _handler(registry: CollectorRegistry | None, ready: Callable[[], tuple[bool, str]],
+             diagnose: Callable[[str], tuple[int, bytes, str, int]] | None = None
              ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgconn-agent"
@@ -130,18 +132,23 @@ def _handler(registry: CollectorRegistry | None, ready: Callable[[], tuple[bool,
                     self._send(500, b"collection failed\n")
                     return
                 self._send(200, body, CONTENT_TYPE_LATEST)
+            elif path == "/diagnose" and diagnose is not None:
+                code, body, ctype, exit_status = diagnose(self.path.partition("?")[2])
+                self._send(code, body, ctype, {"X-Pgconn-Agent-Exit": str(exit_status)})
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
                 ok, why = ready()
                 self._send(200 if ok else 503, (why + "\n").encode())
             else:
-                self._send(404, b"not found: try /metrics, /healthz, /readyz\n")
+                self._send(404, b"not found: try /metrics, /diagnose, /healthz, /readyz\n")
 
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
-                  ) -> None:
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
+                  headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

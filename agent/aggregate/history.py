@@ -1,0 +1,246 @@
+"""A bounded rolling history of one target's polls, and the rates read from it (pure).
+
+One poll is one instant: a session that lives 20 ms is never in it, and a crowd of young
+connections looks the same whether its client opens them once (a pool starting) or for ever
+(churn). The history keeps, per poll, the per-holder counts and the server's exact
+``pg_stat_database.sessions`` counters, so the diagnosis can use rates and persistence:
+
+* a database's new-session rate comes from the counter (PostgreSQL 14+), minus the connections
+  that stayed open (its client backends' net growth): what is left lived shorter than a poll;
+* that rate is attributed to holders by the short-lived backends fast polls caught (opened but
+  gone again), with how many were caught out of how many opened, so the reader knows how sure
+  the attribution is. PostgreSQL 13 has no counter: only what the polls caught, a lower bound.
+
+Memory is bounded: samples closer than ``resolution`` merge, older than ``retention`` go, and a
+sample holds at most the attribution's (capped) holders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import deque
+from dataclasses import dataclass
+
+from .attribution import Attribution
+
+HolderKey = tuple[str, str, str]
+"""(datname, application_name, client_addr); a dimension configured out is ''."""
+ALL_DATABASES = ""
+"""The database key when datname is configured out: the counters of every database summed."""
+
+
+@dataclass(frozen=True, slots=True)
+class HolderCounts:
+    """One holder at one poll: client backends, how many idle, how many new since the last."""
+
+    total: int
+    idle: int
+    opened: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    """The server's clock (epoch seconds) when the poll read it."""
+    holders: dict[HolderKey, HolderCounts]
+    sessions: dict[str, int] | None
+    """pg_stat_database.sessions per database; None when the server has no counter (< 14)."""
+
+    def backends(self, datname: str) -> int:
+        return sum(c.total for k, c in self.holders.items()
+                   if datname in (ALL_DATABASES, k[0]))
+
+
+def _key(a: Attribution, group_key: tuple[str, ...]) -> HolderKey:
+    return tuple(sys.intern(a.value(group_key, d) or "")  # type: ignore[return-value]
+                 for d in ("datname", "application_name", "client_addr"))
+
+
+def sample(a: Attribution) -> Sample:
+    """The history's compact view of one poll."""
+    acc: dict[HolderKey, HolderCounts] = {}
+    for g in a.groups:
+        key = _key(a, g.key)
+        idle = g.count if a.value(g.key, "state") == "idle" else 0
+        prev = acc.get(key)
+        acc[key] = HolderCounts(g.count, idle, g.opened) if prev is None else HolderCounts(
+            prev.total + g.count, prev.idle + idle, prev.opened + g.opened)
+    sessions = None
+    if a.server_version_num >= 140000:
+        if "datname" in a.dimensions:
+            sessions = {sys.intern(d.datname): d.sessions for d in a.databases}
+        else:
+            sessions = {ALL_DATABASES: sum(d.sessions for d in a.databases)}
+    return Sample(a.taken_at.timestamp(), acc, sessions)
+
+
+@dataclass(frozen=True, slots=True)
+class HolderChurn:
+    datname: str
+    application_name: str
+    client_addr: str
+    caught: int
+    """Short-lived backends of this holder the polls saw (opened, then gone)."""
+    rate: float | None
+    """Its share of the database's rate (new sessions/s); None if the server has no counter."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseChurn:
+    """New sessions of one database over the observed span."""
+
+    datname: str
+    seconds: float
+    opened: int | None
+    """Sessions the server counted (pg_stat_database.sessions); None before PostgreSQL 14."""
+    short_lived: int
+    """Sessions that did not stay: opened minus the net growth of client backends (or, without
+    the counter, those the polls caught)."""
+    sustained: float
+    """Share of poll intervals in which new sessions were counted: churn goes on, a burst stops."""
+    caught: int
+    holders: tuple[HolderChurn, ...]
+
+    @property
+    def rate(self) -> float:
+        return self.short_lived / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.opened is not None
+
+
+class History:
+    """Samples of one target, oldest first, bounded in time and in count."""
+
+    def __init__(self, retention: float = 900.0, resolution: float = 1.0) -> None:
+        self.retention = retention
+        self.resolution = resolution
+        self._samples: deque[Sample] = deque(
+            maxlen=2 * int(retention / resolution) + 2 if resolution > 0 else None)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        return tuple(self._samples)
+
+    def add(self, a: Attribution) -> Sample:
+        """Record a poll. The newest sample stays open for polls until it is ``resolution``
+        after the one before it: they merge (the newer poll's counts, the new backends of
+        both), so fast polls do not grow the history."""
+        new = sample(a)
+        if len(self._samples) > 1 and new.at - self._samples[-2].at < self.resolution:
+            new = _merge(self._samples.pop(), new)
+        self._samples.append(new)
+        while self._samples and new.at - self._samples[0].at > self.retention:
+            self._samples.popleft()
+        return new
+
+    def span(self, seconds: float | None = None) -> tuple[Sample, ...]:
+        """The samples of the last ``seconds`` (all if None)."""
+        if seconds is None or not self._samples:
+            return self.samples
+        end = self._samples[-1].at
+        return tuple(s for s in self._samples if end - s.at <= seconds)
+
+    def churn(self, seconds: float | None = None) -> tuple[DatabaseChurn, ...]:
+        """New-session rates per database over the last ``seconds``, largest first."""
+        return churn(self.span(seconds))
+
+    def min_idle(self, seconds: float | None = None) -> dict[tuple[str, str], int]:
+        """Per (application_name, client_addr): the fewest idle connections any sample saw
+        (idle through the whole span is hoarding, idle at one instant may be a lull)."""
+        per_sample = []
+        for s in self.span(seconds):
+            per: dict[tuple[str, str], int] = {}
+            for (_, app, addr), c in s.holders.items():
+                per[app, addr] = per.get((app, addr), 0) + c.idle
+            per_sample.append(per)
+        keys = {k for per in per_sample for k in per}
+        return {k: min(per.get(k, 0) for per in per_sample) for k in keys}
+
+    def seconds(self) -> float:
+        """How long the history reaches back."""
+        return self._samples[-1].at - self._samples[0].at if self._samples else 0.0
+
+
+def _merge(old: Sample, new: Sample) -> Sample:
+    holders = dict(new.holders)
+    for key, c in old.holders.items():
+        if c.opened:
+            n = holders.get(key)
+            holders[key] = HolderCounts(n.total if n else 0, n.idle if n else 0,
+                                        (n.opened if n else 0) + c.opened)
+    return Sample(new.at, holders, new.sessions)
+
+
+def churn(span: tuple[Sample, ...]) -> tuple[DatabaseChurn, ...]:
+    if len(span) < 2:
+        return ()
+    first, last = span[0], span[-1]
+    seconds = last.at - first.at
+    caught = _caught(span)
+    if first.sessions is not None and last.sessions is not None:
+        names = sorted(set(first.sessions) & set(last.sessions))
+    else:
+        names = sorted({k[0] for k in caught})
+    out = []
+    for db in names:
+        in_db = {k: n for k, n in caught.items() if db in (ALL_DATABASES, k[0])}
+        n_caught = sum(in_db.values())
+        if first.sessions is not None and last.sessions is not None:
+            opened: int | None = last.sessions[db] - first.sessions[db]
+            growth = max(0, last.backends(db) - first.backends(db))
+            short = max(0, (opened or 0) - growth)
+            steps = [b.sessions.get(db, 0) > a.sessions.get(db, 0)
+                     for a, b in itertools.pairwise(span)
+                     if a.sessions is not None and b.sessions is not None]
+        else:
+            opened, short = None, n_caught
+            steps = [any(_caught((a, b)).values()) for a, b in itertools.pairwise(span)]
+        rate = short / seconds if seconds > 0 else 0.0
+        holders = tuple(
+            HolderChurn(k[0], k[1], k[2], n,
+                        rate * n / n_caught if opened is not None else n / seconds)
+            for k, n in sorted(in_db.items(), key=lambda kv: (-kv[1], kv[0])))
+        if short or n_caught:
+            out.append(DatabaseChurn(db, seconds, opened, short,
+                                     sum(steps) / len(steps) if steps else 0.0, n_caught,
+                                     holders))
+    return tuple(sorted(out, key=lambda d: (-d.short_lived, d.datname)))
+
+
+def _caught(span: tuple[Sample, ...]) -> dict[HolderKey, int]:
+    """Per holder: backends the polls saw open that did not stay (new minus net growth)."""
+    first, last = span[0], span[-1]
+    out: dict[HolderKey, int] = {}
+    keys = {k for s in span[1:] for k, c in s.holders.items() if c.opened}
+    for key in keys:
+        opened = sum(s.holders[key].opened for s in span[1:] if key in s.holders)
+        start = first.holders[key].total if key in first.holders else 0
+        end = last.holders[key].total if key in last.holders else 0
+        short = opened - max(0, end - start)
+        if short > 0:
+            out[key] = short
+    return out
+
+
+def open_rate_points(churns: tuple[DatabaseChurn, ...], target: str,
+                     dimensions: tuple[str, ...]) -> list[tuple[tuple[tuple[str, str], ...],
+                                                               float]]:
+    """``postgresql.connection.open_rate`` points: attributed rates from exact counters only
+    (PostgreSQL 13's caught-only lower bound is not a rate to alert on); dimensions configured
+    out are left out, as everywhere."""
+    acc: dict[tuple[tuple[str, str], ...], float] = {}
+    for d in churns:
+        if not d.exact:
+            continue
+        for h in d.holders:
+            attrs = (("target", target), *((k, v) for k, v in (
+                ("datname", h.datname), ("application_name", h.application_name),
+                ("client_addr", h.client_addr)) if k in dimensions))
+            acc[attrs] = acc.get(attrs, 0.0) + (h.rate or 0.0)
+    return sorted(acc.items())
