@@ -32,6 +32,9 @@ EXPECTED = {
     "postgresql.connection.opened": ("postgresql_connection_opened_total",
                                      ["target", "application_name", "client_addr"]),
     "postgresql.setting": ("postgresql_setting", ["target", "name"]),
+    "postgresql.connection.open_rate": ("postgresql_connection_open_rate_per_second",
+                                        ["target", "datname", "application_name",
+                                         "client_addr"]),
     "pgconn_agent.up": ("pgconn_agent_up", ["target"]),
     "pgconn_agent.poll.duration": ("pgconn_agent_poll_duration_seconds", ["target"]),
     "pgconn_agent.poll.errors": ("pgconn_agent_poll_errors_total", ["target", "error"]),
@@ -55,6 +58,7 @@ def test_prometheus_translation_rules() -> None:
     assert c.prometheus_name("a.b", "{thing}", c.Instrument.COUNTER) == "a_b_total"
     assert c.prometheus_name("a.b", "By", c.Instrument.GAUGE) == "a_b_bytes"
     assert c.prometheus_name("a.b_seconds", "s", c.Instrument.HISTOGRAM) == "a_b_seconds"
+    assert c.prometheus_name("a.rate", "{thing}/s", c.Instrument.GAUGE) == "a_rate_per_second"
 
 
 def test_dropping_a_dimension_removes_it_from_g() -> None:

@@ -34,7 +34,8 @@ def churning(seconds: int = 5, per_second: int = 12) -> History:
 
 def test_churn_rate_comes_from_the_counter_and_goes_to_the_caught_holder() -> None:
     h = churning()
-    (shop,) = h.churn()
+    shop, quiet = h.churn()
+    assert (quiet.datname, quiet.short_lived, quiet.holders) == ("postgres", 0, ())
     assert (shop.datname, shop.opened, shop.short_lived, shop.seconds) == ("shop", 60, 58, 5.0)
     assert shop.sustained == 1.0 and shop.exact
     (api,) = shop.holders
@@ -56,6 +57,15 @@ def test_churn_finding_names_rate_database_and_application() -> None:
     assert "opens 11.6 new connections/s in database shop" in api.title
     assert "caught 8 of the 58 short-lived sessions, 8 of them (100%)" in " ".join(api.evidence)
     assert "(confident)" in " ".join(api.evidence)
+
+
+def test_a_quiet_database_gives_its_holders_a_known_zero() -> None:
+    h = History(resolution=0)
+    for i in range(3):
+        h.add(poll(i, 100, group("web", "idle", 4), group("api", "idle", 1)))
+    points = open_rate_points(h.churn(), "db1", ("datname", "application_name"))
+    assert points == [((("target", "db1"), ("datname", "shop"), ("application_name", app)), 0.0)
+                      for app in ("api", "web")]
 
 
 def test_a_burst_that_stays_open_is_not_churn() -> None:

@@ -202,11 +202,15 @@ def churn(span: tuple[Sample, ...]) -> tuple[DatabaseChurn, ...]:
             opened, short = None, n_caught
             steps = [any(_caught((a, b)).values()) for a, b in itertools.pairwise(span)]
         rate = short / seconds if seconds > 0 else 0.0
+        if opened is not None and not short:
+            # The counter says no session was short-lived: every holder's rate is known, 0.
+            in_db = {k: 0 for k in last.holders if db in (ALL_DATABASES, k[0])}
         holders = tuple(
             HolderChurn(k[0], k[1], k[2], n,
-                        rate * n / n_caught if opened is not None else n / seconds)
+                        (rate * n / n_caught if n_caught else 0.0) if opened is not None
+                        else n / seconds)
             for k, n in sorted(in_db.items(), key=lambda kv: (-kv[1], kv[0])))
-        if short or n_caught:
+        if opened is not None or n_caught:
             out.append(DatabaseChurn(db, seconds, opened, short,
                                      sum(steps) / len(steps) if steps else 0.0, n_caught,
                                      holders))

@@ -62,7 +62,6 @@ def _mine(app: str, addr: str | None, a_app: str, a_addr: str) -> bool:
 def holder_findings(a: Attribution, t: Thresholds, history: History | None = None
                     ) -> Iterator[Finding]:
     churns = history.churn(RECENT_S) if history is not None else ()
-    caught_any = {(hc.application_name, hc.client_addr) for d in churns for hc in d.holders}
     for h, by_host in _holders(a):
         addr = h.client_addr if by_host else None
         causes = [c for c in (
@@ -79,7 +78,7 @@ def holder_findings(a: Attribution, t: Thresholds, history: History | None = Non
             continue
         causes.sort(key=lambda c: (-c.severity, PRIORITY.index(c.code)))
         yield _finding(a, h, addr, causes, burst if burst not in causes else None)
-    yield from _unattributed(t, churns, caught_any)
+    yield from _unattributed(t, churns)
 
 
 def _name(h: Holder, addr: str | None) -> str:
@@ -159,8 +158,7 @@ def _attribution(d: DatabaseChurn, caught: int) -> str:
             f"sessions, {caught} of them ({share:.0%}) from this holder ({sure})")
 
 
-def _unattributed(t: Thresholds, churns: tuple[DatabaseChurn, ...],
-                  caught_any: set[tuple[str, str]]) -> Iterator[Finding]:
+def _unattributed(t: Thresholds, churns: tuple[DatabaseChurn, ...]) -> Iterator[Finding]:
     for d in churns:
         if d.rate >= t.churn_rate and d.sustained >= SUSTAINED and not d.holders:
             yield Finding(
