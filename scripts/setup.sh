@@ -39,3 +39,6 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+
+# node-postgres for the tests that drive real Node.js client pools (cached in .tools/).
+bash scripts/install-node-clients.sh >/dev/null

@@ -1,0 +1,85 @@
+"""Real node-postgres pools (npm ``pg``, the pool under Prisma 7's adapter) diagnosed as users
+meet them: many pool instances in one service hoard idle slots; one pool at its cap queues
+requests while all its connections are busy. About 20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_core_integration import wait_sessions_gone
+
+from agent.cli import main
+from agent.pgserver import LocalServer
+
+ROOT = Path(__file__).resolve().parent.parent
+POOLS_JS = Path(__file__).with_name("node") / "pools.js"
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "install-node-clients.sh")],
+                         capture_output=True, text=True, check=True, timeout=300)
+    return Path(out.stdout.strip()) / "node_modules"
+
+
+@contextmanager
+def node_pools(node_modules: Path, *args: str) -> Iterator[str]:
+    """Runs pools.js until the block ends; yields its "ready" line."""
+    proc = subprocess.Popen(["node", str(POOLS_JS), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NODE_PATH": str(node_modules)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (line, proc.stderr.read() if proc.stderr else "")
+        yield line
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def diagnose(dsn: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["diagnose", "--dsn", dsn, "--format", "json"],
+                                catch_exceptions=False)
+    return result.exit_code, json.loads(result.output)["targets"][0]
+
+
+def url(pg: LocalServer) -> str:
+    return f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+
+
+def test_many_pool_instances_hoard_idle_slots(pg: LocalServer, node_modules: Path) -> None:
+    wait_sessions_gone(pg)
+    with node_pools(node_modules, "instances", url(pg), "node-shop", "7", "10"):
+        code, report = diagnose(pg.dsn())
+    shop = next(f for f in report["findings"]
+                if f["data"].get("application_name") == "node-shop")
+    assert shop["code"] == "idle_hoarding", shop
+    assert shop["title"].startswith("node-shop keeps 70 connections idle")
+    assert "several pool instances" in shop["title"]
+    assert sum("node-shop" in f["title"] for f in report["findings"]) == 1
+    assert code == 1
+
+
+def test_one_pool_at_its_cap_shows_what_its_connections_do(pg: LocalServer,
+                                                           node_modules: Path) -> None:
+    wait_sessions_gone(pg)
+    with node_pools(node_modules, "cap", url(pg), "node-api", "10") as ready:
+        assert ready.split()[2:] == ["10", "20"]  # 10 connections, 20 requests queued
+        code, report = diagnose(pg.dsn())
+    api = next(f for f in report["findings"] if f["data"].get("application_name") == "node-api")
+    assert api["code"] == "pool_saturated", api
+    assert api["title"] == "node-api has all 10 of its connections busy (its pool is at its cap)"
+    assert api["data"]["waiting"] == 10 and api["data"]["blocked"] == 0
+    assert "10 active: 10 waiting (10 Timeout/PgSleep), 0 running" in api["evidence"][1]
+    assert api["data"]["oldest_statement_seconds"] >= 4  # running through the 5 s window
+    assert code == 1
