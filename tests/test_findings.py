@@ -6,7 +6,7 @@ from snapshots import SETTINGS, ConnectionLimit, WaitCount, group, session, snap
 
 from agent import contract as c
 from agent.aggregate.attribution import attribute
-from agent.collect.snapshot import Setting
+from agent.collect.snapshot import ActiveStatements, Setting, TopStatement
 from agent.config import Thresholds
 from agent.diagnose.findings import Finding, Severity, diagnose
 from agent.diagnose.render import Report, as_dict, safe, text
@@ -74,12 +74,15 @@ def test_nearly_full_is_a_warning() -> None:
 
 def test_saturated_pool_and_a_young_crowd_without_a_rate() -> None:
     snap = snapshot([group("api", "active", 12, state_age=1.0, xact_age=1.0, young=25)],
-                    waits=(WaitCount("shop", "shop_app", "api", "Lock", "transactionid", 8),))
+                    waits=(WaitCount("shop", "shop_app", "api", "Lock", "transactionid", 8),),
+                    statements=(ActiveStatements("api", 12, 75.0, 9.0, 8, (
+                        TopStatement("UPDATE t SET v = ? WHERE id = ?", 42, 9),)),))
     found = diagnose(attribute(snap))
     assert [f.code for f in found] == ["pool_saturated"]
     evidence = " ".join(found[0].evidence)
     assert "12 active: 8 waiting (8 Lock/transactionid), 4 running; 8 blocked" in evidence
-    assert "oldest running statement 1s" in evidence
+    assert "statement age: oldest 75s, median 9s over its 12 active sessions" in evidence
+    assert "9x UPDATE t SET v = ? WHERE id = ? (query_id 42)" in evidence
     assert "25 of its connections were opened in the last minute" in evidence
     assert "churn" not in found[0].title + evidence and "retry" not in evidence
 

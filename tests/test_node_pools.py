@@ -47,8 +47,8 @@ def node_pools(node_modules: Path, *args: str) -> Iterator[str]:
         proc.wait(10)
 
 
-def diagnose(dsn: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(main, ["diagnose", "--dsn", dsn, "--format", "json"],
+def diagnose(dsn: str, *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(main, ["diagnose", "--dsn", dsn, "--format", "json", *args],
                                 catch_exceptions=False)
     return result.exit_code, json.loads(result.output)["targets"][0]
 
@@ -75,11 +75,16 @@ def test_one_pool_at_its_cap_shows_what_its_connections_do(pg: LocalServer,
     wait_sessions_gone(pg)
     with node_pools(node_modules, "cap", url(pg), "node-api", "10") as ready:
         assert ready.split()[2:] == ["10", "20"]  # 10 connections, 20 requests queued
-        code, report = diagnose(pg.dsn())
+        code, report = diagnose(pg.dsn(), "--show-queries")
     api = next(f for f in report["findings"] if f["data"].get("application_name") == "node-api")
     assert api["code"] == "pool_saturated", api
     assert api["title"] == "node-api has all 10 of its connections busy (its pool is at its cap)"
     assert api["data"]["waiting"] == 10 and api["data"]["blocked"] == 0
     assert "10 active: 10 waiting (10 Timeout/PgSleep), 0 running" in api["evidence"][1]
     assert api["data"]["oldest_statement_seconds"] >= 4  # running through the 5 s window
+    assert api["data"]["median_statement_seconds"] >= 4
+    assert "statement age: oldest" in api["evidence"][2]
+    # --show-queries: the statement, normalised; query_id only where the server computes it
+    assert api["data"]["top_statements"] == [
+        {"query": "SELECT pg_sleep(?)", "query_id": None, "count": 10}]
     assert code == 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..collect.snapshot import (
+    ActiveStatements,
     ActivityGroup,
     ConnectionLimit,
     DatabaseSessions,
@@ -91,6 +92,7 @@ class Attribution:
     databases: tuple[DatabaseSessions, ...]
     backend_types: tuple[tuple[str, int], ...]
     churn_window: float
+    statements: tuple[ActiveStatements, ...] = ()
 
     @property
     def usable(self) -> int | None:
@@ -159,6 +161,7 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         databases=snapshot.databases,
         backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
+        statements=snapshot.statements,
     )
 
 

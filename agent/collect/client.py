@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,8 +14,10 @@ from .. import contract
 from ..config import Target, read_password
 from ..errors import TargetError
 from . import queries
+from .normalise import normalise_query
 from .settings import normalise
 from .snapshot import (
+    ActiveStatements,
     ActivityGroup,
     BackendTypeCount,
     ConnectionLimit,
@@ -24,6 +26,7 @@ from .snapshot import (
     Session,
     Setting,
     Snapshot,
+    TopStatement,
     WaitCount,
 )
 
@@ -194,6 +197,7 @@ class TargetClient:
             limits=rows("limits", ConnectionLimit),
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
+            statements=rows("statements", _statements),
         )
 
     def _groups(self, rows: list[dict[str, Any]]) -> tuple[ActivityGroup, ...]:
@@ -219,6 +223,21 @@ def _session(**row: Any) -> Session:
     for column in ("backend_start", "xact_start", "query_start", "state_change"):
         row[column] = _timestamp(row[column])
     return Session(**row)
+
+
+def _statements(**row: Any) -> ActiveStatements:
+    top = _normalised(TopStatement(**t) for t in row.pop("top") or ())
+    return ActiveStatements(**row, top=top)
+
+
+def _normalised(statements: Iterable[TopStatement]) -> tuple[TopStatement, ...]:
+    """Statements with literals replaced by ``?``, merged, most frequent first."""
+    merged: dict[tuple[str, int | None], int] = {}
+    for t in statements:
+        key = (normalise_query(t.query), t.query_id)
+        merged[key] = merged.get(key, 0) + t.count
+    return tuple(TopStatement(q, i, n) for (q, i), n in
+                 sorted(merged.items(), key=lambda kv: (-kv[1], kv[0][0])))
 
 
 def _lock_wait(**row: Any) -> LockWait:

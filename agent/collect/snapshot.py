@@ -117,6 +117,30 @@ class DatabaseSessions:
 
 
 @dataclass(frozen=True, slots=True)
+class TopStatement:
+    """A frequent statement among an application's active sessions (only with show_queries)."""
+
+    query: str
+    query_id: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveStatements:
+    """An application's active client sessions: statement ages and lock waits.
+
+    The evidence for a busy pool: what its connections are doing, and for how long.
+    """
+
+    application_name: str
+    count: int
+    max_age: float
+    median_age: float
+    blocked: int
+    top: tuple[TopStatement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one poll read, taken inside one read-only transaction."""
 
@@ -132,6 +156,7 @@ class Snapshot:
     limits: tuple[ConnectionLimit, ...]
     databases: tuple[DatabaseSessions, ...]
     churn_window: float = 60.0
+    statements: tuple[ActiveStatements, ...] = ()
 
     def setting(self, name: str) -> float | None:
         for s in self.settings:

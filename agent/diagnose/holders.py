@@ -8,7 +8,6 @@ observation window (``diagnose``) or of the daemon; without one, only what one i
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,17 +188,16 @@ def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
     active = h.states.get("active", 0)
     by_event = ", ".join(f"{w.count} {w.wait_event_type}/{w.wait_event}"
                          for w in sorted(waits, key=lambda w: -w.count)[:5])
+    stats = next((st for st in a.statements if st.application_name == h.application_name),
+                 None)
     blocked = sum(w.count for w in waits if w.wait_event_type == "Lock")
-    ages = [g.max_state_age for g in a.groups if g.max_state_age is not None
-            and a.value(g.key, "application_name") == h.application_name
-            and a.value(g.key, "state") == "active"
-            and (addr is None or a.value(g.key, "client_addr") == addr)]
     evidence = [f"{active} active: {waiting} waiting ({by_event or 'none'}), "
                 f"{max(active - waiting, 0)} running; {blocked} blocked on a lock"]
-    if ages:
-        evidence.append(f"oldest running statement {age(max(ages))}"
-                        + (f", median of the oldest per host {age(statistics.median(ages))}"
-                           if len(ages) > 1 else ""))
+    if stats is not None:
+        evidence.append(f"statement age: oldest {age(stats.max_age)}, median "
+                        f"{age(stats.median_age)} over its {stats.count} active sessions")
+        evidence += [f"{t.count}x {t.query}" + (f" (query_id {t.query_id})" if t.query_id
+                                                  else "") for t in stats.top]
     return Cause(
         "pool_saturated", Severity.WARNING,
         f"has all {h.total} of its connections busy (its pool is at its cap)",
@@ -208,7 +206,10 @@ def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
         "connect'). Find the slow or blocked statements first; a bigger pool only moves the "
         "queue into the server.",
         {"busy": busy, "waiting": waiting, "blocked": blocked,
-         "oldest_statement_seconds": max(ages) if ages else None})
+         "oldest_statement_seconds": stats.max_age if stats else None,
+         "median_statement_seconds": stats.median_age if stats else None,
+         "top_statements": [{"query": t.query, "query_id": t.query_id, "count": t.count}
+                            for t in stats.top] if stats else []})
 
 
 def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | None
