@@ -3,6 +3,7 @@ caught short-lived backends, burst versus churn, persistence, and bounded memory
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from snapshots import NOW, DatabaseSessions, group, snapshot
@@ -104,10 +105,16 @@ def test_idle_through_the_window_is_persistence_and_a_lull_is_not() -> None:
 
 
 def test_memory_is_bounded_in_time_and_in_count() -> None:
-    h = History(retention=60, resolution=1.0)
-    for i in range(1000):  # four polls a second for 250 s
+    h = History(retention=900, resolution=1.0)
+    for i in range(4 * 1200):  # four polls a second for 20 minutes
         h.add(poll(i / 4, i, group("api", "idle", 1, opened=1)))
-    assert len(h) <= 122
-    assert h.seconds() <= 60
-    # merged polls keep every new backend: the last minute's 240 polls opened 240
-    assert sum(c.opened for s in h.samples[1:] for c in s.holders.values()) >= 230
+    # the last minute at about one sample a second, the 14 minutes before at one per ~30 s
+    assert len(h) <= 2 * 60 + 2 + 2 * 840 // 30 + 2
+    assert 900 - 30 <= h.seconds() <= 900  # the oldest kept sample is one coarse step old
+    recent = h.span(60)
+    assert all(b.at - a.at <= 1.0 for a, b in itertools.pairwise(recent))
+    # merged and thinned samples keep every new backend: 4 a second over the span
+    opened = sum(c.opened for s in h.samples[1:] for c in s.holders.values())
+    assert abs(opened - 4 * h.seconds()) <= 4
+    (shop, _) = h.churn()
+    assert shop.opened == 4 * h.seconds()  # the counter's delta over the whole span

@@ -112,39 +112,66 @@ class DatabaseChurn:
 
 
 class History:
-    """Samples of one target, oldest first, bounded in time and in count."""
+    """Samples of one target, oldest first, bounded in time and in count.
 
-    def __init__(self, retention: float = 900.0, resolution: float = 1.0) -> None:
+    The last ``detail`` seconds keep a sample per ``resolution`` (what rates and persistence
+    read); older samples thin out to one per ``coarse`` seconds until ``retention``. Merged
+    samples keep every new backend they saw, so counts over any span stay right.
+    """
+
+    def __init__(self, retention: float = 900.0, resolution: float = 1.0,
+                 detail: float = 60.0, coarse: float = 30.0) -> None:
         self.retention = retention
         self.resolution = resolution
-        self._samples: deque[Sample] = deque(
-            maxlen=2 * int(retention / resolution) + 2 if resolution > 0 else None)
+        self.detail = detail
+        self.coarse = coarse
+        self._old: deque[Sample] = deque()
+        self._recent: deque[Sample] = deque()
+        self._keys: dict[HolderKey, HolderKey] = {}
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._old) + len(self._recent)
 
     @property
     def samples(self) -> tuple[Sample, ...]:
-        return tuple(self._samples)
+        return (*self._old, *self._recent)
 
     def add(self, a: Attribution) -> Sample:
         """Record a poll. The newest sample stays open for polls until it is ``resolution``
         after the one before it: they merge (the newer poll's counts, the new backends of
         both), so fast polls do not grow the history."""
-        new = sample(a)
-        if len(self._samples) > 1 and new.at - self._samples[-2].at < self.resolution:
-            new = _merge(self._samples.pop(), new)
-        self._samples.append(new)
-        while self._samples and new.at - self._samples[0].at > self.retention:
-            self._samples.popleft()
+        new = self._interned(sample(a))
+        recent = self._recent
+        if len(recent) > 1 and new.at - recent[-2].at < self.resolution:
+            new = _merge(recent.pop(), new)
+        recent.append(new)
+        while len(recent) > 1 and new.at - recent[0].at > self.detail:
+            self._thin(recent.popleft())
+        while self._old and new.at - self._old[0].at > self.retention:
+            self._old.popleft()
         return new
+
+    def _thin(self, s: Sample) -> None:
+        old = self._old
+        if len(old) > 1 and s.at - old[-2].at < self.coarse:
+            s = _merge(old.pop(), s)
+        old.append(s)
+
+    def _interned(self, s: Sample) -> Sample:
+        """One key tuple per holder across samples (memory); the table is rebuilt when it
+        holds far more holders than the samples still name."""
+        if len(self._keys) > 4 * len(s.holders) + 1000:
+            self._keys = {k: k for x in self.samples for k in x.holders}
+        keys = self._keys
+        return Sample(s.at, {keys.setdefault(k, k): c for k, c in s.holders.items()},
+                      s.sessions)
 
     def span(self, seconds: float | None = None) -> tuple[Sample, ...]:
         """The samples of the last ``seconds`` (all if None)."""
-        if seconds is None or not self._samples:
+        if seconds is None or not self._recent:
             return self.samples
-        end = self._samples[-1].at
-        return tuple(s for s in self._samples if end - s.at <= seconds)
+        end = self._recent[-1].at
+        return tuple(s for s in self.samples if end - s.at <= seconds)
 
     def churn(self, seconds: float | None = None) -> tuple[DatabaseChurn, ...]:
         """New-session rates per database over the last ``seconds``, largest first."""
@@ -164,7 +191,8 @@ class History:
 
     def seconds(self) -> float:
         """How long the history reaches back."""
-        return self._samples[-1].at - self._samples[0].at if self._samples else 0.0
+        samples = self._old or self._recent
+        return self._recent[-1].at - samples[0].at if self._recent else 0.0
 
 
 def _merge(old: Sample, new: Sample) -> Sample:

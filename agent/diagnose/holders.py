@@ -58,26 +58,60 @@ def _mine(app: str, addr: str | None, a_app: str, a_addr: str) -> bool:
     return app == a_app and (addr is None or addr == a_addr)
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """What every holder's causes read, computed once per diagnosis (not once per holder)."""
+
+    churns: tuple[DatabaseChurn, ...]
+    measured: bool
+    """A history of at least two polls: rates and persistence are measured."""
+    idle_recent: dict[tuple[str, str], int]
+    idle_persisting: dict[tuple[str, str], int]
+    persisting_for: float
+    hosts: dict[str, list[str]]
+    blocked: dict[int, int]
+
+
+def _view(a: Attribution, history: History | None) -> View:
+    hosts: dict[str, list[str]] = {}
+    for g in holders(a, ("application_name", "client_addr")):
+        hosts.setdefault(g.application_name, []).append(g.client_addr)
+    blocked: dict[int, int] = {}
+    for s in a.sessions:
+        for pid in s.blocking_pids:
+            blocked[pid] = blocked.get(pid, 0) + 1
+    if history is None or len(history) < 2:
+        return View((), False, {}, {}, 0.0, hosts, blocked)
+    persisting_for = min(history.seconds(), PERSISTENCE_S)
+    return View(history.churn(RECENT_S), True, history.min_idle(RECENT_S),
+                history.min_idle(PERSISTENCE_S) if persisting_for >= PERSISTENCE_S / 2 else {},
+                persisting_for, hosts, blocked)
+
+
+def _sum_for(per: dict[tuple[str, str], int], app: str, addr: str | None) -> int:
+    return sum(n for (a, host), n in per.items() if a == app and (addr is None or host == addr))
+
+
 def holder_findings(a: Attribution, t: Thresholds, history: History | None = None
                     ) -> Iterator[Finding]:
-    churns = history.churn(RECENT_S) if history is not None else ()
+    v = _view(a, history)
     for h, by_host in _holders(a):
         addr = h.client_addr if by_host else None
         causes = [c for c in (
-            *_churn(a, t, h, addr, churns),
-            _saturated(a, t, h, addr, history),
-            _idle_in_transaction(a, t, h, addr),
-            _hoarding(a, t, h, addr, history),
+            *_churn(t, h, addr, v.churns),
+            _saturated(a, t, h, addr, v),
+            _idle_in_transaction(a, t, h, addr, v),
+            _hoarding(a, t, h, addr, v),
             _dominant(a, t, h),
         ) if c is not None]
-        burst = _burst(t, h, history, churned=any(c.code == "connection_churn" for c in causes))
+        burst = _burst(t, h, v, churned=any(c.code == "connection_churn" for c in causes))
         if burst is not None and not causes:
             causes.append(burst)
         if not causes:
             continue
         causes.sort(key=lambda c: (-c.severity, PRIORITY.index(c.code)))
-        yield _finding(a, h, addr, causes, burst if burst not in causes else None)
-    yield from _unattributed(t, churns)
+        yield _finding(a, h, addr, causes, burst if burst not in causes else None, v)
+    yield from _unattributed(t, v.churns)
 
 
 def _name(h: Holder, addr: str | None) -> str:
@@ -85,13 +119,12 @@ def _name(h: Holder, addr: str | None) -> str:
 
 
 def _finding(a: Attribution, h: Holder, addr: str | None, causes: list[Cause],
-             burst: Cause | None) -> Finding:
+             burst: Cause | None, v: View) -> Finding:
     head = causes[0]
     usable = a.usable
     share = f" of {usable} usable slots" if usable else ""
-    hosts = sorted({g.client_addr for g in holders(a, ("application_name", "client_addr"))
-                    if g.application_name == h.application_name
-                    and (addr is None or g.client_addr == addr)})
+    hosts = sorted(x for x in v.hosts.get(h.application_name, ())
+                   if addr is None or x == addr)
     summary = (f"holds {h.total}{share}: {_states(h.states)}; from "
                f"{', '.join(hosts[:5])}{' …' if len(hosts) > 5 else ''}")
     evidence = [summary]
@@ -100,7 +133,8 @@ def _finding(a: Attribution, h: Holder, addr: str | None, causes: list[Cause],
         if c is not head and c.code != "dominant_application":
             evidence.append(f"also {c.headline}")
         evidence += c.evidence
-        if c.advice not in advice:
+        # The share alone adds no advice the specific causes do not already give.
+        if c.advice not in advice and (c is head or c.code != "dominant_application"):
             advice.append(c.advice)
     if burst is not None:
         evidence += burst.evidence
@@ -114,7 +148,7 @@ def _finding(a: Attribution, h: Holder, addr: str | None, causes: list[Cause],
                    f"{_name(h, addr)} {head.headline}", tuple(evidence), " ".join(advice), data)
 
 
-def _churn(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
+def _churn(t: Thresholds, h: Holder, addr: str | None,
            churns: tuple[DatabaseChurn, ...]) -> Iterator[Cause]:
     for d in churns:
         if d.rate < t.churn_rate or d.sustained < SUSTAINED:
@@ -172,17 +206,13 @@ def _unattributed(t: Thresholds, churns: tuple[DatabaseChurn, ...]) -> Iterator[
                  "caught": 0, "short_lived": d.short_lived, "exact": d.exact})
 
 
-def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
-               history: History | None) -> Cause | None:
+def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: View
+               ) -> Cause | None:
     busy = h.states.get("active", 0) + h.idle_in_transaction
     if h.total < t.idle_hoard_count or busy != h.total:
         return None
-    if history is not None and len(history) > 1:
-        idle_seen = history.min_idle(RECENT_S)
-        key = (h.application_name, addr) if addr is not None else None
-        if any(n for (app, host), n in idle_seen.items()
-               if app == h.application_name and (key is None or host == addr)):
-            return None  # one of its connections was idle during the window: not capped
+    if _sum_for(v.idle_recent, h.application_name, addr):
+        return None  # one of its connections was idle during the window: not capped
     waits = [w for w in a.waits if w.application_name == h.application_name]
     waiting = sum(w.count for w in waits)
     active = h.states.get("active", 0)
@@ -212,12 +242,9 @@ def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
                             for t in stats.top] if stats else []})
 
 
-def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | None
+def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: View
                          ) -> Cause | None:
-    blocked: dict[int, int] = {}
-    for s in a.sessions:
-        for pid in s.blocking_pids:
-            blocked[pid] = blocked.get(pid, 0) + 1
+    blocked = v.blocked
     old = [s for s in a.sessions if s.state in IDLE_IN_TRANSACTION
            and _mine(h.application_name, addr, s.application_name, s.client_addr)
            and s.state_age is not None and s.state_age >= t.idle_in_transaction_warning]
@@ -239,19 +266,16 @@ def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | N
         {"pids": [s.pid for s in old], "longest_seconds": worst})
 
 
-def _hoarding(a: Attribution, t: Thresholds, h: Holder, addr: str | None,
-              history: History | None) -> Cause | None:
+def _hoarding(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: View
+              ) -> Cause | None:
     if HIDDEN in h.states:
         return None
     idle = h.states.get("idle", 0)
     if idle < t.idle_hoard_count:
         return None
     dominant = bool(a.usable) and h.total >= t.holder_share * (a.usable or 0)
-    persisted = 0
-    observed = min(history.seconds(), PERSISTENCE_S) if history is not None else 0.0
-    if history is not None and observed >= PERSISTENCE_S / 2:
-        persisted = sum(n for (app, host), n in history.min_idle(PERSISTENCE_S).items()
-                        if app == h.application_name and (addr is None or host == addr))
+    persisted = _sum_for(v.idle_persisting, h.application_name, addr)
+    observed = v.persisting_for
     old_enough = (h.oldest_idle or 0.0) >= t.idle_hoard_age
     early = dominant and persisted >= t.idle_hoard_count
     if not (old_enough or early):
@@ -284,10 +308,10 @@ def _dominant(a: Attribution, t: Thresholds, h: Holder) -> Cause | None:
         "put a pooler (PgBouncer) in front if many processes connect.")
 
 
-def _burst(t: Thresholds, h: Holder, history: History | None, *, churned: bool) -> Cause | None:
+def _burst(t: Thresholds, h: Holder, v: View, *, churned: bool) -> Cause | None:
     if h.young < t.churn_young or churned:
         return None
-    if history is not None and len(history) > 1:
+    if v.measured:
         line = (f"burst: {h.young} of its connections were opened in the last minute and "
                 "stayed open (a pool or a service starting up), no sustained new-session "
                 "rate")

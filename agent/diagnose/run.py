@@ -23,7 +23,7 @@ WINDOW_POLL_S = 0.25
 
 
 def report_for(config: Config, target_index: int, thresholds: Thresholds | None = None,
-               window: float = 0.0) -> Report:
+               window: float = DEFAULT_WINDOW_S) -> Report:
     """Poll every ``WINDOW_POLL_S`` for ``window`` seconds (0: once) and diagnose the last poll
     with the history of the window."""
     target = config.targets[target_index]
@@ -57,7 +57,7 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
 
 
 def diagnose_all(config: Config, thresholds: Thresholds | None = None,
-                 window: float = 0.0) -> list[Report]:
+                 window: float = DEFAULT_WINDOW_S) -> list[Report]:
     """Every target observed at the same time (one window, not one per target)."""
     n = len(config.targets)
     with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
