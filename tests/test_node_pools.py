@@ -32,9 +32,13 @@ def node_modules() -> Path:
 
 
 @contextmanager
-def node_pools(node_modules: Path, *args: str) -> Iterator[str]:
-    """Runs pools.js until the block ends; yields its "ready" line."""
-    proc = subprocess.Popen(["node", str(POOLS_JS), *args], stdout=subprocess.PIPE,
+def node_pools(pg: LocalServer, node_modules: Path, mode: str, app: str, *args: str
+               ) -> Iterator[str]:
+    """Runs pools.js until the block ends, then ends its sessions (a backend in pg_sleep does
+    not notice its client left); yields the "ready" line."""
+    url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    proc = subprocess.Popen(["node", str(POOLS_JS), mode, url, app, *args],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "NODE_PATH": str(node_modules)})
     try:
@@ -45,6 +49,8 @@ def node_pools(node_modules: Path, *args: str) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+        pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   f"WHERE application_name = '{app}'")
 
 
 def diagnose(dsn: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -53,13 +59,9 @@ def diagnose(dsn: str, *args: str) -> tuple[int, dict[str, Any]]:
     return result.exit_code, json.loads(result.output)["targets"][0]
 
 
-def url(pg: LocalServer) -> str:
-    return f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
-
-
 def test_many_pool_instances_hoard_idle_slots(pg: LocalServer, node_modules: Path) -> None:
     wait_sessions_gone(pg)
-    with node_pools(node_modules, "instances", url(pg), "node-shop", "7", "10"):
+    with node_pools(pg, node_modules, "instances", "node-shop", "7", "10"):
         code, report = diagnose(pg.dsn())
     shop = next(f for f in report["findings"]
                 if f["data"].get("application_name") == "node-shop")
@@ -73,7 +75,7 @@ def test_many_pool_instances_hoard_idle_slots(pg: LocalServer, node_modules: Pat
 def test_one_pool_at_its_cap_shows_what_its_connections_do(pg: LocalServer,
                                                            node_modules: Path) -> None:
     wait_sessions_gone(pg)
-    with node_pools(node_modules, "cap", url(pg), "node-api", "10") as ready:
+    with node_pools(pg, node_modules, "cap", "node-api", "10") as ready:
         assert ready.split()[2:] == ["10", "20"]  # 10 connections, 20 requests queued
         code, report = diagnose(pg.dsn(), "--show-queries")
     api = next(f for f in report["findings"] if f["data"].get("application_name") == "node-api")
