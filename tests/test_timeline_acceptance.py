@@ -161,3 +161,17 @@ def test_the_daemon_answers_while_the_server_is_full(pg: LocalServer, workload: 
     assert cli.returncode in (1, 3), cli.stderr
     report = json.loads(cli.stdout)["targets"][0]
     assert any(f["data"].get("application_name") == "flood" for f in report["findings"])
+
+
+def test_diagnose_route_formats_and_exit_status() -> None:
+    from agent.diagnose.findings import unreachable
+    from agent.diagnose.remote import respond
+    from agent.diagnose.render import Report
+
+    reports = [Report("db1", None, (unreachable("db1", "too_many_connections", "full"),))]
+    code, body, ctype, exit_status = respond(reports, "format=json")
+    assert (code, ctype, exit_status) == (200, "application/json", 3)
+    assert json.loads(body)["targets"][0]["findings"][0]["code"] == "target_unreachable"
+    assert respond(reports, "")[1].decode().startswith("pgconn-agent diagnose: target db1")
+    bad = respond(reports, "format=xml")
+    assert (bad[0], bad[3]) == (400, 2) and b"format" in bad[1]

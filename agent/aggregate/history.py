@@ -227,8 +227,10 @@ def churn(span: tuple[Sample, ...]) -> tuple[DatabaseChurn, ...]:
                      for a, b in itertools.pairwise(span)
                      if a.sessions is not None and b.sessions is not None]
         else:
+            # Catches are sparse: sustained means caught in both halves of the span.
             opened, short = None, n_caught
-            steps = [any(_caught((a, b)).values()) for a, b in itertools.pairwise(span)]
+            half = len(span) // 2
+            steps = [bool(_caught(span[:half + 1])), bool(_caught(span[half:]))]
         rate = short / seconds if seconds > 0 else 0.0
         if opened is not None and not short:
             # The counter says no session was short-lived: every holder's rate is known, 0.

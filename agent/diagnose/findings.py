@@ -120,7 +120,8 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         who = (f"{root.application_name} from {root.client_addr} ({root.usename}@{root.datname})"
                if root else "a session the agent cannot see")
         idle_root = root is not None and root.state in IDLE_IN_TRANSACTION
-        longest = max((lw.max_wait or 0 for lw in a.lock_waits), default=0)
+        waits = [lw.max_wait for lw in a.lock_waits if lw.max_wait is not None]
+        longest = age(max(waits)) if waits else "unknown (no pg_locks.waitstart before 14)"
         yield Finding(
             "lock_chain_idle_root" if idle_root else "lock_chain",
             Severity.CRITICAL if idle_root else Severity.WARNING,
@@ -130,7 +131,7 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
              + (f", transaction open {age(root.xact_age)}" if root else ""),
              f"blocked pids: {', '.join(map(str, chain.blocked_pids[:20]))}"
              + (" …" if len(chain.blocked_pids) > 20 else ""),
-             f"longest lock wait {age(longest)}"),
+             f"longest lock wait {longest}"),
             ("The root blocker holds its locks while doing nothing: its application left a "
              f"transaction open. End it (SELECT pg_terminate_backend({chain.root_pid})) if it is "
              "safe, then fix the code path that leaves it open.")
