@@ -16,7 +16,7 @@ from agent.diagnose.findings import diagnose
 
 def poll(second: float, sessions: int | None, *groups: ActivityGroup, version: int = 150004
          ) -> Attribution:
-    dbs = () if sessions is None else (DatabaseSessions("shop", sessions, 0, 0, 0),
+    dbs = () if sessions is None else (DatabaseSessions("shop", sessions, sessions // 10, 0, 0),
                                        DatabaseSessions("postgres", 7, 0, 0, 0))
     return attribute(snapshot(list(groups), taken_at=NOW + timedelta(seconds=second),
                               databases=dbs, server_version_num=version))
@@ -39,6 +39,7 @@ def test_churn_rate_comes_from_the_counter_and_goes_to_the_caught_holder() -> No
     assert (quiet.datname, quiet.short_lived, quiet.holders) == ("postgres", 0, ())
     assert (shop.datname, shop.opened, shop.short_lived, shop.seconds) == ("shop", 60, 58, 5.0)
     assert shop.sustained == 1.0 and shop.exact
+    assert shop.ended == (6, 0, 0)  # abandoned: 160 // 10 - 100 // 10
     (api,) = shop.holders
     assert (api.application_name, api.caught) == ("api", 8)
     assert abs((api.rate or 0) - 58 / 5) < 1e-9
@@ -58,6 +59,7 @@ def test_churn_finding_names_rate_database_and_application() -> None:
     assert "opens 11.6 new connections/s in database shop" in api.title
     assert "caught 8 of the 58 short-lived sessions, 8 of them (100%)" in " ".join(api.evidence)
     assert "(confident)" in " ".join(api.evidence)
+    assert "ended: 6 abandoned (the client vanished)" in api.evidence[1]
 
 
 def test_a_quiet_database_gives_its_holders_a_known_zero() -> None:

@@ -46,6 +46,8 @@ class Sample:
     holders: dict[HolderKey, HolderCounts]
     sessions: dict[str, int] | None
     """pg_stat_database.sessions per database; None when the server has no counter (< 14)."""
+    outcomes: dict[str, tuple[int, int, int]] | None = None
+    """Per database: sessions_abandoned, sessions_fatal, sessions_killed."""
 
     def backends(self, datname: str) -> int:
         return sum(c.total for k, c in self.holders.items()
@@ -66,13 +68,18 @@ def sample(a: Attribution) -> Sample:
         prev = acc.get(key)
         acc[key] = HolderCounts(g.count, idle, g.opened) if prev is None else HolderCounts(
             prev.total + g.count, prev.idle + idle, prev.opened + g.opened)
-    sessions = None
-    if a.server_version_num >= 140000:
-        if "datname" in a.dimensions:
-            sessions = {sys.intern(d.datname): d.sessions for d in a.databases}
-        else:
-            sessions = {ALL_DATABASES: sum(d.sessions for d in a.databases)}
-    return Sample(a.taken_at.timestamp(), acc, sessions)
+    if a.server_version_num < 140000:
+        return Sample(a.taken_at.timestamp(), acc, None)
+    by_db = "datname" in a.dimensions
+    sessions: dict[str, int] = {}
+    outcomes: dict[str, tuple[int, int, int]] = {}
+    for d in a.databases:
+        name = sys.intern(d.datname) if by_db else ALL_DATABASES
+        sessions[name] = sessions.get(name, 0) + d.sessions
+        before = outcomes.get(name, (0, 0, 0))
+        outcomes[name] = (before[0] + d.sessions_abandoned, before[1] + d.sessions_fatal,
+                          before[2] + d.sessions_killed)
+    return Sample(a.taken_at.timestamp(), acc, sessions, outcomes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,9 @@ class DatabaseChurn:
     """Share of poll intervals in which new sessions were counted: churn goes on, a burst stops."""
     caught: int
     holders: tuple[HolderChurn, ...]
+    ended: tuple[int, int, int] | None = None
+    """Sessions that ended abandoned (client vanished), fatal (by an error) or killed (by an
+    operator or a timeout) over the span; None before PostgreSQL 14."""
 
     @property
     def rate(self) -> float:
@@ -164,7 +174,7 @@ class History:
             self._keys = {k: k for x in self.samples for k in x.holders}
         keys = self._keys
         return Sample(s.at, {keys.setdefault(k, k): c for k, c in s.holders.items()},
-                      s.sessions)
+                      s.sessions, s.outcomes)
 
     def span(self, seconds: float | None = None) -> tuple[Sample, ...]:
         """The samples of the last ``seconds`` (all if None)."""
@@ -202,7 +212,7 @@ def _merge(old: Sample, new: Sample) -> Sample:
             n = holders.get(key)
             holders[key] = HolderCounts(n.total if n else 0, n.idle if n else 0,
                                         (n.opened if n else 0) + c.opened)
-    return Sample(new.at, holders, new.sessions)
+    return Sample(new.at, holders, new.sessions, new.outcomes)
 
 
 def churn(span: tuple[Sample, ...]) -> tuple[DatabaseChurn, ...]:
@@ -240,10 +250,14 @@ def churn(span: tuple[Sample, ...]) -> tuple[DatabaseChurn, ...]:
                         (rate * n / n_caught if n_caught else 0.0) if opened is not None
                         else n / seconds)
             for k, n in sorted(in_db.items(), key=lambda kv: (-kv[1], kv[0])))
+        ended = None
+        if first.outcomes and last.outcomes and db in first.outcomes and db in last.outcomes:
+            (a0, a1, a2), (b0, b1, b2) = first.outcomes[db], last.outcomes[db]
+            ended = (b0 - a0, b1 - a1, b2 - a2)
         if opened is not None or n_caught:
             out.append(DatabaseChurn(db, seconds, opened, short,
                                      sum(steps) / len(steps) if steps else 0.0, n_caught,
-                                     holders))
+                                     holders, ended))
     return tuple(sorted(out, key=lambda d: (-d.short_lived, d.datname)))
 
 

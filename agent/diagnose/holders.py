@@ -167,15 +167,20 @@ def _churn(t: Thresholds, h: Holder, addr: str | None,
                 "and reuse connections; back off retries.",
                 {"rate_per_second": round(rate, 3), "datname": d.datname,
                  "database_rate_per_second": round(d.rate, 3), "caught": hc.caught,
-                 "short_lived": d.short_lived, "exact": d.exact})
+                 "short_lived": d.short_lived, "exact": d.exact,
+                 "ended_abandoned_fatal_killed": list(d.ended) if d.ended else None})
 
 
 def _rate_evidence(d: DatabaseChurn) -> tuple[str, ...]:
     db = d.datname or "all databases"
     if d.exact:
+        ended = [f"{n} {what}" for n, what in zip(
+            d.ended or (), ("abandoned (the client vanished)", "fatal (ended by an error)",
+                            "killed (terminated)"), strict=False) if n]
         return (f"pg_stat_database.sessions of {db}: {d.opened} new sessions in "
                 f"{d.seconds:.1f}s, {d.short_lived} of them closed again ({d.rate:.1f}/s, "
-                f"counted in {d.sustained:.0%} of the poll intervals)",)
+                f"counted in {d.sustained:.0%} of the poll intervals)"
+                + (f"; ended: {', '.join(ended)}" if ended else ""),)
     return (f"{db}: {d.short_lived} short-lived sessions caught in {d.seconds:.1f}s "
             f"(at least {d.rate:.1f}/s: this server has no session counter before "
             "PostgreSQL 14)",)
