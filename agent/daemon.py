@@ -26,6 +26,7 @@ from .aggregate.points import PointSet, points
 from .collect.client import TargetClient
 from .contract import CONNECTION_OPEN_RATE
 from .diagnose.findings import diagnose, unreachable
+from .diagnose.holders import busy_holder
 from .diagnose.remote import respond
 from .diagnose.render import Report
 from .errors import AgentError, ConfigError, TargetError
@@ -72,6 +73,7 @@ class TargetRunner:
                 self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
                                             if s.query is not None}
                 churns = self.history.churn(RATE_WINDOW_S)
+            self.client.statements = busy_holder(attribution, self.config.thresholds)
             point_set = points(attribution, max_groups=self.config.max_groups)
             rates = open_rate_points(churns, self.target.name, self.config.dimensions)
             self.state.publish(self.target.name, PointSet(

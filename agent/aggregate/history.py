@@ -18,7 +18,6 @@ sample holds at most the attribution's (capped) holders.
 from __future__ import annotations
 
 import itertools
-import sys
 from collections import deque
 from dataclasses import dataclass
 
@@ -54,32 +53,36 @@ class Sample:
                    if datname in (ALL_DATABASES, k[0]))
 
 
-def _key(a: Attribution, group_key: tuple[str, ...]) -> HolderKey:
-    return tuple(sys.intern(a.value(group_key, d) or "")  # type: ignore[return-value]
-                 for d in ("datname", "application_name", "client_addr"))
-
-
 def sample(a: Attribution) -> Sample:
-    """The history's compact view of one poll."""
-    acc: dict[HolderKey, HolderCounts] = {}
+    """The history's compact view of one poll (on every poll's path: plain loops)."""
+    dims = a.dimensions
+    at = [dims.index(d) if d in dims else -1
+          for d in ("datname", "application_name", "client_addr", "state")]
+    acc: dict[HolderKey, list[int]] = {}
     for g in a.groups:
-        key = _key(a, g.key)
-        idle = g.count if a.value(g.key, "state") == "idle" else 0
-        prev = acc.get(key)
-        acc[key] = HolderCounts(g.count, idle, g.opened) if prev is None else HolderCounts(
-            prev.total + g.count, prev.idle + idle, prev.opened + g.opened)
+        k = g.key
+        key = (k[at[0]] if at[0] >= 0 else "", k[at[1]] if at[1] >= 0 else "",
+               k[at[2]] if at[2] >= 0 else "")
+        counts = acc.get(key)
+        if counts is None:
+            counts = acc[key] = [0, 0, 0]
+        counts[0] += g.count
+        if at[3] >= 0 and k[at[3]] == "idle":
+            counts[1] += g.count
+        counts[2] += g.opened
+    holders = {key: HolderCounts(*counts) for key, counts in acc.items()}
     if a.server_version_num < 140000:
-        return Sample(a.taken_at.timestamp(), acc, None)
+        return Sample(a.taken_at.timestamp(), holders, None)
     by_db = "datname" in a.dimensions
     sessions: dict[str, int] = {}
     outcomes: dict[str, tuple[int, int, int]] = {}
     for d in a.databases:
-        name = sys.intern(d.datname) if by_db else ALL_DATABASES
+        name = d.datname if by_db else ALL_DATABASES
         sessions[name] = sessions.get(name, 0) + d.sessions
         before = outcomes.get(name, (0, 0, 0))
         outcomes[name] = (before[0] + d.sessions_abandoned, before[1] + d.sessions_fatal,
                           before[2] + d.sessions_killed)
-    return Sample(a.taken_at.timestamp(), acc, sessions, outcomes)
+    return Sample(a.taken_at.timestamp(), holders, sessions, outcomes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,9 @@ class TargetClient:
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
         self._recent_pids: frozenset[int] | None = None
+        self.statements = False
+        """Also read what active sessions do (statement ages, top statements): set it for
+        the polls whose diagnosis needs the evidence of a busy pool."""
 
     @property
     def connected(self) -> bool:
@@ -160,6 +163,7 @@ class TargetClient:
             "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
             "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
+            "statements": self.statements,
             "setting_names": queries.setting_names(version),
             "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
             **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},

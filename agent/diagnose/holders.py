@@ -114,6 +114,14 @@ def holder_findings(a: Attribution, t: Thresholds, history: History | None = Non
     yield from _unattributed(t, v.churns)
 
 
+def busy_holder(a: Attribution, t: Thresholds) -> bool:
+    """Whether some holder has every connection busy: the next poll should read what its
+    sessions do (statement ages), the evidence its finding shows."""
+    return any(h.total >= t.idle_hoard_count and HIDDEN not in h.states
+               and h.states.get("active", 0) + h.idle_in_transaction == h.total
+               for h, _ in _holders(a))
+
+
 def _name(h: Holder, addr: str | None) -> str:
     return f"{h.application_name} from {addr}" if addr is not None else h.application_name
 

@@ -35,6 +35,8 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
     try:
         end = time.monotonic() + window
         while True:
+            # What busy sessions do is read once, by the last poll: the evidence for a busy pool.
+            client.statements = end - time.monotonic() <= WINDOW_POLL_S
             try:
                 snapshot = client.poll()
             except TargetError as exc:

@@ -2,12 +2,16 @@
 -- one, or among the oldest idle in transaction. pg_blocking_pids() is called only for lock
 -- waiters (it takes the lock manager's partition locks), and each filter scans the activity
 -- rows once without building per-row arrays. Query text only when asked for.
--- Waiters are found in pg_locks (ungranted), not by wait_event_type: without pg_monitor other
--- roles' wait events read NULL, while pg_locks and pg_blocking_pids() stay readable, so blockers
--- are found also then (their details show as hidden).
+-- Without pg_monitor other roles' wait events read NULL (backend_type too), while pg_locks and
+-- pg_blocking_pids() stay readable: such sessions count as waiters when pg_locks shows them
+-- waiting, so blockers are found also then (their details show as hidden). The pg_locks
+-- lookup runs only for hidden rows, so a pg_monitor agent pays nothing for it.
 WITH waiters AS MATERIALIZED (
     SELECT pid, pg_blocking_pids(pid) AS blocking_pids
-    FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted AND pid IS NOT NULL) AS w
+    FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock'
+       OR (backend_type IS NULL
+           AND pid IN (SELECT pid FROM pg_locks WHERE NOT granted AND pid IS NOT NULL))
 ),
 blockers AS (SELECT DISTINCT unnest(blocking_pids) AS pid FROM waiters),
 idle_tx AS (

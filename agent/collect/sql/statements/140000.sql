@@ -8,18 +8,21 @@ WITH active AS (
            CASE WHEN %(show_queries)s THEN left(query, %(query_chars)s) END AS query,
            query_id
     FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND state = 'active' AND query_start IS NOT NULL
+    -- Read only when asked for (%(statements)s: a busy holder was seen): otherwise a
+    -- one-time filter skips the part and the poll costs what it did without it.
+    WHERE %(statements)s
+      AND backend_type = 'client backend' AND state = 'active' AND query_start IS NOT NULL
 )
 SELECT application_name, count(*)::int AS count,
        greatest(0, date_part('epoch', now() - min(query_start))) AS max_age,
        greatest(0, date_part('epoch', now() - percentile_disc(0.5)
                                               WITHIN GROUP (ORDER BY query_start))) AS median_age,
        (count(*) FILTER (WHERE wait_event_type = 'Lock'))::int AS blocked,
-       (SELECT coalesce(json_agg(t), '[]') FROM (
+       -- CASE skips the subquery entirely unless query text was asked for.
+       CASE WHEN %(show_queries)s THEN (SELECT coalesce(json_agg(t), '[]') FROM (
             SELECT query, query_id, count(*)::int AS count FROM active AS q
-            WHERE %(show_queries)s AND q.application_name = a.application_name
-              AND q.query IS NOT NULL
-            GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5) AS t) AS top
+            WHERE q.application_name = a.application_name AND q.query IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5) AS t) END AS top
 FROM active AS a
 GROUP BY application_name
 ORDER BY count DESC, application_name
