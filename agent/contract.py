@@ -156,6 +156,18 @@ LOCK_BLOCKING = _spec(
     "postgresql.lock.blocking", U, "{connection}", (*T, GROUP),
     "Sessions blocked (directly) by this group's sessions.",
 )
+ROOT_BLOCKERS_SHOWN = 5
+"""Root blockers named by pid in ``postgresql.lock.root_blocker`` (bounds its series)."""
+LOCK_ROOT_BLOCKING = _spec(
+    "postgresql.lock.root_blocking", U, "{connection}", (*T, GROUP),
+    "Sessions queued, directly or behind other waiters, behind this group's root blockers "
+    "(sessions that hold the lock without waiting for one themselves).",
+)
+LOCK_ROOT_BLOCKER = _spec(
+    "postgresql.lock.root_blocker", U, "{connection}", (*T, "pid", GROUP),
+    f"The current root blockers by pid (at most {ROOT_BLOCKERS_SHOWN}, most queued first), "
+    "valued by the sessions queued behind each: the pid to terminate.",
+)
 BACKEND_COUNT = _spec(
     "postgresql.backend.count", U, "{backend}", (*T, "backend_type"), "All backends by type."
 )
@@ -201,14 +213,58 @@ POLL_SKIPPED = _spec(
     "Polls skipped because the previous poll of the target was still running.",
 )
 
+# PgBouncer targets (a DSN with dbname=pgbouncer): its admin console's SHOW POOLS / CLIENTS /
+# DATABASES / CONFIG. A pool is PgBouncer's (database, user) pair.
+POOL = ("database", "user")
+PGBOUNCER_HOLDER: tuple[str, ...] = ("application_name", "client_addr", "user", "database",
+                                     "state")
+"""Attributes of a PgBouncer client holder (capped like G, same overflow value)."""
+POOLER_CLIENTS = _spec(
+    "pgbouncer.pool.clients", U, "{connection}", (*T, *POOL, "state"),
+    "Client connections per pool: active (linked to a server or idle) or waiting for one.",
+)
+POOLER_SERVERS = _spec(
+    "pgbouncer.pool.servers", U, "{connection}", (*T, *POOL, "state"),
+    "Server connections per pool by state: active (linked to a client), idle, used, tested, "
+    "login.",
+)
+POOLER_WAIT_MAX = _spec(
+    "pgbouncer.pool.wait.max", G, "s", (*T, *POOL),
+    "Longest time a client of the pool has been waiting for a server connection (maxwait).",
+)
+POOLER_POOL_SIZE = _spec(
+    "pgbouncer.pool.size", G, "{connection}", (*T, *POOL, "pool_mode"),
+    "Server connections the pool may open (its database's pool_size, plus reserve_pool).",
+)
+POOLER_DATABASE_MAX = _spec(
+    "pgbouncer.database.connection.max", G, "{connection}", (*T, "database"),
+    "A database's max_db_connections over all its pools, where one is set.",
+)
+POOLER_CLIENT_MAX = _spec(
+    "pgbouncer.client.max", G, "{connection}", T,
+    "PgBouncer's max_client_conn: client connections it accepts in all.",
+)
+POOLER_CLIENT_COUNT = _spec(
+    "pgbouncer.client.count", U, "{connection}", (*T, *PGBOUNCER_HOLDER),
+    "Client connections per holder (application_name, client_addr, user, database, state).",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
     CONNECTION_OPEN_RATE,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
+    LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
+    POOLER_CLIENTS, POOLER_SERVERS, POOLER_WAIT_MAX, POOLER_POOL_SIZE, POOLER_DATABASE_MAX,
+    POOLER_CLIENT_MAX, POOLER_CLIENT_COUNT,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+PGBOUNCER_METRICS: tuple[MetricSpec, ...] = tuple(
+    m for m in METRICS if m.name.startswith("pgbouncer."))
+"""Metrics of PgBouncer targets only; a PostgreSQL target exports every other metric."""
+POSTGRESQL_TARGET_METRICS: tuple[MetricSpec, ...] = tuple(
+    m for m in METRICS if m not in PGBOUNCER_METRICS)
 
 POLL_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

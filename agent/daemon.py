@@ -20,18 +20,24 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
+from . import webconfig
 from .aggregate.attribution import Attribution, attribute
 from .aggregate.history import History, open_rate_points
+from .aggregate.join import pairings_for, relabel
 from .aggregate.points import PointSet, points
+from .aggregate.pooler import pooler_points
 from .collect.client import TargetClient
+from .collect.pgbouncer import is_pgbouncer
+from .collect.pgbouncer.board import PoolerBoard
+from .collect.pgbouncer.console import ConsoleClient
 from .contract import CONNECTION_OPEN_RATE
 from .diagnose.findings import diagnose, unreachable
 from .diagnose.holders import busy_holder
-from .diagnose.remote import respond
+from .diagnose.remote import EXIT_HEADER, respond
 from .diagnose.render import Report
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
-from .export.http import AgentHTTPServer
+from .export.http import AgentHTTPServer, Request, Response
 from .export.state import MetricsState
 
 log = logging.getLogger(__name__)
@@ -43,13 +49,16 @@ RATE_WINDOW_S = 60.0
 class TargetRunner:
     """Polls one target; failures back off exponentially (capped) before reconnecting."""
 
-    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState) -> None:
+    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
+                 poolers: PoolerBoard | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
-        self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups,
-                                   show_queries=config.show_queries)
+        self.poolers = poolers or PoolerBoard()
+        self.client: TargetClient | ConsoleClient = (
+            ConsoleClient(target) if is_pgbouncer(target.dsn) else
+            TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups,
+                         show_queries=config.show_queries))
         self.history = History()
         self.latest: tuple[Attribution, dict[int, str]] | None = None
         self.history_lock = threading.Lock()
@@ -65,19 +74,7 @@ class TargetRunner:
             return
         start = time.perf_counter()
         try:
-            snapshot = self.client.poll()
-            attribution = attribute(snapshot, dimensions=self.config.dimensions,
-                                    max_groups=self.config.max_groups)
-            with self.history_lock:
-                self.history.add(attribution)
-                self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
-                                            if s.query is not None}
-                churns = self.history.churn(RATE_WINDOW_S)
-            self.client.statements = busy_holder(attribution, self.config.thresholds)
-            point_set = points(attribution, max_groups=self.config.max_groups)
-            rates = open_rate_points(churns, self.target.name, self.config.dimensions)
-            self.state.publish(self.target.name, PointSet(
-                {**point_set.points, CONNECTION_OPEN_RATE.name: rates}, point_set.opened))
+            self.state.publish(self.target.name, self._points())
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -95,6 +92,28 @@ class TargetRunner:
             self.last_attempt = time.monotonic()
             self.state.record_duration(self.target.name, time.perf_counter() - start)
 
+    def _points(self) -> PointSet:
+        if isinstance(self.client, ConsoleClient):
+            pooled = self.client.poll()
+            self.poolers.put(pooled)
+            return pooler_points(pooled, max_groups=self.config.max_groups)
+        snapshot = self.client.poll()
+        # Named after the clients holding the backends through PgBouncer targets, if any.
+        snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
+                                                  self.poolers.latest()))
+        attribution = attribute(snapshot, dimensions=self.config.dimensions,
+                                max_groups=self.config.max_groups)
+        with self.history_lock:
+            self.history.add(attribution)
+            self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
+                                        if s.query is not None}
+            churns = self.history.churn(RATE_WINDOW_S)
+        self.client.statements = busy_holder(attribution, self.config.thresholds)
+        point_set = points(attribution, max_groups=self.config.max_groups)
+        rates = open_rate_points(churns, self.target.name, self.config.dimensions)
+        return PointSet({**point_set.points, CONNECTION_OPEN_RATE.name: rates},
+                        point_set.opened)
+
     def report(self) -> Report:
         """The diagnosis from the latest poll and the history (no new connection)."""
         with self.history_lock:
@@ -106,10 +125,11 @@ class TargetRunner:
             seconds = self.history.seconds()
         if self.last_error is not None:
             found.insert(0, unreachable(self.target.name, self.last_kind, self.last_error))
-        return Report(self.target.name, a, tuple(found), queries, seconds)
+        return Report(self.target.name, a, tuple(found), queries, observed=seconds)
 
     def _failed(self, kind: str, message: str) -> None:
         self.last_kind = kind
+        self.poolers.drop(self.target.name)
         self.state.fail(self.target.name, kind)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
@@ -121,6 +141,7 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
+        self.poolers.drop(self.target.name)
         self.client.close()
 
 
@@ -135,6 +156,7 @@ class Daemon:
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
+        self.poolers = PoolerBoard()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -166,12 +188,16 @@ class Daemon:
             return False, "no poll yet"
         return True, "ok"
 
-    def diagnose(self, query: str) -> tuple[int, bytes, str, int]:
-        """``GET /diagnose``: every target's diagnosis from what the daemon already holds."""
-        return respond([r.report() for r in list(self.runners.values())], query)
+    def _diagnose(self, request: Request) -> Response:
+        """``GET /diagnose``: every target's diagnosis from what the daemon already holds
+        (PgBouncer targets have no sessions to diagnose)."""
+        reports = [r.report() for r in list(self.runners.values())
+                   if isinstance(r.client, TargetClient)]
+        status, body, ctype, exit_status = respond(reports, request.query)
+        return Response(status, body, ctype, ((EXIT_HEADER, str(exit_status)),))
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state)
+        runner = TargetRunner(target, self.config, self.state, self.poolers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
@@ -211,8 +237,11 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         if self.config.listen:
+            web = webconfig.load(self.config.web_config_file) \
+                if self.config.web_config_file else None
             self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready,
-                                        diagnose=self.diagnose)
+                                        web)
+            self.http.routes["/diagnose"] = self._diagnose
             self.http.start()
         for target in self.config.targets:
             self._schedule(target)

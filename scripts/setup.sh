@@ -16,15 +16,21 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)   # tsc checks the dashboards' types
+command -v pgbouncer >/dev/null 2>&1 || need_apt+=(pgbouncer)   # PgBouncer targets' tests
 if [ "${PGCONN_WITH_PEER:-0}" = "1" ] && ! command -v prometheus-postgres-exporter >/dev/null 2>&1; then
     need_apt+=(prometheus-postgres-exporter)
+fi
+# The PgBouncer peer, for benchmarks/pgbouncer_peer.py only (opt-in like the one above).
+if [ "${PGCONN_WITH_PEER:-0}" = "1" ] && ! command -v prometheus-pgbouncer-exporter >/dev/null 2>&1; then
+    need_apt+=(prometheus-pgbouncer-exporter)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}" >&2
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
     # Debian's packages start services on install; the project runs its own throwaway servers.
-    $SUDO systemctl disable --now prometheus postgresql >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now prometheus postgresql pgbouncer \
+        prometheus-postgres-exporter prometheus-pgbouncer-exporter >/dev/null 2>&1 || true
     $SUDO pkill -x prometheus >/dev/null 2>&1 || true
 fi
 

@@ -7,6 +7,7 @@ keeps the exit codes of a local ``diagnose``.
 
 from __future__ import annotations
 
+import base64
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,10 +36,19 @@ def respond(reports: list[Report], query: str) -> tuple[int, bytes, str, int]:
 
 def fetch(url: str, fmt: str) -> tuple[str, int]:
     """The agent's diagnosis and its exit status; AgentError if the agent does not answer."""
-    base = url if "://" in url else f"http://{url}"
-    full = base.rstrip("/") + "/diagnose?" + urllib.parse.urlencode({"format": fmt})
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    # Credentials in the URL (user:password@host) go as basic auth, never into messages.
+    netloc = parts.netloc.rpartition("@")[2]
+    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    request = urllib.request.Request(
+        base + "/diagnose?" + urllib.parse.urlencode({"format": fmt}))
+    if parts.username is not None:
+        token = f"{urllib.parse.unquote(parts.username)}:" \
+                f"{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization",
+                           "Basic " + base64.b64encode(token.encode()).decode())
     try:
-        with urllib.request.urlopen(full, timeout=TIMEOUT_S) as resp:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
             body = resp.read().decode()
             header = resp.headers.get(EXIT_HEADER, "3")
     except urllib.error.HTTPError as exc:

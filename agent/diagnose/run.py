@@ -1,4 +1,8 @@
-"""Diagnosis of configured targets: observe each for a short window, attribute, find, report."""
+"""Diagnosis of configured targets: observe each for a short window, attribute, find, report.
+
+PgBouncer targets are read first (once), so each server's report can name the clients that
+hold its connections through a PgBouncer that is also a target.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..aggregate.attribution import Attribution, attribute
 from ..aggregate.history import History
+from ..aggregate.join import Pairing, pairings_for, relabel
 from ..collect.client import TargetClient
+from ..collect.pgbouncer import is_pgbouncer
+from ..collect.pgbouncer.console import ConsoleClient
+from ..collect.pgbouncer.snapshot import PoolerSnapshot
 from ..collect.snapshot import Snapshot
-from ..config import Config, Thresholds
+from ..config import Config, Target, Thresholds
 from ..errors import TargetError
 from .findings import Severity, diagnose, unreachable
+from .pooler import joined_findings, pooler_findings
 from .render import Report
 
 EXIT_CODES = {Severity.OK: 0, Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 3}
@@ -22,16 +31,33 @@ WINDOW_POLL_S = 0.25
 """Fast polls catch sessions that live a fraction of a second (each poll costs ~10 ms)."""
 
 
+def pooler_report(target: Target, thresholds: Thresholds) -> Report:
+    client = ConsoleClient(target)
+    try:
+        snapshot = client.poll()
+    except TargetError as exc:
+        return Report(target.name, None, (unreachable(target.name, exc.kind, str(exc)),))
+    finally:
+        client.close()
+    return Report(target.name, None, tuple(pooler_findings(snapshot, thresholds)),
+                  pooler=snapshot)
+
+
 def report_for(config: Config, target_index: int, thresholds: Thresholds | None = None,
-               window: float = DEFAULT_WINDOW_S) -> Report:
+               poolers: tuple[PoolerSnapshot, ...] = (), window: float = DEFAULT_WINDOW_S
+               ) -> Report:
     """Poll every ``WINDOW_POLL_S`` for ``window`` seconds (0: once) and diagnose the last poll
     with the history of the window."""
     target = config.targets[target_index]
+    t = thresholds or config.thresholds
+    if is_pgbouncer(target.dsn):
+        return pooler_report(target, t)
     client = TargetClient(target, show_queries=config.show_queries,
                           dimensions=config.dimensions, max_groups=config.max_groups)
     history = History(retention=window + 60.0, resolution=0.0)
     snapshot: Snapshot | None = None
     a: Attribution | None = None
+    pairings: tuple[Pairing, ...] = ()
     try:
         end = time.monotonic() + window
         while True:
@@ -44,6 +70,8 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
                     return Report(target.name, None,
                                   (unreachable(target.name, exc.kind, str(exc)),))
                 break  # keep what the window saw
+            pairings = pairings_for(snapshot, target.dsn, poolers)
+            snapshot = relabel(snapshot, pairings)
             a = attribute(snapshot, dimensions=config.dimensions, max_groups=config.max_groups)
             history.add(a)
             left = end - time.monotonic()
@@ -54,16 +82,24 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
         client.close()
     assert snapshot is not None and a is not None
     queries = {s.pid: s.query for s in snapshot.sessions if s.query is not None}
-    found = diagnose(a, thresholds or config.thresholds, history if len(history) > 1 else None)
-    return Report(target.name, a, tuple(found), queries, history.seconds())
+    findings = sorted((*diagnose(a, t, history if len(history) > 1 else None),
+                       *joined_findings(a, pairings, t)), key=lambda f: -f.severity)
+    return Report(target.name, a, tuple(findings), queries, pairings=pairings,
+                  observed=history.seconds())
 
 
 def diagnose_all(config: Config, thresholds: Thresholds | None = None,
                  window: float = DEFAULT_WINDOW_S) -> list[Report]:
-    """Every target observed at the same time (one window, not one per target)."""
-    n = len(config.targets)
-    with ThreadPoolExecutor(max_workers=min(n, 16)) as pool:
-        return list(pool.map(lambda i: report_for(config, i, thresholds, window), range(n)))
+    """PgBouncer targets first, then every server observed at the same time (one window)."""
+    t = thresholds or config.thresholds
+    pooled = {i: pooler_report(target, t) for i, target in enumerate(config.targets)
+              if is_pgbouncer(target.dsn)}
+    poolers = tuple(r.pooler for r in pooled.values() if r.pooler is not None)
+    servers = [i for i in range(len(config.targets)) if i not in pooled]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(servers), 16))) as pool:
+        observed = dict(zip(servers, pool.map(
+            lambda i: report_for(config, i, thresholds, poolers, window), servers), strict=True))
+    return [pooled.get(i) or observed[i] for i in range(len(config.targets))]
 
 
 def exit_code(reports: list[Report]) -> int:
