@@ -23,6 +23,9 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_LISTEN = "127.0.0.1:9188"
+DEFAULT_LISTEN_ENV = "PGCONN_AGENT_DEFAULT_LISTEN"
+"""Replaces DEFAULT_LISTEN only where nothing else sets ``listen``: the container image sets it
+to 0.0.0.0:9188 without overriding a mounted config file (``PGCONN_AGENT_LISTEN`` would)."""
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
@@ -194,7 +197,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
         raise agent.fail("log_level",
                          f"expected debug, info, warning or error, found {log_level!r}")
     show_queries = agent.get("show_queries", bool, False)
-    listen = agent.get("listen", str, DEFAULT_LISTEN)
+    listen = agent.get("listen", str, _default_listen())
     if listen:
         _check_listen(agent, listen)
     web_config_file = agent.get("web_config_file", str, "")
@@ -225,9 +228,21 @@ def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
 
 
 def _check_listen(reader: _Reader, listen: str) -> None:
-    _, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not _is_host_port(listen):
         raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
+
+
+def _is_host_port(listen: str) -> bool:
+    _, sep, port = listen.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def _default_listen() -> str:
+    value = os.environ.get(DEFAULT_LISTEN_ENV) or DEFAULT_LISTEN
+    if not _is_host_port(value):
+        raise ConfigError(f"environment: {DEFAULT_LISTEN_ENV}: expected HOST:PORT, "
+                          f"found {value!r}")
+    return value
 
 
 def _check_web_config(reader: _Reader, path: str) -> None:

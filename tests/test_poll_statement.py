@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from agent import contract
@@ -14,6 +15,7 @@ from agent.pgserver import LocalServer
 from agent.workload import Workload
 
 
+@pytest.mark.all_versions
 def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Workload) -> None:
     workload.idle(3, "web")
     workload.idle_in_transaction(2, "worker", via="unix")

