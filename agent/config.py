@@ -85,6 +85,8 @@ class Config:
     max_groups: int = 200
     dimensions: tuple[str, ...] = GROUP_DIMENSIONS
     show_queries: bool = False
+    client_processes: bool = True
+    """Name the local processes holding connections (read from /proc where readable)."""
     listen: str | None = DEFAULT_LISTEN
     log_format: str = "text"
     log_level: str = "info"
@@ -197,6 +199,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
         raise agent.fail("log_level",
                          f"expected debug, info, warning or error, found {log_level!r}")
     show_queries = agent.get("show_queries", bool, False)
+    client_processes = agent.get("client_processes", bool, True)
     listen = agent.get("listen", str, _default_listen())
     if listen:
         _check_listen(agent, listen)
@@ -215,7 +218,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     _check_unique(source, targets)
     return Config(targets=targets, interval=interval, max_groups=max_groups,
                   dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
-                  show_queries=show_queries, listen=listen or None, log_format=log_format,
+                  show_queries=show_queries, client_processes=client_processes,
+                  listen=listen or None, log_format=log_format,
                   log_level=log_level, otlp=otlp, thresholds=thresholds, source=source,
                   web_config_file=Path(web_config_file) if web_config_file else None)
 
@@ -386,7 +390,10 @@ _ENV = {
     "PGCONN_AGENT_WEB_CONFIG_FILE": ("web_config_file", str),
     "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
     "PGCONN_AGENT_DSN": ("dsns", list),
+    "PGCONN_AGENT_CLIENT_PROCESSES": ("client_processes", bool),
 }
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
 
 
 def _env_overrides() -> dict[str, Any]:
@@ -397,6 +404,11 @@ def _env_overrides() -> dict[str, Any]:
             continue
         if kind is list:
             out[key] = [raw] if key == "dsns" else [p.strip() for p in raw.split(",") if p.strip()]
+            continue
+        if kind is bool:
+            if raw.lower() not in _BOOLEANS:
+                raise ConfigError(f"environment: {var}: expected true or false, found {raw!r}")
+            out[key] = _BOOLEANS[raw.lower()]
             continue
         try:
             out[key] = kind(raw)

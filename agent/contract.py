@@ -212,6 +212,16 @@ POLL_SKIPPED = _spec(
     "pgconn_agent.poll.skipped", C, "{poll}", T,
     "Polls skipped because the previous poll of the target was still running.",
 )
+CLIENT_PROCESS_CONNECTIONS = _spec(
+    "postgresql.client.process.connections", U, "{connection}", (*T, "pid", "command"),
+    "Connections held by each client process on the agent's own host (matched through /proc; "
+    "only clients whose client_addr is one of this host's addresses).",
+)
+CLIENT_PROCESS_UNRESOLVED = _spec(
+    "pgconn_agent.client_processes.unresolved", U, "{connection}", T,
+    "Connections from this host's addresses not matched to a process (socket closed since, "
+    "another network namespace, or no CAP_SYS_PTRACE to read other users' /proc/<pid>/fd).",
+)
 
 # PgBouncer targets (a DSN with dbname=pgbouncer): its admin console's SHOW POOLS / CLIENTS /
 # DATABASES / CONFIG. A pool is PgBouncer's (database, user) pair.
@@ -258,6 +268,7 @@ METRICS: tuple[MetricSpec, ...] = (
     LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
     POOLER_CLIENTS, POOLER_SERVERS, POOLER_WAIT_MAX, POOLER_POOL_SIZE, POOLER_DATABASE_MAX,
     POOLER_CLIENT_MAX, POOLER_CLIENT_COUNT,
+    CLIENT_PROCESS_CONNECTIONS, CLIENT_PROCESS_UNRESOLVED,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 PGBOUNCER_METRICS: tuple[MetricSpec, ...] = tuple(

@@ -58,7 +58,8 @@ class TargetRunner:
         self.client: TargetClient | ConsoleClient = (
             ConsoleClient(target) if is_pgbouncer(target.dsn) else
             TargetClient(target, dimensions=config.dimensions, max_groups=config.max_groups,
-                         show_queries=config.show_queries))
+                         show_queries=config.show_queries,
+                         client_processes=config.client_processes))
         self.history = History()
         self.latest: tuple[Attribution, dict[int, str]] | None = None
         self.history_lock = threading.Lock()
@@ -219,7 +220,7 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})
             return
-        for field in ("listen", "otlp", "log_format"):
+        for field in ("listen", "otlp", "log_format", "client_processes"):
             if getattr(new, field) != getattr(self.config, field):
                 log.warning("setting changes need a restart", extra={"setting": field})
         old_targets = {t.name: t for t in self.config.targets}

@@ -591,6 +591,29 @@ def connections_overview() -> gd.Dashboard:
               ref="B"),
         unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange")))
         .links(runbook("PgconnAgentGroupsFolded", "PgconnAgentSessionsHidden")))
+
+    d = d.with_row(gd.Row("Client processes on the agent's host"))
+    d = d.with_panel(
+        table.Panel().title("Connections by client process").datasource(DATASOURCE)
+        .description("Connections held by each process on the agent's own host, matched "
+                     "through /proc (only clients whose client_addr is one of that host's "
+                     "addresses). One process with many connections: several pools or one "
+                     "oversized pool; many processes with a few each: instances multiply.")
+        .span(16).height(8).unit("none").thresholds(NEUTRAL)
+        .with_target(query(f"sum by (target, pid, command) ({sel(c.CLIENT_PROCESS_CONNECTIONS)})",
+                           ref="A", instant=True, table_format=True))
+        .with_transformation(gm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "renameByName": {"Value": "Connections", "target": "Target", "pid": "PID",
+                             "command": "Command"},
+        }))
+        .sort_by([_sort("Connections")]))
+    d = d.with_panel(series(
+        "Connections not matched to a process",
+        "Connections from the agent's host that no readable process owns: closed since the "
+        "poll, another network namespace, or an agent without CAP_SYS_PTRACE.",
+        query(f"max by (target) ({sel(c.CLIENT_PROCESS_UNRESOLVED)})", "{{target}} unresolved"),
+        unit="none", w=8, h=8, thresholds=steps((None, "green"), (1, "orange"))))
     return d
 
 

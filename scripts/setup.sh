@@ -50,7 +50,8 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-# node-postgres for the tests that drive real Node.js client pools (cached in .tools/).
-bash scripts/install-node-clients.sh >/dev/null
 # PostgreSQL 12, 13, 14, 16, 17 and 18 for the version matrix (cached; a no-op when present).
 $SUDO bash scripts/fetch-postgres.sh
+
+# Real node-postgres clients for the process-attribution and pool tests (npm pg, cached in .tools/).
+bash scripts/install-node-clients.sh >/dev/null

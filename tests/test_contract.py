@@ -56,6 +56,10 @@ EXPECTED = {
     "pgbouncer.client.count": ("pgbouncer_client_count",
                                ["target", "application_name", "client_addr", "user", "database",
                                 "state"]),
+    "postgresql.client.process.connections": ("postgresql_client_process_connections",
+                                              ["target", "pid", "command"]),
+    "pgconn_agent.client_processes.unresolved": ("pgconn_agent_client_processes_unresolved",
+                                                 ["target"]),
 }
 
 

@@ -87,8 +87,9 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
         assert expected in got, (expected, got)
     shop_finding = next(f for f in report["findings"]
                         if f["data"].get("application_name") == "shop-web")
-    assert shop_finding["data"]["causes"] == ["idle_in_transaction", "idle_hoarding",
-                                              "dominant_application"]
+    # (+ process_many_pools: this test's own process holds the 80 connections)
+    assert shop_finding["data"]["causes"][:3] == ["idle_in_transaction", "idle_hoarding",
+                                                  "dominant_application"]
     assert len(report["findings"]) <= 5
     assert got["lock_chain_idle_root"] == "critical"
     shop = report["holders"][0]

@@ -21,6 +21,7 @@ from ..collect.snapshot import (
 )
 from ..contract import GROUP_DIMENSIONS, HIDDEN
 from .cap import Key, cap, merge_into
+from .processes import ProcessAttribution, join
 
 IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
@@ -93,6 +94,8 @@ class Attribution:
     backend_types: tuple[tuple[str, int], ...]
     churn_window: float
     statements: tuple[ActiveStatements, ...] = ()
+    processes: ProcessAttribution | None = None
+    """This host's clients by holding process (None: attribution off)."""
 
     @property
     def usable(self) -> int | None:
@@ -162,6 +165,7 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
         statements=snapshot.statements,
+        processes=join(snapshot.client_ports, snapshot.host),
     )
 
 

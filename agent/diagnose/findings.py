@@ -196,17 +196,21 @@ def privileges(a: Attribution, t: Thresholds) -> Iterator[Finding]:
             {"hidden": a.hidden})
 
 
-RULES: tuple[Rule, ...] = (slots, lock_chains, limits, privileges, unnamed, risky_settings)
+from .processes import client_processes  # noqa: E402 (it builds Findings: import after them)
+
+RULES: tuple[Rule, ...] = (slots, lock_chains, limits, privileges, unnamed, risky_settings,
+                           client_processes)
 """Rules over one instant; the holders' findings (diagnose.holders) also read the history."""
 
 
 def diagnose(a: Attribution, thresholds: Thresholds | None = None,
              history: History | None = None) -> list[Finding]:
     """Every finding, most severe first; a setting's advice is not repeated on its own."""
-    from .holders import holder_findings  # holders builds on this module's types
+    from .holders import fold_processes, holder_findings  # they build on this module's types
 
     t = thresholds or Thresholds()
-    found = [*holder_findings(a, t, history), *(f for rule in RULES for f in rule(a, t))]
+    found = fold_processes([*holder_findings(a, t, history),
+                            *(f for rule in RULES for f in rule(a, t))])
     advised = " ".join(f.recommendation for f in found if not f.code.startswith("no_"))
     found = [f for f in found
              if not (f.code.startswith("no_") and f.data.get("setting", "-") in advised)]

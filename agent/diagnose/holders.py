@@ -9,7 +9,7 @@ observation window (``diagnose``) or of the daemon; without one, only what one i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
@@ -335,3 +335,32 @@ def _burst(t: Thresholds, h: Holder, v: View, *, churned: bool) -> Cause | None:
                  f"opened {h.young} connections in the last minute", (line,),
                  "Nothing to do if the crowd settles; watch it if it grows.",
                  {"young": h.young})
+
+
+PROCESS_CODES = ("process_many_pools", "processes_multiply", "single_process")
+"""Findings of diagnose.processes: which local processes hold a holder's connections."""
+
+
+def fold_processes(found: list[Finding]) -> list[Finding]:
+    """A holder's processes are evidence of its one finding, not a second finding naming it:
+    which processes hold its connections goes right under its summary line (with the advice,
+    unless it is the nothing-to-do one). A process finding for a holder without a finding of
+    its own stays as it is."""
+    holders_at = {f.data["application_name"]: i for i, f in enumerate(found)
+                  if f.data.get("causes") and f.data.get("client_addr") is None}
+    out = list(found)
+    drop = set()
+    for i, f in enumerate(found):
+        at = holders_at.get(f.data.get("application_name")) if f.code in PROCESS_CODES else None
+        if at is None:
+            continue
+        h = out[at]
+        advice = h.recommendation if f.code == "single_process" or \
+            f.recommendation in h.recommendation else f"{h.recommendation} {f.recommendation}"
+        out[at] = replace(h, severity=max(h.severity, f.severity),
+                          evidence=(*h.evidence[:1], f.title, *f.evidence, *h.evidence[1:]),
+                          recommendation=advice,
+                          data={**h.data, "causes": [*h.data["causes"], f.code],
+                                "processes": f.data.get("processes")})
+        drop.add(i)
+    return [f for i, f in enumerate(out) if i not in drop]

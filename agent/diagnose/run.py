@@ -61,8 +61,11 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
     try:
         end = time.monotonic() + window
         while True:
-            # What busy sessions do is read once, by the last poll: the evidence for a busy pool.
-            client.statements = end - time.monotonic() <= WINDOW_POLL_S
+            # What busy sessions do and which local processes hold them are read once, by the
+            # last poll: evidence the findings show, not rates.
+            last = end - time.monotonic() <= WINDOW_POLL_S
+            client.statements = last
+            client.client_processes = config.client_processes and last
             try:
                 snapshot = client.poll()
             except TargetError as exc:
