@@ -344,13 +344,20 @@ PROCESS_CODES = ("process_many_pools", "processes_multiply", "single_process")
 def fold_processes(found: list[Finding]) -> list[Finding]:
     """A holder's processes are evidence of its one finding, not a second finding naming it:
     which processes hold its connections goes right under its summary line (with the advice,
-    unless it is the nothing-to-do one). A process finding for a holder without a finding of
-    its own stays as it is."""
+    unless it is the nothing-to-do one); unnamed sessions' processes go under
+    ``no_application_name``. A process finding for a holder without a finding of its own stays
+    as it is; the agent's own connection is no holder."""
     holders_at = {f.data["application_name"]: i for i, f in enumerate(found)
                   if f.data.get("causes") and f.data.get("client_addr") is None}
+    unnamed = next((i for i, f in enumerate(found) if f.code == "no_application_name"), None)
+    if unnamed is not None:
+        holders_at[UNSET_APPLICATION] = unnamed
     out = list(found)
     drop = set()
     for i, f in enumerate(found):
+        if f.code in PROCESS_CODES and f.data.get("application_name") == AGENT_APPLICATION_NAME:
+            drop.add(i)  # the agent's own connection, held by the agent
+            continue
         at = holders_at.get(f.data.get("application_name")) if f.code in PROCESS_CODES else None
         if at is None:
             continue
@@ -360,7 +367,7 @@ def fold_processes(found: list[Finding]) -> list[Finding]:
         out[at] = replace(h, severity=max(h.severity, f.severity),
                           evidence=(*h.evidence[:1], f.title, *f.evidence, *h.evidence[1:]),
                           recommendation=advice,
-                          data={**h.data, "causes": [*h.data["causes"], f.code],
+                          data={**h.data, "causes": [*h.data.get("causes", ()), f.code],
                                 "processes": f.data.get("processes")})
         drop.add(i)
     return [f for i, f in enumerate(out) if i not in drop]
