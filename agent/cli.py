@@ -144,6 +144,34 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
     daemon.exit(code)
 
 
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="PGCONN_AGENT_CONFIG", help="The agent's configuration file, for its "
+              "listen address (env PGCONN_AGENT_CONFIG).")
+@click.option("--listen", metavar="HOST:PORT", help="Probe this address instead.")
+def healthcheck(config_path: Path | None, listen: str | None) -> None:
+    """Exit 0 if the agent's listener answers /healthz (the container image's HEALTHCHECK).
+
+    Plain HTTP or TLS, with or without basic authentication (a 401 means alive).
+    """
+    from .probe import probe
+
+    address = listen or _load_listen(config_path)
+    alive, why = probe(address)
+    click.echo(f"{'ok' if alive else 'unhealthy'}: {why}", err=not alive)
+    sys.exit(0 if alive else 1)
+
+
+def _load_listen(config_path: Path | None) -> str:
+    try:
+        listen = cfg.load(config_path, {}).listen
+    except AgentError as exc:
+        _fail(str(exc))
+    if not listen:
+        _fail("listen: the HTTP endpoint is off: nothing to probe")
+    return listen
+
+
 @main.command("check-config")
 @click.argument("config_path", type=click.Path(path_type=Path))
 def check_config(config_path: Path) -> None:
