@@ -85,7 +85,11 @@ DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = (
        "Age of an open transaction (sessions not idle in transaction) from which "
        "long_transaction is reported.", D, P),
     _t("churn_young", 20, "connections",
-       "Backends younger than the churn window from one holder for connection_churn.", D),
+       "Backends younger than a minute from one holder that stayed open: connection_burst "
+       "(info).", D),
+    _t("churn_rate", 1.0, "connections per second",
+       "New sessions per second that close again, sustained over the window, from one holder "
+       "(or a database) for connection_churn.", D),
     _t("limit_share", 0.9, "ratio",
        "Share of a role's or database's connection limit for connection_limit.", D),
     _t("pool_wait_critical", 5.0, "seconds",
@@ -242,6 +246,9 @@ TWINS: tuple[Twin, ...] = (
     Twin("long_transaction", "long_transaction_seconds",
          f"{_INSTANT}: a 5-minute transaction is worth naming in a diagnosis; a page at 30 "
          "minutes leaves batch jobs alone"),
+    Twin("churn_rate", "churn_per_second",
+         f"{_INSTANT}: diagnose measures a few seconds' window and names churn from 1 session/s; "
+         "the alert rates new connections over 5 minutes and pages from 5/s"),
     Twin("pool_wait_critical", "pgbouncer_wait_seconds",
          "different severities: the alert warns from 1 s sustained for 2 minutes; diagnose "
          "warns from the first waiting client and is critical from 5 s"),
@@ -268,6 +275,8 @@ class State(StrEnum):
     IDLE_IN_TRANSACTION_ABORTED = "idle in transaction (aborted)"
     FASTPATH = "fastpath function call"
     DISABLED = "disabled"
+    STARTING = "starting"
+    """A client backend still authenticating (no state yet): the agent's own value."""
 
 
 IDLE_IN_TRANSACTION: tuple[str, ...] = (State.IDLE_IN_TRANSACTION,
@@ -335,14 +344,14 @@ FINDINGS: dict[str, str] = {
     "slots_high": "client backends over utilization_warning of usable slots",
     "slots_exhausted": "client backends over utilization_critical of usable slots",
     "dominant_application": "one application holds most usable slots",
-    "dominant_application_host": "one application on one host holds most usable slots",
     "idle_hoarding": "one holder keeps many connections idle for long",
     "idle_in_transaction": "sessions idle in transaction for long",
     "long_transaction": "transactions open for long while their sessions work",
     "lock_chain": "a root blocker and everything queued behind it",
     "lock_chain_idle_root": "a root blocker idle in transaction and its queue",
     "pool_saturated": "every connection of a holder is busy",
-    "connection_churn": "many very young backends from one holder",
+    "connection_churn": "a holder opens sessions that close again at a sustained rate",
+    "connection_burst": "a holder opened many connections in the last minute that stay open",
     "connection_limit": "a role's or database's connection limit nearly or fully reached",
     "no_idle_in_transaction_session_timeout": "nothing ends a forgotten transaction",
     "no_statement_timeout": "nothing ends a runaway statement",
