@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -401,6 +401,14 @@ BY_APP = ("target", "application_name")
 BY_HOLDER = ("target", "application_name", "client_addr")
 
 
+def with_rows(d: gd.Dashboard, *rows: Callable[[gd.Dashboard], gd.Dashboard]
+              ) -> gd.Dashboard:
+    """``d`` with each row function's row and panels added, in order."""
+    for row in rows:
+        d = row(d)
+    return d
+
+
 def connections_overview() -> gd.Dashboard:
     """Each row is one function below, in the order the rows appear."""
     d = (base("PostgreSQL connections (pgconn-agent)", OVERVIEW_UID,
@@ -409,14 +417,10 @@ def connections_overview() -> gd.Dashboard:
               "churn, session outcomes, limits and the agent's own health.")
          .with_variable(application_variable(multi=True)))
 
-    d = _overview_capacity(d)
-    d = _overview_holders(d)
-    d = _overview_idle_transactions_and_locks(d)
-    d = _overview_churn(d)
-    d = _overview_settings_and_limits(d)
-    d = _overview_agent_health(d)
-    d = _overview_client_processes(d)
-    return d
+    return with_rows(d, _overview_capacity, _overview_holders,
+                     _overview_idle_transactions_and_locks, _overview_churn,
+                     _overview_settings_and_limits, _overview_agent_health,
+                     _overview_client_processes)
 
 
 def _overview_capacity(d: gd.Dashboard) -> gd.Dashboard:
@@ -745,11 +749,8 @@ def application_drilldown() -> gd.Dashboard:
               "idle-in-transaction ages, what it blocks and what it waits for.")
          .with_variable(application_variable(multi=False)))
 
-    d = _drilldown_holdings(d)
-    d = _drilldown_ages(d)
-    d = _drilldown_locks(d)
-    d = _drilldown_churn(d)
-    return d
+    return with_rows(d, _drilldown_holdings, _drilldown_ages, _drilldown_locks,
+                     _drilldown_churn)
 
 
 def _drilldown_holdings(d: gd.Dashboard) -> gd.Dashboard:
@@ -886,9 +887,7 @@ def pgbouncer_pools() -> gd.Dashboard:
              "application_name of PgBouncer's clients; '(unset)' when the client sends none.",
              sel(c.POOLER_CLIENT_COUNT))))
 
-    d = _pgbouncer_pools(d)
-    d = _pgbouncer_clients(d)
-    return d
+    return with_rows(d, _pgbouncer_pools, _pgbouncer_clients)
 
 
 def _pgbouncer_pools(d: gd.Dashboard) -> gd.Dashboard:

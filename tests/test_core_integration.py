@@ -7,12 +7,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from diagnose_support import codes, diagnose_report, run_diagnose
 
-from agent.cli import main
 from agent.pgserver import LocalServer, free_port
 from agent.workload import Workload
 
@@ -24,22 +22,8 @@ idle_in_transaction_critical = 600
 """
 
 
-def diagnose(*args: str, config: Path | None = None) -> tuple[int, str]:
-    """One instant (``--window 0``) unless the test gives a window: these situations hold still."""
-    argv = ["diagnose", *(() if "--window" in args else ("--window", "0")), *args]
-    if config is not None:
-        argv += ["--config", str(config)]
-    result = CliRunner().invoke(main, argv, catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def diagnose_json(dsn: str, config: Path | None = None) -> tuple[int, dict[str, Any]]:
-    code, out = diagnose("--dsn", dsn, "--format", "json", config=config)
-    return code, json.loads(out)["targets"][0]
-
-
-def codes(report: dict[str, Any]) -> dict[str, str]:
-    return {f["code"]: f["severity"] for f in report["findings"]}
+INSTANT = 0.0
+"""These situations hold still: diagnose one instant (``--window 0``), not a window."""
 
 
 def wait_sessions_gone(pg: LocalServer) -> None:
@@ -64,7 +48,7 @@ def short_thresholds(tmp_path: Path) -> Path:
 def test_healthy_server_is_quiet(pg: LocalServer, workload: Workload) -> None:
     wait_sessions_gone(pg)
     workload.idle(3, "shop-web")
-    code, report = diagnose_json(pg.dsn())
+    code, report = diagnose_report(pg.dsn(), window=INSTANT)
     assert code == 0
     assert {s for s in codes(report).values()} <= {"info"}
     assert report["slots"]["client_backends"] == 4  # three clients and the agent
@@ -80,7 +64,7 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
     root, waiters = workload.lock_chain("shop-web", 4)
     workload.idle(3, "billing", via="unix")
     time.sleep(1.2)
-    code, report = diagnose_json(pg.dsn(), short_thresholds)
+    code, report = diagnose_report(pg.dsn(), short_thresholds, window=INSTANT)
     assert code == 3
     got = codes(report)
     for expected in ("idle_in_transaction", "lock_chain_idle_root", "slots_high"):
@@ -106,7 +90,7 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
     idle_tx = {s["pid"]: s for s in report["idle_in_transaction"]}
     assert root in idle_tx and len(idle_tx) == 6
     assert all(s["xact_age_seconds"] >= 1.0 for s in idle_tx.values())
-    code, text = diagnose("--dsn", pg.dsn(), config=short_thresholds)
+    code, text = run_diagnose("--dsn", pg.dsn(), config=short_thresholds, window=INSTANT)
     assert code == 3
     assert "84 of 97 usable connections in use" in text
     assert f"pid {root} blocks 4 sessions while idle in transaction" in text
@@ -120,7 +104,7 @@ def test_saturated_pool_and_connection_limit(pg: LocalServer, workload: Workload
     wait_sessions_gone(pg)
     workload.lock_chain("api", 11)
     workload.idle(5, "worker", user="limited")
-    code, report = diagnose_json(pg.dsn())
+    code, report = diagnose_report(pg.dsn(), window=INSTANT)
     got = codes(report)
     assert got["pool_saturated"] == "warning"
     saturated = next(f for f in report["findings"] if f["code"] == "pool_saturated")
@@ -138,11 +122,11 @@ def test_privileges_plain_role_sees_less_and_says_so(pg: LocalServer,
                "DROP ROLE IF EXISTS monitor", "CREATE ROLE monitor LOGIN IN ROLE pg_monitor")
     wait_sessions_gone(pg)
     workload.idle(6, "shop-web")
-    _, plain = diagnose_json(pg.dsn(user="plain"))
+    _, plain = diagnose_report(pg.dsn(user="plain"), window=INSTANT)
     assert codes(plain)["insufficient_privilege"] == "warning"
     assert plain["slots"]["hidden"] == 6
     assert plain["slots"]["client_backends"] == 7
-    _, monitor = diagnose_json(pg.dsn(user="monitor"))
+    _, monitor = diagnose_report(pg.dsn(user="monitor"), window=INSTANT)
     assert "insufficient_privilege" not in codes(monitor)
     assert monitor["slots"]["hidden"] == 0
     assert monitor["holders"][0]["states"] == {"idle": 6}
@@ -152,9 +136,9 @@ def test_show_queries_is_the_only_way_to_see_query_text(pg: LocalServer,
                                                          workload: Workload) -> None:
     wait_sessions_gone(pg)
     workload.lock_chain("shop-web", 1)
-    _, text = diagnose("--dsn", pg.dsn())
+    _, text = run_diagnose("--dsn", pg.dsn(), window=INSTANT)
     assert "UPDATE pgconn_workload_lock" not in text
-    _, shown = diagnose("--dsn", pg.dsn(), "--show-queries")
+    _, shown = run_diagnose("--dsn", pg.dsn(), "--show-queries", window=INSTANT)
     assert "UPDATE pgconn_workload_lock" in shown
 
 
@@ -172,7 +156,7 @@ def test_agent_keeps_its_connection_when_the_server_fills(pg: LocalServer,
     assert sum(g.count for g in snap.groups) == 97
     client.close()
     workload.idle(1, "flood", user="app")  # the agent's slot is gone too
-    code, report = diagnose_json(pg.dsn(user="app"))
+    code, report = diagnose_report(pg.dsn(user="app"), window=INSTANT)
     assert code == 3
     assert report["findings"][0]["code"] == "target_unreachable"
     assert report["findings"][0]["data"] == {"error": "too_many_connections"}
@@ -203,12 +187,12 @@ def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
         config = tmp_path / "c.toml"
         config.write_text(f"[[targets]]\nname = 'auth'\ndsn = \"{server.dsn(user='agent')}\"\n"
                           f"password_file = '{tmp_path / 'pw'}'\n")
-        code, out = diagnose("--format", "json", config=config)
+        code, out = run_diagnose("--format", "json", config=config, window=INSTANT)
         report = json.loads(out)["targets"][0]
         assert code == 3 and report["findings"][0]["data"] == {"error": "auth"}
         assert "wrong" not in out
         (tmp_path / "pw").write_text("right\n")
-        code, out = diagnose("--format", "json", config=config)
+        code, out = run_diagnose("--format", "json", config=config, window=INSTANT)
         assert code == 0, out
 
 

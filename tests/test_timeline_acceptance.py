@@ -11,15 +11,13 @@ import json
 import subprocess
 import time
 import urllib.request
-from typing import Any
 
 import pytest
 from agent_e2e import AGENT, Agent, clean_env, wait_until
-from click.testing import CliRunner
+from diagnose_support import diagnose_report, run_diagnose
 from test_core_integration import wait_sessions_gone
 
 from agent import contract as c
-from agent.cli import main
 from agent.pgserver import LocalServer
 from agent.workload import Workload
 
@@ -37,16 +35,6 @@ def clean(pg: LocalServer) -> None:
     wait_sessions_gone(pg)
 
 
-def diagnose(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["diagnose", *args], catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def diagnose_json(dsn: str, *args: str) -> tuple[int, dict[str, Any]]:
-    code, out = diagnose("--dsn", dsn, "--format", "json", *args)
-    return code, json.loads(out)["targets"][0]
-
-
 def headlines(text: str) -> list[str]:
     return [line for line in text.splitlines()
             if line.startswith(("CRITICAL", "WARNING", "INFO"))]
@@ -62,7 +50,7 @@ def test_churn_is_measured_attributed_and_exported(pg: LocalServer, workload: Wo
     workload.idle(1, "api", dbname=SHOP)
     workload.churn("api", 15, dbname=SHOP)
     time.sleep(1)
-    code, report = diagnose_json(pg.dsn(dbname=SHOP))
+    code, report = diagnose_report(pg.dsn(dbname=SHOP))
     assert code >= 1
     churn = next(f for f in report["findings"] if f["code"] == "connection_churn")
     assert (churn["data"]["application_name"], churn["data"]["datname"]) == ("api", SHOP)
@@ -85,7 +73,7 @@ def test_a_burst_of_long_lived_connections_is_not_churn(pg: LocalServer, workloa
                                                         clean: None) -> None:
     workload.idle(70, "prisma-app", dbname=SHOP)
     time.sleep(5)
-    code, out = diagnose("--dsn", pg.dsn())
+    code, out = run_diagnose("--dsn", pg.dsn())
     assert "churn" not in out.lower() and "retry" not in out.lower(), out
     heads = headlines(out)
     assert any("prisma-app keeps 70 connections idle" in h for h in heads), out
@@ -97,7 +85,7 @@ def test_the_composite_incident_reads_as_five_findings(pg: LocalServer, workload
     workload.idle(80, "shop-web")
     workload.idle_in_transaction(5, "shop-web")
     root, waiters = workload.lock_chain("shop-web", 4)
-    code, report = diagnose_json(pg.dsn())
+    code, report = diagnose_report(pg.dsn())
     findings = report["findings"]
     assert len(findings) <= 5, [f["title"] for f in findings]
     assert sum("shop-web" in f["title"] for f in findings) == 1
@@ -114,7 +102,7 @@ def test_a_healthy_busy_server_is_quiet(pg: LocalServer, workload: Workload,
     workload.busy(6, "shop-web")
     workload.busy(4, "billing")
     workload.busy(3, "reports", pause=0.2)
-    code, report = diagnose_json(pg.dsn())
+    code, report = diagnose_report(pg.dsn())
     assert {f["severity"] for f in report["findings"]} <= {"info"}, report["findings"]
     assert code == 0
 
@@ -124,13 +112,13 @@ def test_without_pg_monitor_nothing_is_invented_and_the_blocker_is_found(
     pg.execute("DROP ROLE IF EXISTS plain", "CREATE ROLE plain LOGIN")
     workload.idle(12, "shop-web")
     root, waiters = workload.lock_chain("locker", 2)
-    code, report = diagnose_json(pg.dsn(user="plain"), "--window", "1")
+    code, report = diagnose_report(pg.dsn(user="plain"), window=1)
     chain = next(f for f in report["findings"] if f["code"].startswith("lock_chain"))
     assert chain["data"]["root_pid"] == root
     assert sorted(chain["data"]["blocked_pids"]) == sorted(waiters)
     shop = next(h for h in report["holders"] if h["application_name"] == "shop-web")
     assert shop["unknown_state"] == 12 and "idle" not in shop["states"]
-    _, out = diagnose("--dsn", pg.dsn(user="plain"), "--window", "0")
+    _, out = run_diagnose("--dsn", pg.dsn(user="plain"), window=0)
     row = next(line for line in out.splitlines() if line.startswith("shop-web"))
     assert row.split()[-4:] == ["?", "?", "?", "?"], row
     assert " 0 idle" not in out and "0 of its" not in out
@@ -148,7 +136,7 @@ def test_the_daemon_answers_while_the_server_is_full(pg: LocalServer, workload: 
         wait_until(lambda: agent.value(c.CONNECTION_COUNT.prometheus_name,
                                        application_name="flood", state="idle") == 96,
                    15, "the flood in the daemon's view")
-        refused, _ = diagnose("--dsn", pg.dsn(user="app"), "--window", "0")
+        refused, _ = run_diagnose("--dsn", pg.dsn(user="app"), window=0)
         assert refused == 3
         start = time.monotonic()
         with urllib.request.urlopen(f"{agent.url}/diagnose", timeout=5) as resp:
