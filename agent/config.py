@@ -36,6 +36,8 @@ class Target:
     password_file: Path | None = None
     password_credential: str | None = None
     interval: float = 15.0
+    server: str | None = None
+    """Names the PostgreSQL server when host:port does not (targets sharing one poll)."""
 
     @property
     def redacted_dsn(self) -> str:
@@ -243,7 +245,8 @@ def _parse_target(reader: _Reader, interval: float) -> Target:
                                                  f"{credential!r}")
     target = Target(name=name, dsn=dsn, password_file=Path(pw_file) if pw_file else None,
                     password_credential=credential or None,
-                    interval=reader.positive("interval", interval, MAX_INTERVAL))
+                    interval=reader.positive("interval", interval, MAX_INTERVAL),
+                    server=reader.get("server", str, "") or None)
     reader.finish()
     return target
 

@@ -165,6 +165,19 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
+PER_TARGET: tuple[MetricSpec, ...] = (AGENT_UP, POLL_DURATION, POLL_ERRORS, POLL_SKIPPED)
+"""The agent's own view of each configured target: exported for every target."""
+DATABASE_ATTRIBUTE = "datname"
+"""A server point carrying it is database-scoped: exported once, under the target of that
+database; every other server point is server-wide: exported once per server."""
+
+
+def scope(spec: MetricSpec) -> str:
+    """``target``, ``database`` (its points name a database) or ``server`` (see docs/fleet.md)."""
+    if spec in PER_TARGET:
+        return "target"
+    return "database" if DATABASE_ATTRIBUTE in spec.attribute_names() else "server"
+
 POLL_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )

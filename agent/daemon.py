@@ -20,27 +20,27 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from .aggregate.attribution import attribute
-from .aggregate.points import points
-from .collect.client import TargetClient
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
 from .export.state import MetricsState
+from .servers import Servers
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
 
 
 class TargetRunner:
-    """Polls one target; failures back off exponentially (capped) before reconnecting."""
+    """Polls one target (through the poll its server shares); failures back off exponentially
+    (capped) before reconnecting."""
 
-    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState) -> None:
+    def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
+                 servers: Servers | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
-        self.client = TargetClient(target, dimensions=config.dimensions,
-                                   max_groups=config.max_groups)
+        self.servers = servers or Servers()
+        self.server = self.servers.join(target, config)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -52,11 +52,7 @@ class TargetRunner:
             return
         start = time.perf_counter()
         try:
-            snapshot = self.client.poll()
-            attribution = attribute(snapshot, dimensions=self.config.dimensions,
-                                    max_groups=self.config.max_groups)
-            self.state.publish(self.target.name,
-                               points(attribution, max_groups=self.config.max_groups))
+            self.server.poll(self.target, self.state.publish)
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -86,7 +82,7 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
-        self.client.close()
+        self.servers.leave(self.target)
 
 
 class Daemon:
@@ -100,6 +96,7 @@ class Daemon:
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
+        self.servers = Servers()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -132,7 +129,7 @@ class Daemon:
         return True, "ok"
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state)
+        runner = TargetRunner(target, self.config, self.state, self.servers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,

@@ -1,0 +1,202 @@
+"""Targets that reach one PostgreSQL server share one connection and one poll of it.
+
+Every view the agent reads (pg_stat_activity, pg_locks, pg_stat_database, pg_settings) is
+server-wide, so polling it once per target costs the server N polls and N connections and, before
+the split, exported N copies. A ``SharedServer`` holds the connection of its lead target (the
+first by name), polls at most once per half interval whoever asks, and publishes every member's
+share (``aggregate.fleet.split``). Two groups that turn out to reach the same server (found by
+``pg_control_system().system_identifier``, e.g. ``localhost`` and ``127.0.0.1``) still poll
+separately, but only the first exports server-wide series.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg import conninfo
+
+from . import config as cfg
+from .aggregate.attribution import attribute
+from .aggregate.fleet import split
+from .aggregate.points import PointSet, points
+from .collect.client import CONNECT_TIMEOUT_S, TargetClient, connection_string
+from .errors import AgentError, TargetError
+
+log = logging.getLogger(__name__)
+Publish = Callable[[str, PointSet], None]
+
+
+def _first(value: object) -> str:
+    return str(value or "").split(",")[0]
+
+
+def server_key(target: cfg.Target) -> str:
+    """Which server a target reaches, before connecting: its ``server`` setting, else
+    ``host:port`` from the DSN with libpq's defaults (unix sockets as ``local:DIR:PORT``)."""
+    if target.server:
+        return target.server
+    params = conninfo.conninfo_to_dict(target.dsn)
+    host = _first(params.get("host")) or _first(params.get("hostaddr")) \
+        or _first(os.environ.get("PGHOST"))
+    port = _first(params.get("port")) or _first(os.environ.get("PGPORT")) or "5432"
+    if not host or host.startswith("/"):
+        return f"local:{host or '/var/run/postgresql'}:{port}"
+    return f"{host.lower()}:{port}"
+
+
+def database_of(target: cfg.Target) -> str:
+    """The database a target names, with libpq's defaults (PGDATABASE, then the user name)."""
+    params = conninfo.conninfo_to_dict(target.dsn)
+    return str(params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
+               or os.environ.get("PGUSER") or getpass.getuser())
+
+
+def system_identifier(target: cfg.Target) -> str | None:
+    """The server's ``pg_control_system().system_identifier`` (executable by PUBLIC by
+    default), or None where the role may not run it or the server is not reachable."""
+    try:
+        with psycopg.connect(connection_string(target), autocommit=True,
+                             connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    except (psycopg.Error, OSError, AgentError) as exc:
+        log.info("server identity not readable, using host:port",
+                 extra={"target": target.name, "error": type(exc).__name__})
+        return None
+    return f"sysid:{row[0]}" if row else None
+
+
+class Directory:
+    """Groups of targets by server identity: the first exports the server-wide series, and
+    each leaves the databases of the others to them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, dict[str, frozenset[str]]] = {}
+
+    def claim(self, identity: str, group: str, databases: frozenset[str]
+              ) -> tuple[bool, frozenset[str]]:
+        """(whether ``group`` owns the server-wide series, the other groups' databases)."""
+        with self._lock:
+            groups = self._groups.setdefault(identity, {})
+            groups[group] = databases
+            others = frozenset().union(*(d for g, d in groups.items() if g != group))
+            return next(iter(groups)) == group, others
+
+    def release(self, group: str) -> None:
+        with self._lock:
+            for groups in self._groups.values():
+                groups.pop(group, None)
+
+
+class SharedServer:
+    """One server's connection, its members and the last poll's outcome."""
+
+    def __init__(self, key: str, config: cfg.Config, directory: Directory) -> None:
+        self.key = key
+        self.config = config
+        self.directory = directory
+        self.members: dict[str, cfg.Target] = {}
+        self._members_lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._client: TargetClient | None = None
+        self._identity: str | None = None
+        self._polled_at = -float("inf")
+        self._error: TargetError | None = None
+
+    def join(self, target: cfg.Target) -> None:
+        with self._members_lock:
+            self.members[target.name] = target
+
+    def leave(self, name: str) -> bool:
+        """Drop a member; True when the server has none left (and its connection is closed)."""
+        with self._members_lock:
+            self.members.pop(name, None)
+            empty = not self.members
+        if empty:
+            with self._poll_lock:
+                self._close()
+            self.directory.release(self.key)
+        return empty
+
+    def poll(self, target: cfg.Target, publish: Publish) -> None:
+        """Poll the server for ``target`` unless a poll of it is running or less than half of
+        ``target``'s interval old; a fresh failure is raised again for every member."""
+        if not self._poll_lock.acquire(blocking=False):
+            return  # another member's poll is running and publishes this target's share too
+        try:
+            if time.monotonic() - self._polled_at < target.interval / 2:
+                if self._error is not None:
+                    raise self._error
+                return
+            self._polled_at = time.monotonic()
+            try:
+                self._poll(publish)
+            except TargetError as exc:
+                self._error = exc
+                self._identity = None  # a failover may bring another server behind the name
+                raise
+            self._error = None
+        finally:
+            self._poll_lock.release()
+
+    def _poll(self, publish: Publish) -> None:
+        with self._members_lock:
+            members = dict(self.members)
+        if not members:
+            return
+        lead = members[min(members)]
+        client = self._client
+        if client is None or client.target != lead:
+            self._close()
+            client = self._client = TargetClient(lead, dimensions=self.config.dimensions,
+                                                 max_groups=self.config.max_groups)
+        snapshot = client.poll()
+        if self._identity is None:
+            self._identity = system_identifier(lead) or self.key
+        databases = {name: database_of(t) for name, t in members.items()}
+        owner, elsewhere = self.directory.claim(self._identity, self.key,
+                                                frozenset(databases.values()))
+        shares = split(points(attribute(snapshot, dimensions=self.config.dimensions,
+                                        max_groups=self.config.max_groups),
+                              max_groups=self.config.max_groups),
+                       databases, server_wide=owner, elsewhere=elsewhere)
+        with self._members_lock:
+            for name, share in shares.items():
+                if name in self.members:
+                    publish(name, share)
+
+    def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Servers:
+    """The daemon's servers by ``server_key``: targets join on schedule, leave on removal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._servers: dict[str, SharedServer] = {}
+        self.directory = Directory()
+
+    def join(self, target: cfg.Target, config: cfg.Config) -> SharedServer:
+        key = server_key(target)
+        with self._lock:
+            server = self._servers.get(key)
+            if server is None:
+                server = self._servers[key] = SharedServer(key, config, self.directory)
+            server.join(target)
+            return server
+
+    def leave(self, target: cfg.Target) -> None:
+        key = server_key(target)
+        with self._lock:
+            server = self._servers.get(key)
+            if server is not None and server.leave(target.name):
+                del self._servers[key]
