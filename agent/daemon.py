@@ -25,6 +25,8 @@ from .export import otel
 from .export.http import AgentHTTPServer
 from .export.state import MetricsState
 from .servers import Servers
+from .shard import mine
+from .targets_dir import Watch, report
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
@@ -90,13 +92,14 @@ class Daemon:
         self.config_path = config_path
         self.overrides = dict(overrides)
         self.config = cfg.load(config_path, overrides)
-        if not self.config.targets:
+        if not self.config.targets and self.config.targets_dir is None:
             raise ConfigError(f"{self.config.source}: targets: no target configured "
                               f"(give --dsn or [[targets]])")
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
         self.servers = Servers()
+        self.watch = Watch(self.config.targets_dir)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -124,7 +127,7 @@ class Daemon:
         pending = [n for n, r in self.runners.items() if r.last_attempt is None]
         if late:
             return False, f"not polled recently: {', '.join(late)}"
-        if len(pending) == len(self.runners):
+        if self.runners and len(pending) == len(self.runners):
             return False, "no poll yet"
         return True, "ok"
 
@@ -145,7 +148,7 @@ class Daemon:
     def reload(self) -> None:
         try:
             new = cfg.load(self.config_path, self.overrides)
-            if not new.targets:
+            if not new.targets and new.targets_dir is None:
                 raise ConfigError(f"{new.source}: targets: no target configured")
         except AgentError as exc:
             log.error("reload rejected, keeping the running configuration",
@@ -154,8 +157,10 @@ class Daemon:
         for field in ("listen", "otlp", "log_format"):
             if getattr(new, field) != getattr(self.config, field):
                 log.warning("setting changes need a restart", extra={"setting": field})
-        old_targets = {t.name: t for t in self.config.targets}
-        new_targets = {t.name: t for t in new.targets}
+        self.watch.reset(new.targets_dir)
+        report(new)
+        old_targets = {name: runner.target for name, runner in self.runners.items()}
+        new_targets = {t.name: t for t in mine(new.targets, new.shard)}
         same_rules = (new.dimensions, new.max_groups) == (self.config.dimensions,
                                                           self.config.max_groups)
         self.config = new
@@ -171,11 +176,12 @@ class Daemon:
         if self.config.listen:
             self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready)
             self.http.start()
-        for target in self.config.targets:
+        report(self.config)
+        for target in mine(self.config.targets, self.config.shard):
             self._schedule(target)
         self.scheduler.start()
         self.telemetry.start()
-        log.info("started", extra={"targets": [t.name for t in self.config.targets],
+        log.info("started", extra={"targets": sorted(self.runners), "shard": self.config.shard,
                                    "listen": self.http.address if self.http else None,
                                    "otlp": otel.otlp_enabled(self.config.otlp)})
         if on_started:
@@ -183,7 +189,7 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 self.stop_event.wait(0.5)
-                if self.reload_event.is_set():
+                if self.reload_event.is_set() or self.watch.changed():
                     self.reload_event.clear()
                     self.reload()
         finally:
