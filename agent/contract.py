@@ -139,7 +139,8 @@ SETTING = _spec(
     "Connection-relevant settings, durations in seconds, others as plain numbers.",
 )
 AGENT_UP = _spec("pgconn_agent.up", G, "", T, "1 if the last poll of the target succeeded.")
-POLL_DURATION = _spec("pgconn_agent.poll.duration", H, "s", T, "Time one poll took.")
+POLL_DURATION = _spec("pgconn_agent.poll.duration", H, "s", T,
+                      "Time one poll of the server took (under its first target).")
 POLL_ERRORS = _spec(
     "pgconn_agent.poll.errors", C, "{error}", (*T, "error"),
     "Failed polls by kind (connect, auth, timeout, too_many_connections, query).",
@@ -165,7 +166,7 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
-PER_TARGET: tuple[MetricSpec, ...] = (AGENT_UP, POLL_DURATION, POLL_ERRORS, POLL_SKIPPED)
+PER_TARGET: tuple[MetricSpec, ...] = (AGENT_UP, POLL_ERRORS, POLL_SKIPPED)
 """The agent's own view of each configured target: exported for every target."""
 DATABASE_ATTRIBUTE = "datname"
 """A server point carrying it is database-scoped: exported once, under the target of that

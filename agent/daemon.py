@@ -52,9 +52,8 @@ class TargetRunner:
         now = time.monotonic()
         if now < self.next_attempt:
             return
-        start = time.perf_counter()
         try:
-            self.server.poll(self.target, self.state.publish)
+            self.server.poll(self.target, self.state)
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -70,7 +69,6 @@ class TargetRunner:
         finally:
             # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
             self.last_attempt = time.monotonic()
-            self.state.record_duration(self.target.name, time.perf_counter() - start)
 
     def _failed(self, kind: str, message: str) -> None:
         self.state.fail(self.target.name, kind)

@@ -4,7 +4,8 @@ Every view the agent reads (pg_stat_activity, pg_locks, pg_stat_database, pg_set
 server-wide, so polling it once per target costs the server N polls and N connections and, before
 the split, exported N copies. A ``SharedServer`` holds the connection of its lead target (the
 first by name), polls at most once per half interval whoever asks, and publishes every member's
-share (``aggregate.fleet.split``). Two groups that turn out to reach the same server (found by
+share (``aggregate.fleet.split``); the poll's duration is recorded once, under the lead.
+Two groups that turn out to reach the same server (found by
 ``pg_control_system().system_identifier``, e.g. ``localhost`` and ``127.0.0.1``) still poll
 separately, but only the first exports server-wide series.
 """
@@ -16,7 +17,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 
 import psycopg
 from psycopg import conninfo
@@ -24,12 +24,12 @@ from psycopg import conninfo
 from . import config as cfg
 from .aggregate.attribution import attribute
 from .aggregate.fleet import split
-from .aggregate.points import PointSet, points
+from .aggregate.points import points
 from .collect.client import CONNECT_TIMEOUT_S, TargetClient, connection_string
 from .errors import AgentError, TargetError
+from .export.state import MetricsState
 
 log = logging.getLogger(__name__)
-Publish = Callable[[str, PointSet], None]
 
 
 def _first(value: object) -> str:
@@ -124,7 +124,7 @@ class SharedServer:
             self.directory.release(self.key)
         return empty
 
-    def poll(self, target: cfg.Target, publish: Publish) -> None:
+    def poll(self, target: cfg.Target, state: MetricsState) -> None:
         """Poll the server for ``target`` unless a poll of it is running or less than half of
         ``target``'s interval old; a fresh failure is raised again for every member."""
         if not self._poll_lock.acquire(blocking=False):
@@ -136,7 +136,7 @@ class SharedServer:
                 return
             self._polled_at = time.monotonic()
             try:
-                self._poll(publish)
+                self._poll(state)
             except TargetError as exc:
                 self._error = exc
                 self._identity = None  # a failover may bring another server behind the name
@@ -145,7 +145,7 @@ class SharedServer:
         finally:
             self._poll_lock.release()
 
-    def _poll(self, publish: Publish) -> None:
+    def _poll(self, state: MetricsState) -> None:
         with self._members_lock:
             members = dict(self.members)
         if not members:
@@ -156,7 +156,11 @@ class SharedServer:
             self._close()
             client = self._client = TargetClient(lead, dimensions=self.config.dimensions,
                                                  max_groups=self.config.max_groups)
-        snapshot = client.poll()
+        start = time.perf_counter()
+        try:
+            snapshot = client.poll()
+        finally:
+            state.record_duration(lead.name, time.perf_counter() - start)
         if self._identity is None:
             self._identity = system_identifier(lead) or self.key
         databases = {name: database_of(t) for name, t in members.items()}
@@ -169,7 +173,7 @@ class SharedServer:
         with self._members_lock:
             for name, share in shares.items():
                 if name in self.members:
-                    publish(name, share)
+                    state.publish(name, share)
 
     def _close(self) -> None:
         if self._client is not None:

@@ -156,6 +156,8 @@ def test_one_agent_exports_each_series_once_with_one_poll_per_group(
     assert by_metric["postgresql_connection_max"] == {"a-main"}
     assert by_metric["postgresql_setting"] == {"a-main"}
     assert by_metric["pgconn_agent_up"] == {"a-main", "b-shop", "c-reports", "d-billing"}
+    # Two polls per round (one per host:port group), each timed under its group's lead.
+    assert by_metric["pgconn_agent_poll_duration_seconds_count"] == {"a-main", "d-billing"}
     count_targets = {lab["datname"]: lab["target"] for n, lab, _ in samples
                      if n == "postgresql_connection_count" and lab.get("datname")}
     assert count_targets["shop"] == "b-shop"
