@@ -58,17 +58,19 @@ def database_of(target: cfg.Target) -> str:
 
 
 def system_identifier(target: cfg.Target) -> str | None:
-    """The server's ``pg_control_system().system_identifier`` (executable by PUBLIC by
-    default), or None where the role may not run it or the server is not reachable."""
+    """``sysid:<pg_control_system().system_identifier>`` (executable by PUBLIC by default),
+    ``""`` where the role may not run it (then host:port stands in), None when reading failed
+    (tried again on the next poll)."""
     try:
         with psycopg.connect(connection_string(target), autocommit=True,
                              connect_timeout=CONNECT_TIMEOUT_S) as conn:
             row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
-    except (psycopg.Error, OSError, AgentError) as exc:
-        log.info("server identity not readable, using host:port",
-                 extra={"target": target.name, "error": type(exc).__name__})
+    except psycopg.errors.InsufficientPrivilege:
+        log.info("server identity not readable, using host:port", extra={"target": target.name})
+        return ""
+    except (psycopg.Error, OSError, AgentError):
         return None
-    return f"sysid:{row[0]}" if row else None
+    return f"sysid:{row[0]}" if row else ""
 
 
 class Directory:
@@ -162,9 +164,9 @@ class SharedServer:
         finally:
             state.record_duration(lead.name, time.perf_counter() - start)
         if self._identity is None:
-            self._identity = system_identifier(lead) or self.key
+            self._identity = system_identifier(lead)
         databases = {name: database_of(t) for name, t in members.items()}
-        owner, elsewhere = self.directory.claim(self._identity, self.key,
+        owner, elsewhere = self.directory.claim(self._identity or self.key, self.key,
                                                 frozenset(databases.values()))
         shares = split(points(attribute(snapshot, dimensions=self.config.dimensions,
                                         max_groups=self.config.max_groups),
