@@ -45,8 +45,20 @@ def _load(config_path: Path | None, overrides: dict[str, Any]) -> cfg.Config:
     except AgentError as exc:
         _fail(str(exc))
     if not config.targets:
-        _fail(f"{config.source}: targets: no target configured (give --dsn or [[targets]])")
+        _fail(f"{config.source}: targets: no target configured (give --dsn or [[targets]], "
+              f"or set PGHOST)")
     return config
+
+
+def _secret_notes(config: cfg.Config, *, strict: bool) -> list[str]:
+    """Read the targets' passwords up front: a bad one is bad input (exit 2), not a crash."""
+    try:
+        notes = cfg.check_secrets(config)
+    except AgentError as exc:
+        _fail(str(exc))
+    if notes and strict:
+        _fail(f"{config.source}: {notes[0]}")
+    return notes
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +83,7 @@ def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
     from .diagnose.run import diagnose_all, exit_code
 
     config = _load(config_path, _overrides(dsns, show_queries=show_queries or None))
+    _secret_notes(config, strict=True)
     reports = diagnose_all(config)
     if fmt == "json":
         click.echo(render.as_json(reports), nl=False)
@@ -87,6 +100,9 @@ def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
 @click.option("--interval", type=float, help="Seconds between polls of each target.")
 @click.option("--log-format", type=click.Choice(["text", "json"]))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--web.config.file", "web_config_file", metavar="FILE",
+              help="Prometheus exporter-toolkit web config (TLS, basic auth) for the HTTP "
+                   "endpoint (env PGCONN_AGENT_WEB_CONFIG_FILE).")
 @click.option("--targets-dir", metavar="DIR", type=click.Path(resolve_path=True),
               help="Directory of TOML files holding [[targets]], re-read on SIGHUP and on "
                    "change (env PGCONN_AGENT_TARGETS_DIR).")
@@ -95,13 +111,14 @@ def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
                    "ending in -I (env PGCONN_AGENT_SHARD).")
 def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         interval: float | None, log_format: str | None, log_level: str | None,
-        targets_dir: str | None, shard: str | None) -> None:
+        web_config_file: str | None, targets_dir: str | None, shard: str | None) -> None:
     """Poll every target on a schedule and export OpenTelemetry metrics (OTLP and /metrics)."""
     from . import logs
     from .daemon import Daemon
 
     overrides = _overrides(dsns, listen=listen, interval=interval, log_format=log_format,
-                           log_level=log_level, targets_dir=targets_dir, shard=shard)
+                           log_level=log_level, web_config_file=web_config_file,
+                           targets_dir=targets_dir, shard=shard)
     try:
         daemon = Daemon(config_path, overrides)
     except AgentError as exc:
@@ -112,6 +129,8 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         code = daemon.run()
     except OSError as exc:
         _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
+    except AgentError as exc:
+        _fail(str(exc))
     sys.exit(code)
 
 
@@ -120,25 +139,49 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
 def check_config(config_path: Path) -> None:
     """Validate a configuration file and print the effective settings (passwords redacted)."""
     config = _load(config_path, {})
+    notes = _secret_notes(config, strict=False)
     click.echo(f"{config.source}: ok")
     click.echo(f"interval {config.interval}s, max_groups {config.max_groups}, "
                f"dimensions {', '.join(config.dimensions)}, listen {config.listen or 'off'}")
+    click.echo(f"log format {config.log_format}, level {config.log_level}; web config "
+               f"{config.web_config_file or 'off (plain HTTP, no authentication)'}")
+    click.echo(_describe_otlp(config.otlp))
+    click.echo("thresholds: " + ", ".join(f"{name} {getattr(config.thresholds, name)}"
+                                          for name in cfg.Thresholds.__slots__))
     for t in config.targets:
         secret = ("credential " + t.password_credential if t.password_credential
                   else f"password file {t.password_file}" if t.password_file else "libpq")
         click.echo(f"target {t.name}: {t.redacted_dsn} (every {t.interval}s, password: "
                    f"{secret})")
+    for note in notes:
+        click.echo(f"note: {note}")
+
+
+def _describe_otlp(otlp: cfg.OtlpConfig) -> str:
+    """The [otlp] table as set; unset keys fall back to the OTEL_* variables. Header values
+    are often tokens: only their names are shown."""
+    from .export.otel import otlp_enabled
+
+    def shown(value: object) -> str:
+        return "from OTEL_* or default" if value is None else str(value)
+
+    headers = ", ".join(f"{k}=<redacted>" for k in otlp.headers or {}) or shown(None)
+    return (f"otlp: {'on' if otlp_enabled(otlp) else 'off'}, endpoint {shown(otlp.endpoint)}, "
+            f"protocol {shown(otlp.protocol)}, headers {headers}, certificate "
+            f"{shown(otlp.certificate)}, insecure {shown(otlp.insecure)}, export_interval "
+            f"{shown(otlp.export_interval)}")
 
 
 @main.command()
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
-              help="Override an alert threshold (see alerts/README.md); repeatable.")
+              help="Override an alert threshold or setting (selector, group_by, runbook_base; "
+                   "see alerts/README.md); repeatable.")
 def rules(sets: tuple[str, ...]) -> None:
-    """Print the Prometheus alert rules, with thresholds overridden by --set."""
-    from .alert_rules import parse_overrides, render_rules
+    """Print the Prometheus alert rules, with thresholds and settings overridden by --set."""
+    from .alert_rules import parse_sets, render_rules
 
     try:
-        click.echo(render_rules(parse_overrides(sets)), nl=False)
+        click.echo(render_rules(*parse_sets(sets)), nl=False)
     except AgentError as exc:
         _fail(str(exc))
 

@@ -26,6 +26,9 @@ DEFAULT_LISTEN = "127.0.0.1:9188"
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
+RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "holder_share", "limit_share")
+LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+"""libpq variables that name a server: any of them alone makes a target (as for psql)."""
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
 
 
@@ -83,6 +86,7 @@ class Config:
     listen: str | None = DEFAULT_LISTEN
     log_format: str = "text"
     log_level: str = "info"
+    web_config_file: Path | None = None
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     source: str = "<defaults>"
@@ -199,6 +203,9 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     listen = agent.get("listen", str, DEFAULT_LISTEN)
     if listen:
         _check_listen(agent, listen)
+    web_config_file = agent.get("web_config_file", str, "")
+    if web_config_file:
+        _check_web_config(agent, web_config_file)
     targets_dir = agent.get("targets_dir", str, "")
     shard = _parse_shard(agent, agent.get("shard", str, ""))
     agent.finish()
@@ -212,6 +219,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
                   dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
                   show_queries=show_queries, listen=listen or None, log_format=log_format,
                   log_level=log_level, otlp=otlp, thresholds=thresholds, source=source,
+                  web_config_file=Path(web_config_file) if web_config_file else None,
                   targets_dir=_relative_to(source, targets_dir) if targets_dir else None,
                   shard=shard)
 
@@ -264,6 +272,15 @@ def _check_listen(reader: _Reader, listen: str) -> None:
         raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
 
 
+def _check_web_config(reader: _Reader, path: str) -> None:
+    from . import webconfig
+
+    try:
+        webconfig.load(Path(path))
+    except ConfigError as exc:
+        raise reader.fail("web_config_file", str(exc)) from None
+
+
 def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
     seen: set[str] = set()
     for i, target in enumerate(targets):
@@ -273,6 +290,9 @@ def _check_unique(source: str, targets: tuple[Target, ...]) -> None:
 
 
 def _parse_target(reader: _Reader, interval: float) -> Target:
+    if "dsn" not in reader.table:
+        raise reader.fail("dsn", 'missing: every target needs a libpq connection string or URI '
+                                 '(dsn = "" takes everything from the PG* variables)')
     dsn = reader.get("dsn", str, "", secret=True)
     check_dsn(dsn, reader.key("dsn"), reader.source)
     name = reader.get("name", str, "") or default_target_name(dsn)
@@ -333,7 +353,14 @@ def _parse_thresholds(reader: _Reader) -> Thresholds:
                 raise reader.fail(name, f"expected an integer >= 1, found {value}")
         else:
             value = reader.positive(name, default)
+        if name in RATIO_THRESHOLDS and value > 1:
+            raise reader.fail(name, f"expected a ratio in (0, 1], found {value!r}")
         values[name] = value
+    for low, high in (("utilization_warning", "utilization_critical"),
+                      ("idle_in_transaction_warning", "idle_in_transaction_critical")):
+        if not values[low] < values[high]:
+            raise reader.fail(low, f"expected less than {high} ({values[high]!r}), "
+                                   f"found {values[low]!r}")
     reader.finish()
     return Thresholds(**values)
 
@@ -351,6 +378,8 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
         data = read_toml(path)
     merged = {**_env_overrides(), **(overrides or {})}
     dsns = merged.pop("dsns", None)
+    if path is None and not dsns and any(os.environ.get(v) for v in LIBPQ_TARGET_VARS):
+        dsns = [""]  # libpq's environment alone names the server, as it does for psql
     if merged:
         agent = dict(data.get("agent", {})) if isinstance(data.get("agent", {}), dict) else {}
         agent.update(merged)
@@ -392,6 +421,7 @@ _ENV = {
     "PGCONN_AGENT_LISTEN": ("listen", str),
     "PGCONN_AGENT_LOG_FORMAT": ("log_format", str),
     "PGCONN_AGENT_LOG_LEVEL": ("log_level", str),
+    "PGCONN_AGENT_WEB_CONFIG_FILE": ("web_config_file", str),
     "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
     "PGCONN_AGENT_DSN": ("dsns", list),
     "PGCONN_AGENT_TARGETS_DIR": ("targets_dir", str),
@@ -430,8 +460,36 @@ def read_password(target: Target) -> str | None:
 
 
 def _read_secret(path: Path, name: str) -> str:
+    """The file's first line; like libpq with a world-readable .pgpass, a file anyone on the
+    host can read is refused (group access stays allowed: Kubernetes mounts Secrets 0440 with
+    the pod's fsGroup)."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        with path.open(encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o004:
+                raise ConfigError(f"target {name}: password file {path} is readable by every "
+                                  f"user (mode {mode & 0o777:04o}): chmod o-rwx it")
+            return f.read().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"target {name}: cannot read password file {path}: "
                           f"{exc.strerror or exc}") from None
+
+
+def check_secrets(config: Config) -> list[str]:
+    """Read every target's password now, so bad input fails before any connection.
+
+    Raises ConfigError for a missing, unreadable or world-readable password file; returns notes
+    for credentials that only exist under systemd (``$CREDENTIALS_DIRECTORY`` unset).
+    """
+    notes = []
+    for target in config.targets:
+        if target.password_credential and not os.environ.get("CREDENTIALS_DIRECTORY"):
+            notes.append(f"target {target.name}: password_credential "
+                         f"{target.password_credential!r} is read from $CREDENTIALS_DIRECTORY, "
+                         f"which only systemd's LoadCredential= sets")
+            continue
+        try:
+            read_password(target)
+        except ConfigError as exc:
+            raise _error(config.source, str(exc)) from None
+    return notes

@@ -13,9 +13,19 @@ from enum import Enum
 
 
 class Instrument(Enum):
+    """OpenTelemetry instrument kinds; counts of things present now are UpDownCounters
+    (non-monotonic sums, as the semantic conventions model ``db.client.connection.count``),
+    so a backend may add them across attributes."""
+
     GAUGE = "gauge"
+    UPDOWNCOUNTER = "updowncounter"
     COUNTER = "counter"
     HISTOGRAM = "histogram"
+
+    @property
+    def prometheus_type(self) -> str:
+        """The Prometheus metric type the OTLP translation gives this instrument."""
+        return {"updowncounter": "gauge"}.get(self.value, self.value)
 
 
 GROUP_DIMENSIONS: tuple[str, ...] = (
@@ -46,27 +56,53 @@ class MetricSpec:
         return tuple(out)
 
 
-_UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
+_UNITS = {
+    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
+    "us": "microseconds", "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes",
+    "MiBy": "mebibytes", "GiBy": "gibibytes", "TiBy": "tibibytes", "KBy": "kilobytes",
+    "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes", "m": "meters", "V": "volts",
+    "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius", "Hz": "hertz",
+    "1": "", "%": "percent",
+}
+_PER_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week",
+              "mo": "month", "y": "year"}
+_INVALID = re.compile(r"[^a-zA-Z0-9:]")
+
+
+def _unit_suffixes(unit: str) -> tuple[str, str]:
+    """Main and ``per_`` suffixes of a UCUM unit; annotations (``{...}``) name no unit."""
+    main, _, per = unit.partition("/")
+    main, per = main.strip(), per.strip()
+    main_suffix = _UNITS.get(main, main) if main and not re.search(r"[{}]", main) else ""
+    per_suffix = _PER_UNITS.get(per, per) if per and not re.search(r"[{}]", per) else ""
+    return main_suffix, f"per_{per_suffix}" if per_suffix else ""
+
+
+def _clean_unit(unit: str) -> str:
+    return re.sub(r"__+", "_", _INVALID.sub("_", unit)).removeprefix("_")
 
 
 def prometheus_name(name: str, unit: str, instrument: Instrument) -> str:
-    """The name Prometheus' own OTLP translation gives a metric.
+    """The name Prometheus' own OTLP translation (``UnderscoreEscapingWithSuffixes``) gives.
 
-    Dots become underscores, ``{...}`` annotation units are dropped, ``s`` becomes ``_seconds``,
-    unit ``1`` on a gauge becomes ``_ratio`` and monotonic sums get ``_total``.
+    The name splits into tokens at every character outside ``[a-zA-Z0-9:]`` (so ``__``
+    collapses); the unit's suffixes (``s`` -> ``seconds``, ``By/s`` -> ``bytes_per_second``,
+    annotations dropped) are appended unless a token already says them; monotonic sums end in
+    ``_total`` and unit-``1`` gauges in ``_ratio``, each moved to the end if already present;
+    a leading digit gets a ``_`` prefix.
     """
-    base = re.sub(r"[^a-zA-Z0-9_:]", "_", name)
-    unit = re.sub(r"\{[^}]*\}", "", unit)
-    suffix = ""
-    if unit == "1" and instrument is Instrument.GAUGE:
-        suffix = "ratio"
-    elif unit and unit != "1":
-        suffix = _UNIT_SUFFIXES.get(unit, unit)
-    if suffix and not base.endswith("_" + suffix):
-        base = f"{base}_{suffix}"
-    if instrument is Instrument.COUNTER and not base.endswith("_total"):
-        base += "_total"
-    return base
+    tokens = [t for t in _INVALID.split(name) if t]
+    main, per = (_clean_unit(u) for u in _unit_suffixes(unit))
+    per = "" if per == "per_" else per.removesuffix("_")
+    if per:
+        main = main.removesuffix("_")
+    tokens += [u for u in (main, per) if u and u not in tokens]
+    for suffix, applies in (("total", instrument is Instrument.COUNTER),
+                            ("ratio", unit == "1" and instrument is Instrument.GAUGE)):
+        if applies:
+            tokens = [t for t in tokens if t != suffix] + [suffix]
+    joined = "_".join(tokens)
+    return f"_{joined}" if joined[:1].isdigit() else joined
 
 
 def _spec(
@@ -75,11 +111,12 @@ def _spec(
     return MetricSpec(name, instrument, unit, description, attributes)
 
 
-G, C, H = Instrument.GAUGE, Instrument.COUNTER, Instrument.HISTOGRAM
+G, U, C, H = (Instrument.GAUGE, Instrument.UPDOWNCOUNTER, Instrument.COUNTER,
+              Instrument.HISTOGRAM)
 T = ("target",)
 
 CONNECTION_COUNT = _spec(
-    "postgresql.connection.count", G, "{connection}", (*T, GROUP), "Client backends per group."
+    "postgresql.connection.count", U, "{connection}", (*T, GROUP), "Client backends per group."
 )
 CONNECTION_MAX = _spec(
     "postgresql.connection.max", G, "{connection}", T, "The server's max_connections."
@@ -102,12 +139,12 @@ TRANSACTION_AGE_MAX = _spec(
     "Oldest open transaction (now - xact_start) in the group.",
 )
 CONNECTION_WAITING = _spec(
-    "postgresql.connection.waiting", G, "{connection}",
+    "postgresql.connection.waiting", U, "{connection}",
     (*T, "datname", "usename", "application_name", "wait_event_type", "wait_event"),
     "Active sessions waiting, by wait event.",
 )
 LOCK_WAITING = _spec(
-    "postgresql.lock.waiting", G, "{connection}",
+    "postgresql.lock.waiting", U, "{connection}",
     (*T, "datname", "application_name", "locktype", "mode"),
     "Sessions waiting for a heavyweight lock.",
 )
@@ -116,11 +153,23 @@ LOCK_WAIT_TIME_MAX = _spec(
     "Longest current heavyweight-lock wait.",
 )
 LOCK_BLOCKING = _spec(
-    "postgresql.lock.blocking", G, "{connection}", (*T, GROUP),
+    "postgresql.lock.blocking", U, "{connection}", (*T, GROUP),
     "Sessions blocked (directly) by this group's sessions.",
 )
+ROOT_BLOCKERS_SHOWN = 5
+"""Root blockers named by pid in ``postgresql.lock.root_blocker`` (bounds its series)."""
+LOCK_ROOT_BLOCKING = _spec(
+    "postgresql.lock.root_blocking", U, "{connection}", (*T, GROUP),
+    "Sessions queued, directly or behind other waiters, behind this group's root blockers "
+    "(sessions that hold the lock without waiting for one themselves).",
+)
+LOCK_ROOT_BLOCKER = _spec(
+    "postgresql.lock.root_blocker", U, "{connection}", (*T, "pid", GROUP),
+    f"The current root blockers by pid (at most {ROOT_BLOCKERS_SHOWN}, most queued first), "
+    "valued by the sessions queued behind each: the pid to terminate.",
+)
 BACKEND_COUNT = _spec(
-    "postgresql.backend.count", G, "{backend}", (*T, "backend_type"), "All backends by type."
+    "postgresql.backend.count", U, "{backend}", (*T, "backend_type"), "All backends by type."
 )
 CONNECTION_LIMIT = _spec(
     "postgresql.connection.limit", G, "{connection}", (*T, "scope", "name"),
@@ -146,11 +195,11 @@ POLL_ERRORS = _spec(
     "Failed polls by kind (connect, auth, timeout, too_many_connections, query).",
 )
 GROUPS_FOLDED = _spec(
-    "pgconn_agent.groups.folded", G, "{group}", T,
+    "pgconn_agent.groups.folded", U, "{group}", T,
     "Groups folded into the overflow group by the cardinality cap.",
 )
 SESSIONS_HIDDEN = _spec(
-    "pgconn_agent.sessions.hidden", G, "{connection}", T,
+    "pgconn_agent.sessions.hidden", U, "{connection}", T,
     "Client sessions whose details the agent's role cannot see (grant pg_monitor).",
 )
 POLL_SKIPPED = _spec(
@@ -163,6 +212,7 @@ METRICS: tuple[MetricSpec, ...] = (
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
+    LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 

@@ -20,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
+from . import webconfig
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
@@ -172,7 +173,10 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         if self.config.listen:
-            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready)
+            web = webconfig.load(self.config.web_config_file) \
+                if self.config.web_config_file else None
+            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready,
+                                        web)
             self.http.start()
         report(self.config)
         for target in mine(self.config.targets, self.config.shard):

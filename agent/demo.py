@@ -1,10 +1,18 @@
-"""``pgconn-agent demo``: "pool 100/100 with one user" on a throwaway server, diagnosed live."""
+"""``pgconn-agent demo``: "pool 100/100 with one user" on a throwaway server, diagnosed live.
+
+The application's pool really fills the server: its next connection is refused, while the
+agent, which holds its own connection, keeps seeing everything.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from types import FrameType
 
 import click
 
@@ -38,52 +46,95 @@ def _incident(server: LocalServer, work: Workload) -> None:
 
 
 def run_demo(*, keep: bool, polls: int) -> int:
-    click.echo("Starting a throwaway PostgreSQL (max_connections 100, 3 reserved)...")
-    with LocalServer(max_connections=100, superuser_reserved=3) as server:
-        _setup(server)
-        with Workload(server.dsn(), server.dsn(via="unix")) as work:
-            click.echo("Reproducing 'pool 100/100 with one user': shop-web opens 83 "
-                       "connections, some left idle in transaction, one holding a row lock...")
-            _incident(server, work)
-            time.sleep(4.5)  # let ages pass the demo thresholds
-            dsn = server.dsn(user="postgres", dbname="shop")
-            config = cfg.load(None, {"dsns": [dsn]})
-            click.echo("\n$ pgconn-agent diagnose --dsn '" + cfg.redact(dsn) + "'\n")
-            click.echo(render.text(diagnose_all(config, DEMO_THRESHOLDS)[0]))
-            click.echo("(demo thresholds: idle and idle-in-transaction ages in seconds, not "
-                       "minutes)\n")
-            _daemon(dsn, keep=keep, polls=polls)
-    click.echo("Demo finished; the throwaway server is gone.")
+    with _interrupted_by_signals():
+        try:
+            _run(keep=keep, polls=polls)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.")
+    click.echo("Demo finished; the throwaway server and its directory are gone.")
     return 0
 
 
-def _daemon(dsn: str, *, keep: bool, polls: int) -> None:
-    listen = f"127.0.0.1:{free_port()}"
-    daemon = Daemon(None, {"dsns": [dsn], "listen": listen, "interval": 1.0})
-    url = f"http://{listen}/metrics"
-    click.echo(f"$ pgconn-agent run --dsn '{cfg.redact(dsn)}' --listen {listen} --interval 1")
-    thread = threading.Thread(target=daemon.run, name="demo-daemon", daemon=True)
-    thread.start()
+def _run(*, keep: bool, polls: int) -> None:
+    click.echo("Starting a throwaway PostgreSQL (max_connections 100, 3 reserved for "
+               "superusers)...")
+    with LocalServer(max_connections=100, superuser_reserved=3) as server:
+        click.echo(f"  data directory {server.datadir}")
+        _setup(server)
+        dsn = server.dsn(user="postgres", dbname="shop")
+        with Workload(server.dsn(), server.dsn(via="unix")) as work, _Agent(dsn) as agent:
+            click.echo("shop-web opens 83 connections, some left idle in transaction, one "
+                       "holding a row lock; billing-worker and a nameless client open 6...")
+            _incident(server, work)
+            agent.show(1)
+            opened, refusal = work.fill("shop-web", user="shop_app", dbname="shop")
+            click.echo(f"\nshop-web's pool grows by {opened} more connections, then the "
+                       f"server refuses the next one:\n  {refusal}\nEvery slot an application "
+                       f"may use is taken (97 of 97). The agent opened its connection before "
+                       f"and keeps it, so it still sees everything:")
+            time.sleep(4.5 - 1.2)  # let ages pass the demo thresholds
+            agent.show(max(polls, 1), first=2)
+            config = cfg.load(None, {"dsns": [dsn]})
+            click.echo("\n$ pgconn-agent diagnose --dsn '" + cfg.redact(dsn) + "'\n")
+            click.echo("(a new connection: as a superuser it gets one of the 3 reserved slots, "
+                       "so it counts itself as the 98th)")
+            click.echo(render.text(diagnose_all(config, DEMO_THRESHOLDS)[0]))
+            click.echo("(demo thresholds: idle and idle-in-transaction ages in seconds, not "
+                       "minutes)\n")
+            if keep:
+                agent.wait()
+
+
+@contextlib.contextmanager
+def _interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a supervisor, a closed terminal) end the demo like Ctrl-C, so the
+    throwaway server is stopped and its directory removed on every way out."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        for i in range(max(polls, 1)):
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Agent:
+    """``pgconn-agent run`` in a thread of the demo, polling every second."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.daemon = Daemon(None, {"dsns": [dsn], "listen": self.listen, "interval": 1.0})
+        self.url = f"http://{self.listen}/metrics"
+        self.thread = threading.Thread(target=self.daemon.run, name="demo-daemon", daemon=True)
+
+    def __enter__(self) -> _Agent:
+        return self
+
+    def show(self, polls: int, first: int = 1) -> None:
+        if not self.thread.is_alive():
+            click.echo(f"\n$ pgconn-agent run --dsn '{cfg.redact(self.dsn)}' --listen "
+                       f"{self.listen} --interval 1")
+            self.thread.start()
+        for i in range(first, first + polls):
             time.sleep(1.2)
-            body = urllib.request.urlopen(url, timeout=5).read().decode()
+            body = urllib.request.urlopen(self.url, timeout=5).read().decode()
             lines = [ln for ln in body.splitlines()
                      if ln.startswith(_SHOWN) and ("shop-web" in ln or "{" not in ln
                                                    or "_ratio" in ln or "_up" in ln)]
-            click.echo(f"\npoll {i + 1}: {url}")
+            click.echo(f"\npoll {i}: {self.url}")
             for line in lines[:8]:
                 click.echo("  " + line)
-        if keep:
-            click.echo(f"\nAgent running: {url} (also /healthz, /readyz). Point Prometheus or "
-                       "an OpenTelemetry Collector at it; Ctrl-C stops everything.")
-            try:
-                while thread.is_alive():
-                    thread.join(1)
-            except KeyboardInterrupt:
-                pass
-    finally:
-        daemon.stop_event.set()
-        thread.join(15)
 
+    def wait(self) -> None:
+        click.echo(f"Agent running: {self.url} (also /healthz, /readyz). Point Prometheus or an "
+                   "OpenTelemetry Collector at it; Ctrl-C (or SIGTERM) stops everything.")
+        while self.thread.is_alive():
+            self.thread.join(1)
 
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(15)

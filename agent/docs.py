@@ -4,6 +4,38 @@ from __future__ import annotations
 
 from . import contract as c
 
+INGESTION = [
+    "## Instruments",
+    "",
+    "Counts of things present now (connections, backends, groups) are UpDownCounters:",
+    "non-monotonic cumulative sums, as the semantic conventions model",
+    "`db.client.connection.count`, so a backend may add them across attributes. Limits and",
+    "settings (`max`, `reserved`, `limit`, `setting`), ages, ratios and `up` are gauges.",
+    "Prometheus sees UpDownCounters as gauges (no `_total`).",
+    "",
+    "## Scraping `/metrics` versus OTLP ingestion",
+    "",
+    "The Prometheus names above are what Prometheus' own OTLP translation gives",
+    "(`UnderscoreEscapingWithSuffixes`), and what `/metrics` serves, so queries work on either",
+    "path. What differs is the identity around the series:",
+    "",
+    "| | scraping `/metrics` | OTLP (Collector, or Prometheus' OTLP receiver) |",
+    "|---|---|---|",
+    "| `job` | the scrape job's name | `service.namespace/service.name` (`pgconn-agent`; set "
+    "`OTEL_SERVICE_NAME`) |",
+    "| `instance` | the scraped `host:port` | `service.instance.id`: by default a UUID v5 of "
+    "the host name, config file and listen address, stable across restarts; override with "
+    "`OTEL_RESOURCE_ATTRIBUTES=service.instance.id=...` |",
+    "| resource attributes | none (`/metrics` serves no `target_info`) | `target_info` "
+    "series, unless promoted to labels by the receiver's configuration |",
+    "| `target` | the agent's target name, as an ordinary label | the same |",
+    "",
+    "Alert rules and dashboards select by `target` and the configured job selector, so they",
+    "work with either path once `job` matches.",
+    "",
+]
+"""How the contract's instruments and identity land in Prometheus (appended to the table)."""
+
 
 def metrics_markdown() -> str:
     lines = [
@@ -29,7 +61,7 @@ def metrics_markdown() -> str:
         lines.append(f"| `{m.name}` | {m.instrument.value} | `{m.unit or '(none)'}` | {attrs} | "
                      f"`{m.prometheus_name}` | {m.description} |")
     lines += ["", "`pgconn_agent.poll.duration` buckets (seconds): "
-              + ", ".join(f"{b:g}" for b in c.POLL_DURATION_BUCKETS), ""]
+              + ", ".join(f"{b:g}" for b in c.POLL_DURATION_BUCKETS), "", *INGESTION]
     return "\n".join(lines + _scopes())
 
 

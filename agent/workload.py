@@ -73,6 +73,20 @@ class Workload:
         """Open ``n`` sessions that stay idle; returns their pids."""
         return self._many(n, app, via, user, dbname, begin=False)
 
+    def fill(self, app: str, *, via: str = "tcp", user: str | None = None,
+             dbname: str | None = None, limit: int = 10000) -> tuple[int, str]:
+        """Open idle sessions one at a time until the server refuses one, the way an
+        application's pool grows into the limit; returns (sessions opened, the refusal)."""
+        async def until_refused() -> tuple[int, str]:
+            for opened in range(limit):
+                try:
+                    await self._open(app, via, user, dbname)
+                except psycopg.OperationalError as exc:
+                    return opened, str(exc).strip().splitlines()[-1]
+            raise RuntimeError(f"the server accepted {limit} sessions without refusing one")
+
+        return self._run(until_refused())
+
     def named(self, names: list[str], *, via: str = "tcp") -> list[int]:
         """Open one idle session per application_name in ``names`` (cardinality storms)."""
         async def all_() -> list[int]:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent import contract as c
+from agent.alert_rules import RUNBOOK_BASE
 from agent.config import Thresholds
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +50,7 @@ LOCK_WAIT_WARNING_S = 10.0
 LOCK_WAIT_CRITICAL_S = 60.0
 
 DATASOURCE = gm.DataSourceRef(type_val="prometheus", uid="${datasource}")
-TARGET = 'target=~"$target"'
+SCOPE = ('job=~"$job"', 'cluster=~"$cluster"', 'target=~"$target"')
 IDLE = 'state="idle"'
 IDLE_IN_TX = 'state=~"idle in transaction.*"'
 
@@ -60,14 +62,14 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def sel(spec: c.MetricSpec, *matchers: str, suffix: str = "") -> str:
-    """A selector of a contract metric, always scoped to ``$target``.
+    """A selector of a contract metric, always scoped to ``$job``, ``$cluster``, ``$target``.
 
     ``suffix`` is only for a histogram's ``_bucket``/``_sum``/``_count`` series.
     """
     histogram = spec.instrument is c.Instrument.HISTOGRAM
     if suffix and (not histogram or suffix not in HISTOGRAM_SUFFIXES):
         raise ValueError(f"suffix {suffix!r} on {spec.name} ({spec.instrument.value})")
-    return f"{spec.prometheus_name}{suffix}{{{', '.join((TARGET, *matchers))}}}"
+    return f"{spec.prometheus_name}{suffix}{{{', '.join((*SCOPE, *matchers))}}}"
 
 
 def usable(by: str = "target") -> str:
@@ -153,38 +155,146 @@ def unit_override(unit: str) -> list[gm.DynamicConfigValue]:
     return [gm.DynamicConfigValue(id_val="unit", value=unit)]
 
 
-def holders_table(title: str, description: str, by: Sequence[str], *matchers: str,
-                  w: int = 24, h: int = 10) -> table.Panel:
-    """One row per holder group: connections, oldest state age, oldest transaction age."""
-    labels = ", ".join(by)
-    count = query(f"sum by ({labels}) ({sel(c.CONNECTION_COUNT, *matchers)})",
-                  ref="A", instant=True, table_format=True)
-    state_age = query(f"max by ({labels}) ({sel(c.STATE_AGE_MAX, *matchers)})",
-                      ref="B", instant=True, table_format=True)
-    xact_age = query(f"max by ({labels}) ({sel(c.TRANSACTION_AGE_MAX, *matchers)})",
-                     ref="C", instant=True, table_format=True)
-    return (table.Panel().title(title).description(description).datasource(DATASOURCE)
-            .span(w).height(h).unit("none").thresholds(NEUTRAL)
-            .with_target(count).with_target(state_age).with_target(xact_age)
-            .with_transformation(gm.DataTransformerConfig(id_val="merge", options={}))
+_RENAME = {"application_name": "Application", "client_addr": "Client host", "usename": "User",
+           "datname": "Database", "state": "State", "target": "Target", "pid": "PID",
+           "scope": "Scope", "name": "Name"}
+
+
+def _instant_table(title: str, description: str, columns: Sequence[str],
+                   values: Sequence[tuple[str, str, str]], *, sort: str, w: int, h: int
+                   ) -> table.Panel:
+    """One row per label set: ``columns`` (labels) then one column per (ref, expr, name)."""
+    p = (table.Panel().title(title).description(description).datasource(DATASOURCE)
+         .span(w).height(h).unit("none").thresholds(NEUTRAL))
+    for ref, expr, _ in values:
+        p = p.with_target(query(expr, ref=ref, instant=True, table_format=True))
+    index = {label: i for i, label in enumerate(columns)}
+    index.update({f"Value #{ref}": len(columns) + i for i, (ref, _, _) in enumerate(values)})
+    return (p.with_transformation(gm.DataTransformerConfig(id_val="merge", options={}))
             .with_transformation(gm.DataTransformerConfig(id_val="organize", options={
                 "excludeByName": {"Time": True},
-                "indexByName": {**{label: i for i, label in enumerate(by)},
-                                "Value #A": len(by), "Value #B": len(by) + 1,
-                                "Value #C": len(by) + 2},
-                "renameByName": {"Value #A": "Connections", "Value #B": "Oldest in state",
-                                 "Value #C": "Oldest transaction",
-                                 "application_name": "Application", "client_addr": "Client host",
-                                 "usename": "User", "datname": "Database", "state": "State",
-                                 "target": "Target"},
+                "indexByName": index,
+                "renameByName": {**{f"Value #{ref}": name for ref, _, name in values},
+                                 **{k: v for k, v in _RENAME.items() if k in columns}},
             }))
-            .sort_by([_sort("Connections")])
-            .override_by_name("Oldest in state", unit_override("s"))
-            .override_by_name("Oldest transaction", unit_override("s")))
+            .sort_by([_sort(sort)]))
+
+
+def holders_table(title: str, description: str, by: Sequence[str], *matchers: str,
+                  w: int = 24, h: int = 10) -> table.Panel:
+    """One row per holder group: connections, oldest state age, oldest transaction age; the
+    application links into its drill-down."""
+    labels = ", ".join(by)
+    return (_instant_table(title, description, by, [
+        ("A", f"sum by ({labels}) ({sel(c.CONNECTION_COUNT, *matchers)})", "Connections"),
+        ("B", f"max by ({labels}) ({sel(c.STATE_AGE_MAX, *matchers)})", "Oldest in state"),
+        ("C", f"max by ({labels}) ({sel(c.TRANSACTION_AGE_MAX, *matchers)})",
+         "Oldest transaction"),
+    ], sort="Connections", w=w, h=h)
+        .override_by_name("Oldest in state", unit_override("s"))
+        .override_by_name("Oldest transaction", unit_override("s"))
+        .override_by_name("Application", _drilldown_link("${__value.raw}",
+                                                         "${__data.fields.Target}")))
 
 
 def _sort(name: str) -> TableSortByFieldState:
     return TableSortByFieldState().display_name(name).desc(True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Links: holders into the drill-down, panels to their runbook section
+
+
+def drilldown_url(application: str, target: str) -> str:
+    """The drill-down for one application on one target, keeping the other variables."""
+    return (f"/d/{DRILLDOWN_UID}?var-application_name={application}&var-target={target}"
+            "&${datasource:queryparam}&${job:queryparam}&${cluster:queryparam}"
+            "&${__url_time_range}")
+
+
+def _drilldown_link(application: str, target: str) -> list[gm.DynamicConfigValue]:
+    return [gm.DynamicConfigValue(id_val="links", value=[{
+        "title": "Drill down into this application",
+        "url": drilldown_url(application, target)}])]
+
+
+def holder_links() -> list[gd.DashboardLink]:
+    """Data links of series labelled by application_name and target."""
+    return [gd.DashboardLink("Drill down into ${__field.labels.application_name}")
+            .url(drilldown_url("${__field.labels.application_name}",
+                               "${__field.labels.target}"))]
+
+
+def runbook(*alerts: str) -> list[gd.DashboardLink]:
+    """Panel links to the runbook sections of the alerts a panel helps confirm."""
+    return [gd.DashboardLink(f"Runbook: {name}").type(gm.DashboardLinkType.LINK)
+            .url(f"{RUNBOOK_BASE}#{name.lower()}").target_blank(True) for name in alerts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures: one metric aggregated one way, drawn per holder on both dashboards
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What a per-holder time-series panel draws; the dashboards choose the ``by`` labels."""
+
+    spec: c.MetricSpec
+    agg: str
+    unit: str
+    matchers: tuple[str, ...] = ()
+    thresholds: gd.ThresholdsConfig | None = None
+    stacked: bool = True
+    rate: bool = False
+
+    def expr(self, by: Sequence[str], *matchers: str) -> str:
+        selector = sel(self.spec, *self.matchers, *matchers)
+        inner = f"rate({selector}[$__rate_interval])" if self.rate else selector
+        return f"{self.agg} by ({', '.join(by)}) ({inner})"
+
+    def panel(self, title: str, description: str, by: Sequence[str], *matchers: str,
+              w: int = 12, h: int = 8, suffix: str = "") -> timeseries.Panel:
+        legend = " ".join("{{" + label + "}}" for label in by) + suffix
+        return series(title, description, query(self.expr(by, *matchers), legend),
+                      unit=self.unit, w=w, h=h, stacked=self.stacked,
+                      thresholds=self.thresholds)
+
+
+IDLE_IN_TX_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE_IN_TX,))
+IDLE_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE,), stacked=False)
+IDLE_IN_TX_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE_IN_TX,), stacked=False,
+                         thresholds=green_orange_red(IDLE_IN_TX_WARNING_S, IDLE_IN_TX_CRITICAL_S))
+XACT_AGE = Measure(c.TRANSACTION_AGE_MAX, "max", "s", stacked=False,
+                   thresholds=green_orange_red(XACT_AGE_WARNING_S, XACT_AGE_CRITICAL_S))
+WAITING = Measure(c.CONNECTION_WAITING, "sum", "none")
+LOCK_WAITERS = Measure(c.LOCK_WAITING, "sum", "none")
+LOCK_WAIT_AGE = Measure(c.LOCK_WAIT_TIME_MAX, "max", "s", stacked=False,
+                        thresholds=green_orange_red(LOCK_WAIT_WARNING_S, LOCK_WAIT_CRITICAL_S))
+ROOT_BLOCKING = Measure(c.LOCK_ROOT_BLOCKING, "sum", "none")
+DIRECT_BLOCKING = Measure(c.LOCK_BLOCKING, "sum", "none")
+OPENED = Measure(c.CONNECTION_OPENED, "sum", "cps", stacked=False, rate=True)
+
+_ROOT_NOTE = (" A root blocker holds the lock without waiting for one itself: end it and the "
+              "whole queue moves. 'idle in transaction' there is a client that left a "
+              "transaction open.")
+
+
+def root_blockers_table(*matchers: str, w: int, h: int) -> table.Panel:
+    """The root blockers the agent names by pid, with the statement that ends each."""
+    columns = ("target", "pid", "application_name", "client_addr", "usename", "datname",
+               "state")
+    return (_instant_table(
+        "Root blockers (pid)",
+        "The root blockers now (at most 5, most sessions queued first), by pid: holding a "
+        "lock others queue behind, directly or behind other waiters, without waiting "
+        "themselves. End one with SELECT pg_terminate_backend(pid) (its transaction rolls "
+        "back); intermediates in the queue are not listed.",
+        columns, [("A", f"max by ({', '.join(columns)}) "
+                        f"({sel(c.LOCK_ROOT_BLOCKER, *matchers)})", "Queued behind it")],
+        sort="Queued behind it", w=w, h=h)
+        .links(runbook("PostgreSQLBlockedByIdleInTransaction"))
+        .override_by_name("Application", _drilldown_link("${__value.raw}",
+                                                         "${__data.fields.Target}")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,14 +306,30 @@ def datasource_variable() -> gd.DatasourceVariable:
             .description("Prometheus (or Mimir/Thanos) that stores the agent's metrics."))
 
 
-def target_variable() -> gd.QueryVariable:
-    return (gd.QueryVariable("target").label("Target")
-            .description("Target name as configured in pgconn-agent (the 'target' label).")
+def _label_variable(name: str, label: str, description: str, source: str) -> gd.QueryVariable:
+    """A multi-value variable over one label's values, "All" matching series without it."""
+    return (gd.QueryVariable(name).label(label).description(description)
             .datasource(DATASOURCE)
-            .query(f"label_values({c.AGENT_UP.prometheus_name}, target)")
+            .query(f"label_values({source}, {name})")
             .refresh(gm.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(gm.VariableSort.ALPHABETICAL_ASC)
             .multi(True).include_all(True).all_value(".*"))
+
+
+def scope_variables() -> list[gd.QueryVariable]:
+    """job, cluster and target: which agents and servers the dashboard shows."""
+    up = c.AGENT_UP.prometheus_name
+    return [
+        _label_variable("job", "Job", "Prometheus scrape job of the agent (the 'job' label).",
+                        up),
+        _label_variable("cluster", "Cluster",
+                        "The 'cluster' label your Prometheus adds (external labels or "
+                        "relabelling); All includes series without one.",
+                        f'{up}{{job=~"$job"}}'),
+        _label_variable("target", "Target",
+                        "Target name as configured in pgconn-agent (the 'target' label).",
+                        f'{up}{{job=~"$job", cluster=~"$cluster"}}'),
+    ]
 
 
 def application_variable(*, multi: bool) -> gd.QueryVariable:
@@ -220,13 +346,17 @@ def application_variable(*, multi: bool) -> gd.QueryVariable:
 
 
 def base(title: str, uid: str, description: str) -> gd.Dashboard:
-    return (gd.Dashboard(title).uid(uid).description(description).tags([TAG, "postgresql"])
-            .editable().tooltip(gm.DashboardCursorSync.CROSSHAIR)
-            .time("now-1h", "now").refresh("30s").timezone("browser")
-            .link(gd.DashboardLink("pgconn-agent dashboards").type(gm.DashboardLinkType.DASHBOARDS)
-                  .tags([TAG]).as_dropdown(False).include_vars(True).keep_time(True))
-            .with_variable(datasource_variable())
-            .with_variable(target_variable()))
+    d = (gd.Dashboard(title).uid(uid).description(description).tags([TAG, "postgresql"])
+         .editable().tooltip(gm.DashboardCursorSync.CROSSHAIR)
+         .time("now-1h", "now").refresh("30s").timezone("browser")
+         .link(gd.DashboardLink("pgconn-agent dashboards").type(gm.DashboardLinkType.DASHBOARDS)
+               .tags([TAG]).as_dropdown(False).include_vars(True).keep_time(True))
+         .link(gd.DashboardLink("Runbooks").type(gm.DashboardLinkType.LINK).url(RUNBOOK_BASE)
+               .target_blank(True))
+         .with_variable(datasource_variable()))
+    for variable in scope_variables():
+        d = d.with_variable(variable)
+    return d
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +366,8 @@ def base(title: str, uid: str, description: str) -> gd.Dashboard:
 def connections_overview() -> gd.Dashboard:
     app = 'application_name=~"$application_name"'
     count = c.CONNECTION_COUNT
+    by_app = ("target", "application_name")
+    by_holder = ("target", "application_name", "client_addr")
     d = (base("PostgreSQL connections (pgconn-agent)", OVERVIEW_UID,
               "Who holds the connection slots of each PostgreSQL target: by state, application, "
               "client host and holder group, with idle-in-transaction sessions, lock chains, "
@@ -252,6 +384,7 @@ def connections_overview() -> gd.Dashboard:
         .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
         .thresholds(green_orange_red(UTILIZATION_WARNING, UTILIZATION_CRITICAL))
         .show_threshold_markers(True).reduce_options(_reduce_last())
+        .links(runbook("PostgreSQLConnectionsNearLimit", "PostgreSQLConnectionsExhausted"))
         .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")))
     d = d.with_panel(single_stat(
         "Used / usable slots",
@@ -285,96 +418,83 @@ def connections_overview() -> gd.Dashboard:
     d = d.with_panel(series(
         "Client backends by application",
         "Client backends per application_name (filtered by the Application variable). "
-        "'(unset)' means the client sends no application_name: look at the host panel.",
+        "'(unset)' means the client sends no application_name: look at the host panel. "
+        "Click a series to drill down into that application.",
         query(f"sum by (target, application_name) ({sel(count, app)})",
               "{{target}} {{application_name}}"),
-        unit="none", w=12, h=9, stacked=True))
+        unit="none", w=12, h=9, stacked=True)
+        .data_links(holder_links())
+        .links(runbook("PostgreSQLApplicationHoldsMostSlots")))
     d = d.with_panel(series(
         "Client backends by client host",
         "Client backends per client address ('local' for unix sockets). Several hosts with the "
         "same count usually mean one pool per instance multiplied by replicas.",
         query(f"sum by (target, client_addr) ({sel(count, app)})", "{{target}} {{client_addr}}"),
         unit="none", w=12, h=9, stacked=True))
-    d = d.with_panel(series(
+    d = d.with_panel(Measure(count, "sum", "none", (IDLE,)).panel(
         "Idle client backends by application and host",
         "Idle sessions per application and host: connections a pool keeps open without using "
-        "them. A holder with many idle sessions for minutes is hoarding slots.",
-        query(f'sum by (target, application_name, client_addr) ({sel(count, app, IDLE)})',
-              "{{target}} {{application_name}} @ {{client_addr}}"),
-        unit="none", w=12, h=9, stacked=True))
+        "them. A holder with many idle sessions for minutes is hoarding slots. Click a series "
+        "to drill down.", by_holder, app, h=9)
+        .data_links(holder_links())
+        .links(runbook("PostgreSQLIdleConnectionHoarding")))
     d = d.with_panel(holders_table(
         "Top holders",
         "One row per holder group (target, application, host, user, database, state), largest "
-        "first, with the oldest time in that state and the oldest open transaction. Groups the "
-        "agent's cardinality cap folded appear as '(other: folded by cardinality cap)'.",
+        "first, with the oldest time in that state and the oldest open transaction. Click an "
+        "application to drill down into it. Groups the agent's cardinality cap folded appear "
+        "as '(other: folded by cardinality cap)'.",
         ("target", "application_name", "client_addr", "usename", "datname", "state"), app,
         w=24, h=11))
 
     d = d.with_row(gd.Row("Idle in transaction and locks"))
-    d = d.with_panel(series(
+    d = d.with_panel(IDLE_IN_TX_COUNT.panel(
         "Idle in transaction by application",
         "Sessions inside an open transaction doing nothing: they hold their slot and their "
-        "locks until the client commits, rolls back or disconnects.",
-        query(f"sum by (target, application_name) ({sel(count, app, IDLE_IN_TX)})",
-              "{{target}} {{application_name}}"),
-        unit="none", w=12, h=8, stacked=True))
-    d = d.with_panel(series(
+        "locks until the client commits, rolls back or disconnects.", by_app, app)
+        .links(runbook("PostgreSQLIdleInTransaction")))
+    d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by application",
         "Longest time a session of the application has been idle in transaction (now - "
-        "state_change). Orange from 1 minute, red from 5 minutes.",
-        query(f"max by (target, application_name) ({sel(c.STATE_AGE_MAX, app, IDLE_IN_TX)})",
-              "{{target}} {{application_name}}"),
-        unit="s", w=12, h=8,
-        thresholds=green_orange_red(IDLE_IN_TX_WARNING_S, IDLE_IN_TX_CRITICAL_S)))
-    d = d.with_panel(series(
+        "state_change). Orange from 1 minute, red from 5 minutes.", by_app, app))
+    d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by application",
         "Longest-running transaction per application (now - xact_start), any state. Long "
         "transactions hold locks and hold back vacuum. Orange from 5 minutes, red from 30.",
-        query(f"max by (target, application_name) ({sel(c.TRANSACTION_AGE_MAX, app)})",
-              "{{target}} {{application_name}}"),
-        unit="s", w=12, h=8,
-        thresholds=green_orange_red(XACT_AGE_WARNING_S, XACT_AGE_CRITICAL_S)))
-    d = d.with_panel(series(
+        by_app, app).links(runbook("PostgreSQLLongTransaction")))
+    d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event type",
         "Active sessions that are waiting, by wait_event_type (Lock, LWLock, IO, Client...).",
-        query(f"sum by (target, wait_event_type) ({sel(c.CONNECTION_WAITING, app)})",
-              "{{target}} {{wait_event_type}}"),
-        unit="none", w=12, h=8, stacked=True))
-    d = d.with_panel(series(
+        ("target", "wait_event_type"), app))
+    d = d.with_panel(LOCK_WAITERS.panel(
         "Lock waiters by application",
         "Sessions waiting for a heavyweight lock, by the waiting application and lock mode.",
-        query(f"sum by (target, application_name, mode) ({sel(c.LOCK_WAITING, app)})",
-              "{{target}} {{application_name}} {{mode}}"),
-        unit="none", w=8, h=8, stacked=True))
-    d = d.with_panel(series(
-        "Blockers by application",
-        "Sessions blocked directly (pg_blocking_pids) by each holder group's sessions, by the "
-        "blocking application and its state. A blocker 'idle in transaction' is a client that "
-        "left a transaction open: the whole queue stays stuck until it ends. Queued waiters "
-        "block the ones behind them too (state 'active'); the root is the one that is not "
-        "waiting.",
-        query(f"sum by (target, application_name, client_addr, state) "
-              f"({sel(c.LOCK_BLOCKING, app)})",
-              "{{target}} {{application_name}} @ {{client_addr}} ({{state}}) blocks"),
-        unit="none", w=8, h=8, stacked=True))
-    d = d.with_panel(series(
+        ("target", "application_name", "mode"), app, w=8)
+        .links(runbook("PostgreSQLLockWaitsPilingUp")))
+    d = d.with_panel(ROOT_BLOCKING.panel(
+        "Root blockers by application",
+        "Sessions queued behind each holder group's root blockers, directly or behind other "
+        "waiters, by the root's application, host and state." + _ROOT_NOTE,
+        (*by_holder, "state"), app, w=8, suffix=" holds up")
+        .links(runbook("PostgreSQLBlockedByIdleInTransaction")))
+    d = d.with_panel(DIRECT_BLOCKING.panel(
+        "Blocked directly by application",
+        "Sessions blocked directly (pg_blocking_pids) by each holder group's sessions, roots "
+        "and intermediates alike: a waiter at the head of a tuple-lock queue blocks the ones "
+        "behind it (state 'active') while itself waiting for the root. Compare with the root "
+        "blockers panel.", (*by_holder, "state"), app, w=8, suffix=" blocks"))
+    d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait by application",
         "Longest current heavyweight-lock wait per waiting application. Orange from 10 s, red "
-        "from 60 s.",
-        query(f"max by (target, application_name) ({sel(c.LOCK_WAIT_TIME_MAX, app)})",
-              "{{target}} {{application_name}}"),
-        unit="s", w=8, h=8,
-        thresholds=green_orange_red(LOCK_WAIT_WARNING_S, LOCK_WAIT_CRITICAL_S)))
+        "from 60 s.", by_app, app, w=8))
+    d = d.with_panel(root_blockers_table(app, w=16, h=8))
 
     d = d.with_row(gd.Row("Churn and session outcomes"))
-    d = d.with_panel(series(
+    d = d.with_panel(OPENED.panel(
         "New connections per second by application and host",
         "Client backends opened per second (new backends seen by the agent's polls). A steady "
         "high rate means a client connects per request or a pool that keeps recycling.",
-        query(f"sum by (target, application_name, client_addr) "
-              f"(rate({sel(c.CONNECTION_OPENED, app)}[$__rate_interval]))",
-              "{{target}} {{application_name}} @ {{client_addr}}"),
-        unit="cps", w=12, h=8))
+        by_holder, app).links(runbook("PostgreSQLConnectionChurn")))
     d = d.with_panel(series(
         "Session outcomes per second",
         "pg_stat_database session counters per second by outcome: all sessions, abandoned "
@@ -400,22 +520,20 @@ def connections_overview() -> gd.Dashboard:
                 {"type": "value", "options": {"0": {"text": "disabled", "index": 0}}}]),
         ]))
     d = d.with_panel(
-        table.Panel().title("Role and database connection limits").datasource(DATASOURCE)
-        .description("Connection limits set on roles (rolconnlimit) or databases "
-                     "(datconnlimit), with the client backends of that role or database now. "
-                     "A limit reached gives 'too many connections for role/database'. Usage "
-                     "is summed over the agent's groups, so it needs usename/datname among the "
-                     "configured group dimensions.")
-        .span(8).height(8).unit("none").thresholds(NEUTRAL)
-        .with_target(query(f"max by (target, scope, name) ({sel(c.CONNECTION_LIMIT)})",
-                           ref="A", instant=True, table_format=True))
-        .with_target(query(_limit_usage(), ref="B", instant=True, table_format=True))
-        .with_transformation(gm.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(gm.DataTransformerConfig(id_val="organize", options={
-            "excludeByName": {"Time": True},
-            "renameByName": {"Value #A": "Limit", "Value #B": "In use", "target": "Target",
-                             "scope": "Scope", "name": "Name"},
-        })))
+        _instant_table(
+            "Role and database connection limits",
+            "Connection limits set on roles (rolconnlimit) or databases (datconnlimit), with "
+            "the client backends of that role or database now; 'none set' when a target has "
+            "no limit of that scope (In use then counts all its client backends). A limit "
+            "reached gives 'too many connections for role/database'. Usage is summed over the "
+            "agent's groups, so it needs usename/datname among the configured group "
+            "dimensions.",
+            ("target", "scope", "name"),
+            [("A", _limits(), "Limit"), ("B", _limit_usage(), "In use")], sort="In use",
+            w=8, h=8)
+        .links(runbook("PostgreSQLConnectionLimitNearlyReached"))
+        .override_by_name("Limit", [gm.DynamicConfigValue(id_val="mappings", value=[
+            {"type": "value", "options": {str(NONE_SET): {"text": "none set", "index": 0}}}])]))
 
     d = d.with_row(gd.Row("Agent health"))
     d = d.with_panel(
@@ -428,6 +546,7 @@ def connections_overview() -> gd.Dashboard:
         .mappings([gm.ValueMap(options={
             "0": gm.ValueMappingResult(text="down", color="red", index=0),
             "1": gm.ValueMappingResult(text="up", color="green", index=1)})])
+        .links(runbook("PgconnAgentTargetDown", "PgconnAgentPollsStalled"))
         .with_target(query(f"max by (target) ({sel(c.AGENT_UP)})", "{{target}}")))
     bucket = sel(c.POLL_DURATION, suffix="_bucket")
     d = d.with_panel(series(
@@ -451,7 +570,8 @@ def connections_overview() -> gd.Dashboard:
         query(f"sum by (target) (increase({sel(c.POLL_SKIPPED)}[$__rate_interval]))"
               f" or on (target) {zero_per_target()}",
               "{{target}} skipped", ref="B"),
-        unit="none", w=7, h=7, thresholds=steps((None, "green"), (1, "red"))))
+        unit="none", w=7, h=7, thresholds=steps((None, "green"), (1, "red")))
+        .links(runbook("PgconnAgentPollsFailing", "PgconnAgentPollsStalled")))
     d = d.with_panel(series(
         "Folded groups and hidden sessions",
         "Groups folded into '(other: folded by cardinality cap)' (raise the cap or drop a "
@@ -459,7 +579,8 @@ def connections_overview() -> gd.Dashboard:
         query(f"max by (target) ({sel(c.GROUPS_FOLDED)})", "{{target}} folded groups", ref="A"),
         query(f"max by (target) ({sel(c.SESSIONS_HIDDEN)})", "{{target}} hidden sessions",
               ref="B"),
-        unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange"))))
+        unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange")))
+        .links(runbook("PgconnAgentGroupsFolded", "PgconnAgentSessionsHidden")))
     return d
 
 
@@ -473,16 +594,41 @@ def _limit_line() -> list[gm.DynamicConfigValue]:
     ]
 
 
+NONE_SET = -1
+"""The limit a row of a scope without any limit shows (PostgreSQL's own "no limit" value)."""
+_SCOPES = (("role", "usename"), ("database", "datname"))
+
+
+def _none_set(value: str, scope: str) -> str:
+    """``value`` per target labelled as the "none set" row of ``scope``."""
+    return (f'label_replace(label_replace({value}, "scope", "{scope}", "", ""), '
+            f'"name", "none set", "", "")')
+
+
+def _limits() -> str:
+    """Each limit, and a "none set" row (value -1) per target and scope without one."""
+    expr = f"max by (target, scope, name) ({sel(c.CONNECTION_LIMIT)})"
+    for scope, _ in _SCOPES:
+        expr += (f" or on (target, scope) "
+                 f"{_none_set(f'(0 * max by (target) ({sel(c.AGENT_UP)}) + {NONE_SET})', scope)}")
+    return expr
+
+
 def _limit_usage() -> str:
-    """Client backends of each role/database that has a limit, labelled like the limit."""
+    """Client backends of each role/database that has a limit, labelled like the limit; all
+    client backends on a "none set" row."""
     parts = []
-    for scope, label in (("role", "usename"), ("database", "datname")):
+    for scope, label in _SCOPES:
         relabelled = (f'label_replace(label_replace({sel(c.CONNECTION_COUNT)}, '
                       f'"scope", "{scope}", "", ""), "name", "$1", "{label}", "(.*)")')
         limit = sel(c.CONNECTION_LIMIT, f'scope="{scope}"')
         parts.append(f"(sum by (target, scope, name) ({relabelled})"
                      f" and on (target, scope, name) {limit})")
-    return " or ".join(parts)
+    expr = " or ".join(parts)
+    for scope, _ in _SCOPES:
+        expr += (f" or on (target, scope) "
+                 f"{_none_set(f'sum by (target) ({sel(c.CONNECTION_COUNT)})', scope)}")
+    return expr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +654,8 @@ def application_drilldown() -> gd.Dashboard:
         "This application's client backends divided by the target's usable slots. Orange from "
         "50 %, red from 80 %: one client holding most of the server.",
         query(f"sum by (target) ({sel(count, app)}) / on (target) {usable()}", "{{target}}"),
-        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6))
+        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6)
+        .links(runbook("PostgreSQLApplicationHoldsMostSlots")))
     d = d.with_panel(single_stat(
         "Idle share",
         "Fraction of this application's connections that are idle: high means its pools keep "
@@ -516,105 +663,84 @@ def application_drilldown() -> gd.Dashboard:
         query(f'(sum by (target) ({sel(count, app, IDLE)})'
               f" or on (target) 0 * sum by (target) ({sel(count, app)}))"
               f" / on (target) sum by (target) ({sel(count, app)})", "{{target}}"),
-        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6))
+        unit="percentunit", thresholds=green_orange_red(0.5, 0.8), w=6, h=6)
+        .links(runbook("PostgreSQLIdleConnectionHoarding")))
     d = d.with_panel(single_stat(
         "Client hosts",
         "Distinct client hosts holding connections for this application.",
         query(f"count by (target) (sum by (target, client_addr) ({sel(count, app)}))",
               "{{target}}"),
         unit="none", thresholds=NEUTRAL, w=6, h=6))
-    d = d.with_panel(series(
+    d = d.with_panel(Measure(count, "sum", "none").panel(
         "Connections by host and state",
         "This application's client backends per client host and state, stacked.",
-        query(f"sum by (target, client_addr, state) ({sel(count, app)})",
-              "{{target}} {{client_addr}} {{state}}"),
-        unit="none", w=16, h=9, stacked=True))
-    d = d.with_panel(series(
+        ("target", "client_addr", "state"), app, w=16, h=9)
+        .links(runbook("PostgreSQLApplicationHostHoldsMostSlots")))
+    d = d.with_panel(Measure(count, "sum", "none").panel(
         "Connections by user and database",
         "This application's client backends per role and database.",
-        query(f"sum by (target, usename, datname) ({sel(count, app)})",
-              "{{target}} {{usename}}@{{datname}}"),
-        unit="none", w=8, h=9, stacked=True))
+        ("target", "usename", "datname"), app, w=8, h=9))
     d = d.with_panel(holders_table(
         "Holder groups",
         "This application's groups (host, user, database, state) with the oldest time in state "
         "and the oldest open transaction.",
-        ("target", "client_addr", "usename", "datname", "state"), app, w=24, h=9))
+        ("target", "application_name", "client_addr", "usename", "datname", "state"), app,
+        w=24, h=9))
 
+    by_host = ("target", "client_addr")
     d = d.with_row(gd.Row("Ages"))
-    d = d.with_panel(series(
+    d = d.with_panel(IDLE_AGE.panel(
         "Oldest idle session by host",
         "Longest time one of this application's sessions has been idle, per host. Idle for "
         "minutes while the server is full is a pool holding slots it does not need.",
-        query(f'max by (target, client_addr) ({sel(c.STATE_AGE_MAX, app, IDLE)})',
-              "{{target}} {{client_addr}}"),
-        unit="s", w=8, h=8))
-    d = d.with_panel(series(
+        by_host, app, w=8))
+    d = d.with_panel(IDLE_IN_TX_AGE.panel(
         "Oldest idle in transaction by host",
         "Longest time one of this application's sessions has been idle in transaction, per "
         "host. Orange from 1 minute, red from 5: a transaction left open across an await or a "
-        "network call.",
-        query(f"max by (target, client_addr) ({sel(c.STATE_AGE_MAX, app, IDLE_IN_TX)})",
-              "{{target}} {{client_addr}}"),
-        unit="s", w=8, h=8,
-        thresholds=green_orange_red(IDLE_IN_TX_WARNING_S, IDLE_IN_TX_CRITICAL_S)))
-    d = d.with_panel(series(
+        "network call.", by_host, app, w=8).links(runbook("PostgreSQLIdleInTransaction")))
+    d = d.with_panel(XACT_AGE.panel(
         "Oldest open transaction by host and state",
         "Longest-running transaction of this application (now - xact_start) per host and "
-        "state. Orange from 5 minutes, red from 30.",
-        query(f"max by (target, client_addr, state) ({sel(c.TRANSACTION_AGE_MAX, app)})",
-              "{{target}} {{client_addr}} {{state}}"),
-        unit="s", w=8, h=8,
-        thresholds=green_orange_red(XACT_AGE_WARNING_S, XACT_AGE_CRITICAL_S)))
+        "state. Orange from 5 minutes, red from 30.", (*by_host, "state"), app, w=8))
 
     d = d.with_row(gd.Row("Locks and waits"))
-    d = d.with_panel(series(
+    d = d.with_panel(ROOT_BLOCKING.panel(
+        "Sessions queued behind this application's root blockers",
+        "Sessions (of any application) queued, directly or behind other waiters, behind this "
+        "application's root blockers, per host and state." + _ROOT_NOTE,
+        (*by_host, "state"), app, w=8)
+        .links(runbook("PostgreSQLBlockedByIdleInTransaction")))
+    d = d.with_panel(DIRECT_BLOCKING.panel(
         "Sessions this application blocks",
         "Sessions (of any application) blocked directly by this application's sessions, per "
-        "blocking host and state. 'idle in transaction' here: the client left a transaction "
-        "open while others wait for its locks. 'active' blockers are usually waiters that "
-        "head a queue behind another blocker.",
-        query(f"sum by (target, client_addr, state) ({sel(c.LOCK_BLOCKING, app)})",
-              "{{target}} {{client_addr}} ({{state}})"),
-        unit="none", w=12, h=8, stacked=True))
-    d = d.with_panel(series(
+        "blocking host and state, roots and intermediates alike. 'idle in transaction' here: "
+        "the client left a transaction open while others wait for its locks. 'active' "
+        "blockers are usually waiters that head a queue behind another blocker.",
+        (*by_host, "state"), app, w=8))
+    d = d.with_panel(LOCK_WAITERS.panel(
         "This application's lock waits",
         "This application's sessions waiting for a heavyweight lock, by lock type and mode.",
-        query(f"sum by (target, locktype, mode) ({sel(c.LOCK_WAITING, app)})",
-              "{{target}} {{locktype}} {{mode}}"),
-        unit="none", w=12, h=8, stacked=True))
-    d = d.with_panel(series(
+        ("target", "locktype", "mode"), app, w=8))
+    d = d.with_panel(ROOT_BLOCKING.panel(
         "Blockers on the same targets (what may block it)",
-        "Every blocking group on the targets, any application. The metrics do not pair a "
-        "waiter with its blocker; while this application waits, these are the candidates. "
-        "`pgconn-agent diagnose` shows the exact chain with pids.",
-        query(f"sum by (target, application_name, client_addr, state) "
-              f"({sel(c.LOCK_BLOCKING)})",
-              "{{target}} {{application_name}} @ {{client_addr}} ({{state}})"),
-        unit="none", w=8, h=8, stacked=True))
-    d = d.with_panel(series(
+        "Root blockers on the targets, any application: the metrics do not pair a waiter with "
+        "its blocker; while this application waits, these are the candidates (the root "
+        "blockers table names their pids).",
+        ("target", "application_name", "client_addr", "state"), w=8))
+    d = d.with_panel(LOCK_WAIT_AGE.panel(
         "Longest lock wait",
         "Longest current heavyweight-lock wait of this application's sessions, per database. "
-        "Orange from 10 s, red from 60 s.",
-        query(f"max by (target, datname) ({sel(c.LOCK_WAIT_TIME_MAX, app)})",
-              "{{target}} {{datname}}"),
-        unit="s", w=8, h=8,
-        thresholds=green_orange_red(LOCK_WAIT_WARNING_S, LOCK_WAIT_CRITICAL_S)))
-    d = d.with_panel(series(
+        "Orange from 10 s, red from 60 s.", ("target", "datname"), app, w=8))
+    d = d.with_panel(WAITING.panel(
         "Waiting sessions by wait event",
         "This application's active sessions that are waiting, by wait event type and event.",
-        query(f"sum by (target, wait_event_type, wait_event) ({sel(c.CONNECTION_WAITING, app)})",
-              "{{target}} {{wait_event_type}}/{{wait_event}}"),
-        unit="none", w=8, h=8, stacked=True))
+        ("target", "wait_event_type", "wait_event"), app, w=8))
 
     d = d.with_row(gd.Row("Churn"))
-    d = d.with_panel(series(
+    d = d.with_panel(OPENED.panel(
         "New connections per second by host",
-        "Client backends this application opened per second, per host.",
-        query(f"sum by (target, client_addr) "
-              f"(rate({sel(c.CONNECTION_OPENED, app)}[$__rate_interval]))",
-              "{{target}} {{client_addr}}"),
-        unit="cps", w=24, h=8))
+        "Client backends this application opened per second, per host.", by_host, app, w=24))
     return d
 
 

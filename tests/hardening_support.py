@@ -84,12 +84,14 @@ def make_ca(directory: Path, name: str) -> CertAuthority:
 
 
 def issue_cert(ca: CertAuthority, directory: Path, name: str,
-               sans: tuple[str, ...] = ("IP:127.0.0.1", "DNS:localhost")) -> tuple[Path, Path]:
-    """A server certificate and key signed by ``ca`` for the given subjectAltNames."""
+               sans: tuple[str, ...] = ("IP:127.0.0.1", "DNS:localhost"),
+               usage: str = "serverAuth") -> tuple[Path, Path]:
+    """A certificate and key signed by ``ca`` for the given subjectAltNames; ``usage`` is the
+    extended key usage (``clientAuth`` for a client certificate)."""
     key, csr, cert = (directory / f"{name}.key", directory / f"{name}.csr",
                       directory / f"{name}.crt")
     ext = directory / f"{name}.ext"
-    ext.write_text(f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth\n"
+    ext.write_text(f"subjectAltName={','.join(sans)}\nextendedKeyUsage={usage}\n"
                    f"basicConstraints=CA:FALSE\n")
     _openssl("req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
              "ec_paramgen_curve:prime256v1", "-keyout", str(key), "-out", str(csr),

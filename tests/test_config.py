@@ -119,6 +119,7 @@ def test_environment_and_flags_override_the_file(tmp_path: Path,
 def test_password_from_file_and_systemd_credential(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)
     target = cfg.Target("a", "host=x user=u", password_file=tmp_path / "pw")
     assert "password=s3cret" in connection_string(target)
     assert "application_name=pgconn-agent" in connection_string(target)
@@ -126,11 +127,15 @@ def test_password_from_file_and_systemd_credential(tmp_path: Path,
     with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY"):
         connection_string(cred)
     (tmp_path / "pgpassword").write_text("fromsystemd")
+    (tmp_path / "pgpassword").chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert "password=fromsystemd" in connection_string(cred)
     missing = cfg.Target("a", "host=x", password_file=tmp_path / "nope")
     with pytest.raises(ConfigError, match="cannot read password file"):
         connection_string(missing)
+    (tmp_path / "pw").chmod(0o604)  # like libpq with .pgpass: refused, not used
+    with pytest.raises(ConfigError, match="readable by every user"):
+        connection_string(target)
 
 
 def test_rules_command_prints_rules_and_rejects_bad_overrides() -> None:

@@ -190,6 +190,7 @@ def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
     with LocalServer(hba=hba) as server:
         server.execute("CREATE ROLE agent LOGIN PASSWORD 'right' IN ROLE pg_monitor")
         (tmp_path / "pw").write_text("wrong\n")
+        (tmp_path / "pw").chmod(0o600)
         config = tmp_path / "c.toml"
         config.write_text(f"[[targets]]\nname = 'auth'\ndsn = \"{server.dsn(user='agent')}\"\n"
                           f"password_file = '{tmp_path / 'pw'}'\n")

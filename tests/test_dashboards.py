@@ -31,6 +31,7 @@ for _spec in c.METRICS:
     if _spec.instrument is c.Instrument.HISTOGRAM:
         for _suffix in HISTOGRAM_SERIES:
             DECLARED[_spec.prometheus_name + _suffix] = _spec
+SCRAPE_LABELS = {"job", "cluster"}  # added by Prometheus (job) or its relabelling (cluster)
 ALL_LABELS = {a for s in c.METRICS for a in s.attribute_names()} | {"le"}
 
 _STRING = r'"(?:[^"\\]|\\.)*"'
@@ -125,13 +126,17 @@ def test_panels_fit_the_grid_without_overlap() -> None:
 # Variables and panels
 
 
-def test_variables_datasource_target_application() -> None:
+def test_variables_datasource_job_cluster_target_application() -> None:
     for name, model in dashboards().items():
         variables = {v["name"]: v for v in model["templating"]["list"]}
-        assert list(variables) == ["datasource", "target", "application_name"], name
+        assert list(variables) == ["datasource", "job", "cluster", "target", "application_name"]
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == "prometheus"
-        for var in ("target", "application_name"):
+        for var in ("job", "cluster", "target"):
+            # "All" is .*, which also matches series without the label (no cluster label).
+            assert variables[var]["includeAll"] and variables[var]["allValue"] == ".*", var
+        assert 'cluster=~"$cluster"' in variables["target"]["query"]
+        for var in ("job", "cluster", "target", "application_name"):
             v = variables[var]
             assert v["type"] == "query"
             assert v["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
@@ -140,9 +145,9 @@ def test_variables_datasource_target_application() -> None:
             metric = re.match(r"label_values\((\w+)", v["query"])
             assert metric and metric.group(1) in DECLARED, v["query"]
     models = dashboards()
-    overview = models["connections-overview.json"]["templating"]["list"][2]
+    overview = models["connections-overview.json"]["templating"]["list"][4]
     assert overview["multi"] and overview["includeAll"]
-    drill = models["application-drilldown.json"]["templating"]["list"][2]
+    drill = models["application-drilldown.json"]["templating"]["list"][4]
     assert not drill.get("multi") and not drill.get("includeAll")
 
 
@@ -172,7 +177,8 @@ def test_panels_the_issue_asks_for() -> None:
         "Client backends by application", "Client backends by client host", "Top holders",
         "Idle in transaction by application", "Oldest idle in transaction by application",
         "Waiting sessions by wait event type", "Lock waiters by application",
-        "Blockers by application", "New connections per second by application and host",
+        "Root blockers by application", "Blocked directly by application", "Root blockers (pid)",
+        "New connections per second by application and host",
         "Session outcomes per second", "Connection settings", "Agent up", "Poll duration",
         "Poll errors and skipped polls", "Folded groups and hidden sessions",
     } <= titles["connections-overview.json"]
@@ -180,6 +186,7 @@ def test_panels_the_issue_asks_for() -> None:
         "Connections by host and state", "Oldest idle session by host",
         "Oldest idle in transaction by host", "Sessions this application blocks",
         "This application's lock waits", "Blockers on the same targets (what may block it)",
+        "Sessions queued behind this application's root blockers",
     } <= titles["application-drilldown.json"]
 
 
@@ -209,7 +216,7 @@ def test_every_metric_in_every_query_is_declared_in_the_contract() -> None:
         for metric, matchers in found:
             assert metric in DECLARED, f"{name} / {title}: {metric} is not in agent/contract.py"
             spec = DECLARED[metric]
-            allowed = set(spec.attribute_names())
+            allowed = set(spec.attribute_names()) | SCRAPE_LABELS
             if metric.endswith("_bucket"):
                 allowed.add("le")
             assert set(matchers) <= allowed, (name, title, metric, set(matchers) - allowed)
@@ -229,10 +236,12 @@ def test_every_selector_is_scoped_to_the_target_variable_and_nothing_is_hard_cod
     for name, title, expr in raw_queries():
         for metric, matchers in selectors(expr):
             assert matchers.get("target") == ("=~", "$target"), (name, title, metric)
+            assert matchers.get("job") == ("=~", "$job"), (name, title, metric)
+            assert matchers.get("cluster") == ("=~", "$cluster"), (name, title, metric)
             if "application_name" in matchers:
                 assert matchers["application_name"][1] == "$application_name", (name, title)
             for label, (_, value) in matchers.items():
-                if label in ("target", "application_name"):
+                if label in ("target", "application_name", *SCRAPE_LABELS):
                     continue
                 # Only the server's own vocabulary is spelled out: states, outcomes, scopes.
                 assert label in ("state", "scope"), (name, title, label, value)
@@ -255,6 +264,54 @@ def test_application_filter_reaches_every_application_panel() -> None:
                             and "application_name" not in matchers):
                         unfiltered.add(panel["title"])
         assert unfiltered == server_wide[name]
+
+
+def _panel(dashboard: str, title: str) -> dict[str, Any]:
+    return next(p for p in _all_panels(dashboards()[dashboard]["panels"]) if p["title"] == title)
+
+
+def test_holders_link_into_the_drilldown() -> None:
+    overview = "connections-overview.json"
+    top = _panel(overview, "Top holders")
+    (override,) = [o for o in top["fieldConfig"]["overrides"]
+                   if o["matcher"] == {"id": "byName", "options": "Application"}]
+    (link,) = override["properties"][0]["value"]
+    assert link["url"].startswith(f"/d/{build.DRILLDOWN_UID}?var-application_name="
+                                  "${__value.raw}&var-target=${__data.fields.Target}")
+    for var in ("datasource", "job", "cluster"):
+        assert f"${{{var}:queryparam}}" in link["url"]
+    for title in ("Client backends by application", "Idle client backends by application and host"):
+        (link,) = _panel(overview, title)["fieldConfig"]["defaults"]["links"]
+        assert "var-application_name=${__field.labels.application_name}" in link["url"], title
+    assert _panel(overview, "Root blockers (pid)")["fieldConfig"]["overrides"]
+
+
+def test_runbook_links_point_at_existing_sections() -> None:
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    sections = {line[3:].strip().lower() for line in runbooks.splitlines()
+                if line.startswith("## ")}
+    linked: set[str] = set()
+    for model in dashboards().values():
+        for panel in _all_panels(model["panels"]):
+            for link in panel.get("links", []):
+                base, _, anchor = link["url"].partition("#")
+                assert base == build.RUNBOOK_BASE, link
+                assert anchor in sections, link
+                linked.add(anchor)
+    assert {"postgresqlconnectionsexhausted", "postgresqlblockedbyidleintransaction",
+            "pgconnagentpollsstalled"} <= linked
+
+
+def test_limits_say_none_set_instead_of_no_data() -> None:
+    panel = _panel("connections-overview.json", "Role and database connection limits")
+    exprs = [t["expr"] for t in panel["targets"]]
+    for expr in exprs:
+        for scope in ("role", "database"):
+            assert f'"scope", "{scope}", "", ""), "name", "none set"' in expr, expr
+    mapping = next(o for o in panel["fieldConfig"]["overrides"]
+                   if o["matcher"]["options"] == "Limit")["properties"][0]["value"]
+    assert mapping == [{"type": "value",
+                        "options": {str(build.NONE_SET): {"text": "none set", "index": 0}}}]
 
 
 # --------------------------------------------------------------------------------------------

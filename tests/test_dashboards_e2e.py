@@ -39,6 +39,7 @@ SHOP_TOTAL = SHOP_IDLE + SHOP_IDLE_IN_TX + 1 + SHOP_LOCK_WAITERS
 class Incident:
     prometheus: Prometheus
     target: str
+    root_pid: int
 
     def variables(self) -> dict[str, str]:
         return {"target": self.target, "application_name": APP, "datasource": "prometheus"}
@@ -63,7 +64,7 @@ def incident() -> Iterator[Incident]:
         work = Workload(server.dsn(), server.dsn(via="unix"))
         work.idle(SHOP_IDLE, APP, user="shop")
         work.idle_in_transaction(SHOP_IDLE_IN_TX, APP, user="shop")
-        work.lock_chain(APP, waiters=SHOP_LOCK_WAITERS)
+        root_pid, _ = work.lock_chain(APP, waiters=SHOP_LOCK_WAITERS)
         work.idle(3, "billing-worker")
         work.idle_in_transaction(2, "reporting", via="unix")
         work.idle(2, "cron", via="unix")
@@ -75,7 +76,7 @@ def incident() -> Iterator[Incident]:
             return str(result[0]["metric"]["target"]) if result else None
 
         target = wait_until(target_name, 60, "Prometheus to scrape the agent")
-        yield Incident(prometheus, target)
+        yield Incident(prometheus, target, root_pid)
     finally:
         if work is not None:
             work.close()
@@ -176,12 +177,23 @@ def test_key_panels_show_the_incident(incident: Incident) -> None:
     idle_row = [n for m, n in holders if m["usename"] == "shop" and m["state"] == "idle"]
     assert idle_row == [SHOP_IDLE]
 
+    # A role limit is set, no database limit: that scope says "none set" (-1), not "No data".
     limits = _values(incident, overview, "Role and database connection limits", 0)
-    assert ({"target": incident.target, "scope": "role", "name": "shop"},
-            float(SHOP_ROLE_LIMIT)) in limits
+    assert sorted(((m["scope"], m["name"]), n) for m, n in limits) == [
+        (("database", "none set"), float(build.NONE_SET)),
+        (("role", "shop"), float(SHOP_ROLE_LIMIT))]
     _wait_value(incident, overview, "Role and database connection limits",
-                lambda v: [(m["name"], n) for m, n in v] == [("shop", SHOP_IDLE + SHOP_IDLE_IN_TX)],
-                ref=1)
+                lambda v: [(m["name"], n) for m, n in v if m["scope"] == "role"]
+                == [("shop", SHOP_IDLE + SHOP_IDLE_IN_TX)], ref=1)
+
+    # Roots and intermediates apart: the root (idle in transaction) holds up all four waiters;
+    # the first waiter, which the others queue behind, is no root.
+    roots = _wait_value(incident, overview, "Root blockers (pid)", only)
+    assert roots[0][0]["pid"] == str(incident.root_pid), roots
+    assert (roots[0][0]["state"], roots[0][1]) == ("idle in transaction", SHOP_LOCK_WAITERS)
+    _wait_value(incident, overview, "Root blockers by application",
+                lambda v: [(m["application_name"], m["state"], n) for m, n in v]
+                == [(APP, "idle in transaction", SHOP_LOCK_WAITERS)])
 
     # Nothing of the other applications leaks into shop-web's drill-down.
     hosts = _values(incident, drill, "Connections by host and state")

@@ -8,6 +8,7 @@ attribute names and the values the situation implies.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from otlp_receiver import (
 
 from agent import __version__
 from agent import contract as c
+from agent.config import load
+from agent.export import otel
 from agent.pgserver import LocalServer
 
 SERVICE = "pgconn-agent-under-test"
@@ -112,6 +115,7 @@ def check_contract(receiver: Receiver, held: Situation, late_app: str) -> None:
     assert resource["service.version"] == __version__
     assert resource["deployment.environment"] == "e2e"
     assert resource["host.name"] == "test-host"
+    assert uuid.UUID(resource["service.instance.id"]).version == 5
     scopes = {sm.scope.name for _, sm, _ in request.metrics()}
     assert scopes == {"pgconn-agent"}
     assert request.headers.get("authorization") == "Bearer s3cret"
@@ -125,9 +129,10 @@ def check_contract(receiver: Receiver, held: Situation, late_app: str) -> None:
         assert metric.description == spec.description, spec.name
         if spec.instrument is c.Instrument.GAUGE:
             assert _kind(metric) == "gauge", spec.name
-        elif spec.instrument is c.Instrument.COUNTER:
+        elif spec.instrument in (c.Instrument.COUNTER, c.Instrument.UPDOWNCOUNTER):
             assert _kind(metric) == "sum", spec.name
-            assert metric.sum.is_monotonic, spec.name
+            assert metric.sum.is_monotonic is (spec.instrument is c.Instrument.COUNTER), \
+                spec.name
             assert metric.sum.aggregation_temporality == CUMULATIVE, spec.name
         else:
             assert _kind(metric) == "histogram", spec.name
@@ -263,3 +268,15 @@ dsn = "{held.server.dsn()}"
             code, _ = agent.stop()
             assert code == 0
             assert "Traceback" not in agent.stderr()
+
+
+def test_service_instance_id_is_stable_per_agent_and_the_environment_wins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    config = load(None, {"dsns": ["host=db1"], "listen": "127.0.0.1:9188"})
+    first = otel.resource(config).attributes["service.instance.id"]
+    assert otel.resource(config).attributes["service.instance.id"] == first
+    other = load(None, {"dsns": ["host=db1"], "listen": "127.0.0.1:9189"})
+    assert otel.resource(other).attributes["service.instance.id"] != first
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=pod-7")
+    assert otel.resource(config).attributes["service.instance.id"] == "pod-7"

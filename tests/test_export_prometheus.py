@@ -74,8 +74,7 @@ def test_metrics_endpoint_serves_exactly_the_contract(agent: Agent, held: Situat
         spec = by_sample.get(name)
         assert spec is not None, f"/metrics serves {family.name!r}, not in the contract"
         seen.add(spec.name)
-        assert family.type == {"gauge": "gauge", "counter": "counter",
-                               "histogram": "histogram"}[spec.instrument.value], spec.name
+        assert family.type == spec.instrument.prometheus_type, spec.name
         assert samples <= sample_names(spec), (spec.name, samples)
         if spec.instrument is c.Instrument.HISTOGRAM:
             assert samples == sample_names(spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +79,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "targets": [{"name": "a", "dsn": "host=db-a user=pgconn_agent", "server": "db-a"},
                     {"name": "b", "dsn": "host=db-b user=pgconn_agent"}],
         "serviceMonitor": {"enabled": True},
+    },
+    "web-config": {
+        "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
+        "webConfig": {"existingSecret": "agent-web", "tls": True, "basicAuth": True},
+        "serviceMonitor": {"enabled": True,
+                           "tlsConfig": {"ca": {"secret": {"name": "agent-ca", "key": "ca.crt"}},
+                                         "serverName": "pgconn-agent"},
+                           "basicAuth": {"username": {"name": "scrape", "key": "username"},
+                                         "password": {"name": "scrape", "key": "password"}}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "httpHeaders": [
+            {"name": "Authorization", "value": "Basic cHJvYmU6cHJvYmU="}]}},
     },
     "everything": {
         "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent", "passwordKey": "pw"}],
@@ -169,8 +181,13 @@ def test_rendered_config_is_accepted_by_the_agent(helm: list[str], tmp_path: Pat
     docs = render(helm, SCENARIOS[scenario], tmp_path)
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and "config.toml" in d["data"])
     text = cm["data"]["config.toml"]
-    cfg = agent_config.parse(tomllib.loads(text), "config.toml")
     values = SCENARIOS[scenario]
+    if values.get("webConfig", {}).get("existingSecret"):
+        web = tmp_path / "web.yml"  # what the Secret would hold; the agent reads it at load
+        web.write_text("basic_auth_users: {}\n")
+        assert 'web_config_file = "/etc/pgconn-agent/web/web.yml"' in text
+        text = text.replace("/etc/pgconn-agent/web/web.yml", str(web))
+    cfg = agent_config.parse(tomllib.loads(text), "config.toml")
     assert cfg.listen == "0.0.0.0:9188"
     assert [t.name for t in cfg.targets] == [t["name"] for t in values.get("targets", [])]
     for target, spec in zip(cfg.targets, values.get("targets", []), strict=True):
@@ -224,6 +241,28 @@ def test_deployment_is_hardened_and_probed(helm: list[str], tmp_path: Path) -> N
     assert volumes["credentials"]["secret"]["secretName"] == "pg-passwords"
     # No Secret is ever rendered from values.
     assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_web_config_is_mounted_and_probes_follow_it(helm: list[str], tmp_path: Path) -> None:
+    docs = render(helm, SCENARIOS["web-config"], tmp_path)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "web-config", "mountPath": "/etc/pgconn-agent/web", "readOnly": True} \
+        in container["volumeMounts"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["web-config"]["secret"]["secretName"] == "agent-web"
+    # Basic auth guards /healthz: the liveness probe checks the port; the readiness probe
+    # carries its own Authorization header, so it stays an HTTPS request.
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert "httpGet" not in container["livenessProbe"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["serverName"] == "pgconn-agent"
+    assert endpoint["basicAuth"]["password"] == {"name": "scrape", "key": "password"}
+    plain = one(render(helm, {"webConfig": {"existingSecret": "agent-web", "tls": True}},
+                       tmp_path), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert plain["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_config_change_rolls_the_pod(helm: list[str], tmp_path: Path) -> None:
@@ -285,6 +324,11 @@ def test_alert_thresholds_come_from_values(helm: list[str], tmp_path: Path) -> N
     rule = prometheus_rule(helm, tmp_path, alerts={"thresholds": overrides})
     assert normalized(rule["spec"]["groups"]) == normalized(alert_rules.rule_groups(overrides))
     assert normalized(rule["spec"]["groups"]) != normalized(alert_rules.rule_groups({}))
+    settings = alert_rules.Settings('job="pgconn-agent"', ("cluster",), "https://wiki.example/rb")
+    rule = prometheus_rule(helm, tmp_path, alerts={
+        "selector": settings.selector, "groupBy": list(settings.group_by),
+        "runbookBase": settings.runbook_base})
+    assert normalized(rule["spec"]["groups"]) == normalized(alert_rules.rule_groups({}, settings))
 
 
 def test_dashboards_are_the_repository_dashboards(helm: list[str], tmp_path: Path) -> None:
@@ -347,6 +391,14 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"alerts": {"thresholds": {"near_limit_ratio": "high"}}}, "near_limit_ratio"),
     ({"alerts": {"thresholds": {"near_limit_for_seconds": 1.5}}}, "near_limit_for_seconds"),
     ({"alerts": {"thresholds": {"no_such_threshold": 1}}}, "no_such_threshold"),
+    ({"alerts": {"thresholds": {"exhausted_ratio": 7}}}, "exhausted_ratio"),
+    ({"alerts": {"selector": "job=x"}}, "selector"),
+    ({"alerts": {"groupBy": ["target"]}}, "groupBy"),
+    ({"alerts": {"runbookBase": "ftp://wiki/runbooks"}}, "runbookBase"),
+    ({"alerts": {"thresholds": {"near_limit_ratio": 0.96}}},
+     "alerts.thresholds.near_limit_ratio: must be below alerts.thresholds.exhausted_ratio"),
+    ({"alerts": {"thresholds": {"idle_in_transaction_critical_seconds": 60}}},
+     "alerts.thresholds.idle_in_transaction_warning_seconds: must be below"),
     # Cross-field rules the template enforces, each naming the value to fix.
     ({"targets": [{"name": "a", "dsn": "host=db user=x password=hunter2"}]},
      "targets[0].dsn: holds a password"),
@@ -357,6 +409,8 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"targets": [{"name": "a", "dsn": "host=db"}, {"name": "a", "dsn": "host=db2"}]},
      "duplicate target name"),
     ({"otlp": {"enabled": True}}, "neither otlp.endpoint nor otlp.existingSecret"),
+    ({"webConfig": {"basicAuth": True}}, "webConfig.existingSecret (holding web.yml) is empty"),
+    ({"webConfig": {"tls": "yes"}}, "tls"),
 ]
 
 
@@ -373,6 +427,21 @@ def test_schema_thresholds_match_the_agent() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     declared = set(schema["properties"]["thresholds"]["properties"])
     assert declared == set(agent_config.Thresholds.__slots__)  # type: ignore[attr-defined]
+
+
+def test_chart_alert_settings_default_to_the_rules_defaults() -> None:
+    from agent import alert_rules
+
+    alerts = yaml.safe_load((CHART / "values.yaml").read_text())["alerts"]
+    assert {k: v for k, v in alerts.items() if k != "thresholds"} == alert_rules.helm_settings()
+
+
+def test_chart_orders_the_same_threshold_pairs_as_the_rules() -> None:
+    from agent import alert_rules
+
+    text = (CHART / "templates" / "_alerts.tpl").read_text()
+    pairs = tuple(re.findall(r'\(list "(\w+)" "(\w+)"\)', text))
+    assert pairs == alert_rules.ORDERED_PAIRS
 
 
 def test_readme_documents_every_value() -> None:

@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hardening_support import issue_cert, make_ca
 
 from agent import config as agent_config
+from agent import webconfig
 from agent.pgserver import LocalServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +138,20 @@ def test_example_config_uses_the_credential() -> None:
     assert cfg.targets
     assert all(t.password_credential == credential for t in cfg.targets)
     assert all("password=" not in t.dsn for t in cfg.targets)
+
+
+def test_example_web_config_loads_with_real_files(tmp_path: Path) -> None:
+    """systemd/web.yml, its paths pointed at a real certificate and key, gives a TLS listener."""
+    ca = make_ca(tmp_path, "ca")
+    cert, key = issue_cert(ca, tmp_path, "agent")
+    text = (ROOT / "systemd" / "web.yml").read_text()
+    assert "key_file: /run/credentials/pgconn-agent.service/tls.key" in text
+    assert "tls.key:/etc/pgconn-agent/tls.key" in UNIT.read_text()
+    web = tmp_path / "web.yml"
+    web.write_text(text.replace("/etc/pgconn-agent/tls.crt", str(cert))
+                   .replace("/run/credentials/pgconn-agent.service/tls.key", str(key)))
+    assert webconfig.load(web).ssl_context is not None
+    assert '# web_config_file = "/etc/pgconn-agent/web.yml"' in EXAMPLE_CONFIG.read_text()
 
 
 # --- the agent started exactly as the unit starts it ---------------------------------------

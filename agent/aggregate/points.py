@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import contract as c
-from .attribution import Attribution
+from .attribution import Attribution, Chain, project
 from .cap import Key, cap, merge_into
 
 Attributes = tuple[tuple[str, str], ...]
@@ -71,6 +71,13 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
         add(c.LOCK_WAIT_TIME_MAX, (("datname", datname), ("application_name", app)), wait)
     for key, n in a.blocking:
         add(c.LOCK_BLOCKING, group_pairs(key), n)
+    roots: dict[Key, int] = {}
+    merge_into(roots, ((_root_key(a, ch), len(ch.blocked_pids)) for ch in a.chains), int.__add__)
+    for key, n in sorted(cap(roots, max_groups, float, int.__add__)[0].items()):
+        add(c.LOCK_ROOT_BLOCKING, group_pairs(key), n)
+    for ch in a.chains[:c.ROOT_BLOCKERS_SHOWN]:  # largest first
+        add(c.LOCK_ROOT_BLOCKER, (("pid", str(ch.root_pid)), *group_pairs(_root_key(a, ch))),
+            len(ch.blocked_pids))
     for backend_type, n in a.backend_types:
         add(c.BACKEND_COUNT, (("backend_type", backend_type),), n)
     for limit in a.limits:
@@ -86,6 +93,13 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
     add(c.SESSIONS_HIDDEN, (), a.hidden)
     return PointSet({name: _merged(name, pts) for name, pts in out.items()},
                     _opened(a, max_groups))
+
+
+def _root_key(a: Attribution, chain: Chain) -> Key:
+    """The root blocker's group; a root the agent cannot see (no session row) is hidden."""
+    if chain.root is None:
+        return (c.HIDDEN,) * len(a.dimensions)
+    return project(chain.root, a.dimensions)
 
 
 _MAXIMA = frozenset((c.STATE_AGE_MAX.name, c.TRANSACTION_AGE_MAX.name,

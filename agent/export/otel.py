@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from .. import __version__
 from ..config import Config, OtlpConfig
@@ -191,17 +193,36 @@ class Telemetry:
             self.push.shutdown()
 
 
-def _resource() -> Resource:
-    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win; service.name defaults to ours."""
+INSTANCE_NAMESPACE = uuid.UUID("4d63009a-8d0f-11ee-aad7-4c796ed8e320")
+"""The namespace the semantic conventions give for name-based ``service.instance.id`` UUIDs."""
+
+
+def instance_id(config: Config) -> str:
+    """A ``service.instance.id`` stable across restarts of the same agent on the same host.
+
+    A UUID v5 (as the semantic conventions recommend) of the host name and what tells two
+    agents on one host apart: their config file and listen address. Prometheus' OTLP ingestion
+    turns it into the ``instance`` label, so a random id would start new series at each restart.
+    """
+    seed = f"{socket.gethostname()}|{config.source}|{config.listen or ''}"
+    return str(uuid.uuid5(INSTANCE_NAMESPACE, seed))
+
+
+def resource(config: Config) -> Resource:
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win; service.name defaults to ours and
+    service.instance.id to ``instance_id``."""
     detected = Resource.create({"service.version": __version__})
     if str(detected.attributes.get("service.name", "")).startswith("unknown_service"):
         detected = detected.merge(Resource({"service.name": "pgconn-agent"}))
+    if "service.instance.id" not in OTELResourceDetector().detect().attributes:
+        # The SDK's own default is a random UUID v4 per process: new series at every restart.
+        detected = detected.merge(Resource({"service.instance.id": instance_id(config)}))
     return detected
 
 
 def build(config: Config, state: MetricsState) -> Telemetry:
     """The producer over ``state`` and the OTLP push (if enabled)."""
-    producer = Producer(state, _resource())
+    producer = Producer(state, resource(config))
     push = None
     if otlp_enabled(config.otlp):
         preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")

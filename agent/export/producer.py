@@ -3,7 +3,8 @@
 The SDK's instrument pipeline (observable callbacks, attribute cleaning and hashing,
 aggregation) costs ~9 µs per series per collection, more than the whole poll; the points are
 already aggregated, capped and typed, so this writes them into the SDK's data model directly.
-Gauges report the last poll; counters are cumulative from when the target's series started.
+Gauges report the last poll; sums (monotonic counters and the non-monotonic UpDownCounters of
+counts) are cumulative from when the target's series started.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class Producer:
                                        list(h.bucket_counts), list(c.POLL_DURATION_BUCKETS),
                                        h.min, h.max)
                     for attrs, h in self.state.durations()], CUMULATIVE)
-            elif spec.instrument is c.Instrument.COUNTER:
+            elif spec.instrument in (c.Instrument.COUNTER, c.Instrument.UPDOWNCOUNTER):
                 data = Sum([NumberDataPoint(dict(attrs), start, now, value)
                             for attrs, value, start in self.state.counter(spec.name)],
-                           CUMULATIVE, True)
+                           CUMULATIVE, spec.instrument is c.Instrument.COUNTER)
             else:
                 data = Gauge([NumberDataPoint(dict(attrs), 0, now, value)
                               for attrs, value in self.state.observe(spec.name)])

@@ -54,6 +54,28 @@ app.kubernetes.io/part-of: pgconn-agent
 {{- define "pgconn-agent.configDir" -}}/etc/pgconn-agent{{- end }}
 {{- define "pgconn-agent.credentialsDir" -}}/etc/pgconn-agent/credentials{{- end }}
 {{- define "pgconn-agent.otlpCaDir" -}}/etc/pgconn-agent/otlp-ca{{- end }}
+{{- define "pgconn-agent.webDir" -}}/etc/pgconn-agent/web{{- end }}
+
+{{/*
+A probe adapted to the web config: HTTPS under TLS; under basic auth (which guards every path)
+a TCP check unless the probe itself sends an Authorization header.
+*/}}
+{{- define "pgconn-agent.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if hasKey $probe "httpGet" }}
+{{- $headers := dict }}
+{{- range $probe.httpGet.httpHeaders | default list }}
+{{- $_ := set $headers (lower .name) true }}
+{{- end }}
+{{- if and .web.basicAuth (not (hasKey $headers "authorization")) }}
+{{- $_ := set $probe "tcpSocket" (dict "port" $probe.httpGet.port) }}
+{{- $_ := unset $probe "httpGet" }}
+{{- else if .web.tls }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
 
 {{/*
 Cross-field checks the schema cannot express clearly; each failure names the value to fix.
@@ -71,6 +93,9 @@ Cross-field checks the schema cannot express clearly; each failure names the val
 {{- if and $t.passwordKey (not $.Values.credentials.existingSecret) }}
 {{- fail (printf "targets[%d].passwordKey is set but credentials.existingSecret is empty" $i) }}
 {{- end }}
+{{- end }}
+{{- if and (or .Values.webConfig.tls .Values.webConfig.basicAuth) (not .Values.webConfig.existingSecret) }}
+{{- fail "webConfig.tls or webConfig.basicAuth is set but webConfig.existingSecret (holding web.yml) is empty" }}
 {{- end }}
 {{- if .Values.otlp.enabled }}
 {{- if and (not .Values.otlp.endpoint) (not .Values.otlp.existingSecret) }}
