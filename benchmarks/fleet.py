@@ -152,13 +152,20 @@ def clusters(count: int, databases: int, sessions: int) -> Iterator[list[LocalSe
         yield servers
 
 
-def scrape(url: str) -> tuple[float, int, int]:
+def scrape(url: str) -> tuple[float, int, int, dict[str, int]]:
+    """Scrape time, body size, samples, and samples per metric family."""
     start = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as resp:
         body = resp.read()
     took = time.perf_counter() - start
-    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    return took, len(body), samples
+    families: dict[str, int] = {}
+    family = ""
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            family = line.split()[2]
+        elif line and not line.startswith("#"):
+            families[family] = families.get(family, 0) + 1
+    return took, len(body), sum(families.values()), families
 
 
 def agent_connections(servers: list[LocalServer]) -> list[int]:
@@ -240,6 +247,7 @@ def run_once(servers: list[LocalServer], receiver: Any, targets: int, interval: 
         "otlp_export_ms_median": statistics.median(exports) * 1000 if exports else None,
         "otlp_export_ms_max": max(exports) * 1000 if exports else None,
         "connections_per_server": connections,
+        "samples_by_metric": scrapes[-1][3],
         "load_at_end": loadavg(),
     }
 
