@@ -122,6 +122,14 @@ THRESHOLDS: tuple[Threshold, ...] = (
     _t("sessions_hidden_for_seconds", 900, "seconds",
        "`for` duration of PgconnAgentSessionsHidden."),
     _t("agent_absent_for_seconds", 300, "seconds", "`for` duration of PgconnAgentAbsent."),
+    _t("pgbouncer_wait_seconds", 1, "seconds",
+       "Longest wait of a PgBouncer pool's client for a server connection above which "
+       "PgBouncerClientsWaiting fires."),
+    _t("pgbouncer_wait_for_seconds", 120, "seconds", "`for` duration of PgBouncerClientsWaiting."),
+    _t("pgbouncer_client_limit_ratio", 0.8, "ratio",
+       "PgBouncer client connections / max_client_conn for PgBouncerClientLimitNear."),
+    _t("pgbouncer_client_limit_for_seconds", 300, "seconds",
+       "`for` duration of PgBouncerClientLimitNear."),
 )
 DEFAULTS: dict[str, float] = {t.name: t.default for t in THRESHOLDS}
 ORDERED_PAIRS: tuple[tuple[str, str], ...] = (
@@ -139,7 +147,7 @@ SELECTOR_PATTERN = rf"^(?:\s*{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*)?$"
 LABEL_PATTERN = rf"^{_LABEL}$"
 RESERVED_LABELS: frozenset[str] = frozenset(
     ("target", "pid", "error", "scope", "name", "le", "alertname", "severity",
-     *c.GROUP_DIMENSIONS))
+     *c.GROUP_DIMENSIONS, "database", "user"))
 """Labels the alerts aggregate by themselves: not grouping labels."""
 
 
@@ -193,6 +201,12 @@ _METRICS: dict[str, str] = {
     "skipped": c.POLL_SKIPPED.prometheus_name,
     "folded": c.GROUPS_FOLDED.prometheus_name,
     "hidden": c.SESSIONS_HIDDEN.prometheus_name,
+    "pgb_clients": c.POOLER_CLIENTS.prometheus_name,
+    "pgb_servers": c.POOLER_SERVERS.prometheus_name,
+    "pgb_wait": c.POOLER_WAIT_MAX.prometheus_name,
+    "pgb_size": c.POOLER_POOL_SIZE.prometheus_name,
+    "pgb_client_count": c.POOLER_CLIENT_COUNT.prometheus_name,
+    "pgb_client_max": c.POOLER_CLIENT_MAX.prometheus_name,
 }
 _IIT = "idle in transaction.*"  # both 'idle in transaction' and '... (aborted)'
 
@@ -287,6 +301,7 @@ class Alert:
 
 
 _CONN, _TX, _AGENT = "pgconn-agent.connections", "pgconn-agent.transactions", "pgconn-agent.agent"
+_POOLER = "pgconn-agent.pgbouncer"
 
 
 # --- connections: one factory per shape -------------------------------------------------------
@@ -602,7 +617,62 @@ def _agent_alerts() -> tuple[Alert, ...]:
     )
 
 
-ALERTS: tuple[Alert, ...] = (*_connection_alerts(), *_transaction_alerts(), *_agent_alerts())
+# --- PgBouncer targets -----------------------------------------------------------------------
+
+_POOL = "target=%q,database=%q,user=%q"
+_POOL_ARGS = ("$labels.target", "$labels.database", "$labels.user")
+
+
+def _pooler_alerts() -> tuple[Alert, ...]:
+    """PgBouncer targets: clients queueing for a pool at its size, and the client limit.
+    A pool's labels: the target's, database, user."""
+    return (
+        Alert(
+            "PgBouncerClientsWaiting", _POOLER, "warning",
+            "max by (<T>, database, user) (@pgb_wait@) > [[pgbouncer_wait_seconds]]\n"
+            "and on (<T>, database, user)\n"
+            "sum by (<T>, database, user) (@pgb_clients@{state=\"waiting\"}) > 0",
+            "pgbouncer_wait_for_seconds",
+            "PgBouncer {{ $labels.target }}: clients of pool {{ $labels.database }}/"
+            "{{ $labels.user }} wait {{ $value | humanizeDuration }} for a server connection",
+            _scalar(f"sum(@pgb_clients@{{{_POOL},state='waiting'}})", *_POOL_ARGS)
+            + " clients of pool {{ $labels.database }}/{{ $labels.user }} on PgBouncer "
+            "{{ $labels.target }} are waiting for a server connection, the longest for "
+            "{{ $value | humanizeDuration }}; the pool has "
+            + _scalar(f"sum(@pgb_servers@{{{_POOL},state='active'}})", *_POOL_ARGS)
+            + " active server connections of its size "
+            + _scalar(f"max(@pgb_size@{{{_POOL}}})", *_POOL_ARGS, default="?")
+            + ". Waiting:"
+            + _list(f"topk(3, sum by (application_name) (@pgb_client_count@{{{_POOL},"
+                    f"state='waiting'}}))", _POOL_ARGS,
+                    "application_name {{ $s.Labels.application_name }} "
+                    "({{ $s.Value | humanize }})", "application_name")
+            + ". The pool is at its size: find what keeps its server connections busy (long "
+            "or idle transactions, session pool mode) before raising pool_size.",
+        ),
+        Alert(
+            "PgBouncerClientLimitNear", _POOLER, "warning",
+            "sum by (<T>) (@pgb_client_count@)\n"
+            "/ on (<T>) max by (<T>) (@pgb_client_max@)\n"
+            "> [[pgbouncer_client_limit_ratio]]",
+            "pgbouncer_client_limit_for_seconds",
+            "PgBouncer {{ $labels.target }}: {{ $value | humanizePercentage }} of "
+            "max_client_conn in use",
+            "PgBouncer {{ $labels.target }} holds "
+            + _scalar("sum(@pgb_client_count@{target=%q})", "$labels.target")
+            + " client connections of max_client_conn "
+            + _scalar("max(@pgb_client_max@{target=%q})", "$labels.target", default="?")
+            + "; beyond it new clients are refused ('no more connections allowed'). Largest:"
+            "{{ with " + _query("topk(1, sum by (application_name, client_addr) "
+                                "(@pgb_client_count@{target=%q}))", "$labels.target")
+            + " }}{{ with first . }} application_name {{ .Labels.application_name }} from "
+            "{{ .Labels.client_addr }} with {{ .Value | humanize }}{{ end }}{{ end }}.",
+        ),
+    )
+
+
+ALERTS: tuple[Alert, ...] = (*_connection_alerts(), *_transaction_alerts(), *_agent_alerts(),
+                             *_pooler_alerts())
 ALERT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(a.name for a in ALERTS))
 
 

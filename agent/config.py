@@ -23,6 +23,9 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_LISTEN = "127.0.0.1:9188"
+DEFAULT_LISTEN_ENV = "PGCONN_AGENT_DEFAULT_LISTEN"
+"""Replaces DEFAULT_LISTEN only where nothing else sets ``listen``: the container image sets it
+to 0.0.0.0:9188 without overriding a mounted config file (``PGCONN_AGENT_LISTEN`` would)."""
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
@@ -83,6 +86,8 @@ class Config:
     max_groups: int = 200
     dimensions: tuple[str, ...] = GROUP_DIMENSIONS
     show_queries: bool = False
+    client_processes: bool = True
+    """Name the local processes holding connections (read from /proc where readable)."""
     listen: str | None = DEFAULT_LISTEN
     log_format: str = "text"
     log_level: str = "info"
@@ -200,7 +205,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
         raise agent.fail("log_level",
                          f"expected debug, info, warning or error, found {log_level!r}")
     show_queries = agent.get("show_queries", bool, False)
-    listen = agent.get("listen", str, DEFAULT_LISTEN)
+    client_processes = agent.get("client_processes", bool, True)
+    listen = agent.get("listen", str, _default_listen())
     if listen:
         _check_listen(agent, listen)
     web_config_file = agent.get("web_config_file", str, "")
@@ -217,7 +223,8 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     targets = _targets(source, raw_targets, interval)
     return Config(targets=targets, interval=interval, max_groups=max_groups,
                   dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
-                  show_queries=show_queries, listen=listen or None, log_format=log_format,
+                  show_queries=show_queries, client_processes=client_processes,
+                  listen=listen or None, log_format=log_format,
                   log_level=log_level, otlp=otlp, thresholds=thresholds, source=source,
                   web_config_file=Path(web_config_file) if web_config_file else None,
                   targets_dir=_relative_to(source, targets_dir) if targets_dir else None,
@@ -267,9 +274,21 @@ def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
 
 
 def _check_listen(reader: _Reader, listen: str) -> None:
-    _, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not _is_host_port(listen):
         raise reader.fail("listen", f"expected HOST:PORT, found {listen!r}")
+
+
+def _is_host_port(listen: str) -> bool:
+    _, sep, port = listen.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def _default_listen() -> str:
+    value = os.environ.get(DEFAULT_LISTEN_ENV) or DEFAULT_LISTEN
+    if not _is_host_port(value):
+        raise ConfigError(f"environment: {DEFAULT_LISTEN_ENV}: expected HOST:PORT, "
+                          f"found {value!r}")
+    return value
 
 
 def _check_web_config(reader: _Reader, path: str) -> None:
@@ -424,9 +443,12 @@ _ENV = {
     "PGCONN_AGENT_WEB_CONFIG_FILE": ("web_config_file", str),
     "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
     "PGCONN_AGENT_DSN": ("dsns", list),
+    "PGCONN_AGENT_CLIENT_PROCESSES": ("client_processes", bool),
     "PGCONN_AGENT_TARGETS_DIR": ("targets_dir", str),
     "PGCONN_AGENT_SHARD": ("shard", str),
 }
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
 
 
 def _env_overrides() -> dict[str, Any]:
@@ -437,6 +459,11 @@ def _env_overrides() -> dict[str, Any]:
             continue
         if kind is list:
             out[key] = [raw] if key == "dsns" else [p.strip() for p in raw.split(",") if p.strip()]
+            continue
+        if kind is bool:
+            if raw.lower() not in _BOOLEANS:
+                raise ConfigError(f"environment: {var}: expected true or false, found {raw!r}")
+            out[key] = _BOOLEANS[raw.lower()]
             continue
         try:
             out[key] = kind(raw)

@@ -206,6 +206,52 @@ POLL_SKIPPED = _spec(
     "pgconn_agent.poll.skipped", C, "{poll}", T,
     "Polls skipped because the previous poll of the target was still running.",
 )
+CLIENT_PROCESS_CONNECTIONS = _spec(
+    "postgresql.client.process.connections", U, "{connection}", (*T, "pid", "command"),
+    "Connections held by each client process on the agent's own host (matched through /proc; "
+    "only clients whose client_addr is one of this host's addresses).",
+)
+CLIENT_PROCESS_UNRESOLVED = _spec(
+    "pgconn_agent.client_processes.unresolved", U, "{connection}", T,
+    "Connections from this host's addresses not matched to a process (socket closed since, "
+    "another network namespace, or no CAP_SYS_PTRACE to read other users' /proc/<pid>/fd).",
+)
+
+# PgBouncer targets (a DSN with dbname=pgbouncer): its admin console's SHOW POOLS / CLIENTS /
+# DATABASES / CONFIG. A pool is PgBouncer's (database, user) pair.
+POOL = ("database", "user")
+PGBOUNCER_HOLDER: tuple[str, ...] = ("application_name", "client_addr", "user", "database",
+                                     "state")
+"""Attributes of a PgBouncer client holder (capped like G, same overflow value)."""
+POOLER_CLIENTS = _spec(
+    "pgbouncer.pool.clients", U, "{connection}", (*T, *POOL, "state"),
+    "Client connections per pool: active (linked to a server or idle) or waiting for one.",
+)
+POOLER_SERVERS = _spec(
+    "pgbouncer.pool.servers", U, "{connection}", (*T, *POOL, "state"),
+    "Server connections per pool by state: active (linked to a client), idle, used, tested, "
+    "login.",
+)
+POOLER_WAIT_MAX = _spec(
+    "pgbouncer.pool.wait.max", G, "s", (*T, *POOL),
+    "Longest time a client of the pool has been waiting for a server connection (maxwait).",
+)
+POOLER_POOL_SIZE = _spec(
+    "pgbouncer.pool.size", G, "{connection}", (*T, *POOL, "pool_mode"),
+    "Server connections the pool may open (its database's pool_size, plus reserve_pool).",
+)
+POOLER_DATABASE_MAX = _spec(
+    "pgbouncer.database.connection.max", G, "{connection}", (*T, "database"),
+    "A database's max_db_connections over all its pools, where one is set.",
+)
+POOLER_CLIENT_MAX = _spec(
+    "pgbouncer.client.max", G, "{connection}", T,
+    "PgBouncer's max_client_conn: client connections it accepts in all.",
+)
+POOLER_CLIENT_COUNT = _spec(
+    "pgbouncer.client.count", U, "{connection}", (*T, *PGBOUNCER_HOLDER),
+    "Client connections per holder (application_name, client_addr, user, database, state).",
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
@@ -213,8 +259,16 @@ METRICS: tuple[MetricSpec, ...] = (
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
     LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
+    POOLER_CLIENTS, POOLER_SERVERS, POOLER_WAIT_MAX, POOLER_POOL_SIZE, POOLER_DATABASE_MAX,
+    POOLER_CLIENT_MAX, POOLER_CLIENT_COUNT,
+    CLIENT_PROCESS_CONNECTIONS, CLIENT_PROCESS_UNRESOLVED,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+PGBOUNCER_METRICS: tuple[MetricSpec, ...] = tuple(
+    m for m in METRICS if m.name.startswith("pgbouncer."))
+"""Metrics of PgBouncer targets only; a PostgreSQL target exports every other metric."""
+POSTGRESQL_TARGET_METRICS: tuple[MetricSpec, ...] = tuple(
+    m for m in METRICS if m not in PGBOUNCER_METRICS)
 
 PER_TARGET: tuple[MetricSpec, ...] = (AGENT_UP, POLL_ERRORS, POLL_SKIPPED)
 """The agent's own view of each configured target: exported for every target."""

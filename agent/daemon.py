@@ -21,6 +21,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
 from . import webconfig
+from .aggregate.attribution import attribute
+from .aggregate.join import pairings_for, relabel
+from .aggregate.points import PointSet, points
+from .aggregate.pooler import pooler_points
+from .collect.pgbouncer import is_pgbouncer
+from .collect.pgbouncer.board import PoolerBoard
+from .collect.pgbouncer.console import ConsoleClient
+from .collect.snapshot import Snapshot
 from .errors import AgentError, ConfigError, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
@@ -38,12 +46,15 @@ class TargetRunner:
     (capped) before reconnecting."""
 
     def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
-                 servers: Servers | None = None) -> None:
+                 poolers: PoolerBoard | None = None, servers: Servers | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
+        self.poolers = poolers or PoolerBoard()
         self.servers = servers or Servers()
-        self.server = self.servers.join(target, config)
+        # A PgBouncer is polled alone; PostgreSQL targets share their server's poll.
+        self.console = ConsoleClient(target) if is_pgbouncer(target.dsn) else None
+        self.server = None if self.console else self.servers.join(target, config)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -53,8 +64,12 @@ class TargetRunner:
         now = time.monotonic()
         if now < self.next_attempt:
             return
+        start = time.perf_counter()
         try:
-            self.server.poll(self.target, self.state)
+            if self.server is not None:
+                self.server.poll(self.target, self.state, self._points)
+            else:
+                self.state.publish(self.target.name, self._pooler_points())
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -70,8 +85,25 @@ class TargetRunner:
         finally:
             # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
             self.last_attempt = time.monotonic()
+            if self.server is None:  # a server poll's time is recorded by the server
+                self.state.record_duration(self.target.name, time.perf_counter() - start)
+
+    def _pooler_points(self) -> PointSet:
+        assert self.console is not None
+        pooled = self.console.poll()
+        self.poolers.put(pooled)
+        return pooler_points(pooled, max_groups=self.config.max_groups)
+
+    def _points(self, snapshot: Snapshot) -> PointSet:
+        # Named after the clients holding the backends through PgBouncer targets, if any.
+        snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
+                                                  self.poolers.latest()))
+        attribution = attribute(snapshot, dimensions=self.config.dimensions,
+                                max_groups=self.config.max_groups)
+        return points(attribution, max_groups=self.config.max_groups)
 
     def _failed(self, kind: str, message: str) -> None:
+        self.poolers.drop(self.target.name)
         self.state.fail(self.target.name, kind)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
@@ -83,7 +115,11 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
-        self.servers.leave(self.target)
+        self.poolers.drop(self.target.name)
+        if self.console is not None:
+            self.console.close()
+        else:
+            self.servers.leave(self.target)
 
 
 class Daemon:
@@ -97,6 +133,7 @@ class Daemon:
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
+        self.poolers = PoolerBoard()
         self.servers = Servers()
         self.watch = Watch(self.config.targets_dir)
         self.scheduler = BackgroundScheduler(
@@ -131,7 +168,7 @@ class Daemon:
         return True, "ok"
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state, self.servers)
+        runner = TargetRunner(target, self.config, self.state, self.poolers, self.servers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
@@ -153,7 +190,7 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})
             return
-        for field in ("listen", "otlp", "log_format"):
+        for field in ("listen", "otlp", "log_format", "client_processes"):
             if getattr(new, field) != getattr(self.config, field):
                 log.warning("setting changes need a restart", extra={"setting": field})
         self.watch.reset(new.targets_dir)

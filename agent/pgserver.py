@@ -1,4 +1,4 @@
-"""A throwaway local PostgreSQL cluster from Debian's binaries, for the demo, tests and benchmarks.
+"""A throwaway PostgreSQL cluster (Debian's or npm's binaries) for the demo, tests, benchmarks.
 
 ``initdb`` refuses to run as root, so as root the cluster runs as the ``postgres`` user in a
 temporary directory that user owns; as anyone else it runs as that user.
@@ -22,21 +22,53 @@ from psycopg import conninfo
 
 from .errors import AgentError
 
-_SEARCH = ("/usr/lib/postgresql",)
+_DEBIAN = Path("/usr/lib/postgresql")
+DEFAULT_CACHE = "/var/cache/pgconn-agent"
 
 
-def find_bindir() -> Path:
-    """The newest installed server's bin directory (``PGCONN_PG_BINDIR`` overrides)."""
+def _cache() -> Path:
+    """Where scripts/fetch-postgres.sh unpacks npm's servers: ``<cache>/postgresql/<version>``."""
+    return Path(os.environ.get("PGCONN_CACHE_DIR") or DEFAULT_CACHE) / "postgresql"
+
+
+def _release(path: Path) -> tuple[int, ...]:
+    """``16`` or ``16.14.0-beta.17`` as comparable numbers (pre-release tags ignored)."""
+    return tuple(int(part) for part in path.name.split("-")[0].split(".") if part.isdigit())
+
+
+def installed_bindirs() -> dict[int, Path]:
+    """Major version -> bin directory of every server found: Debian's packages, then the
+    npm servers fetched by scripts/fetch-postgres.sh (the newest release of each major)."""
+    found: dict[int, Path] = {}
+    cached = _cache().glob("*/native/bin") if _cache().is_dir() else iter(())
+    for bindir in sorted(cached, key=lambda b: _release(b.parent.parent)):
+        if (bindir / "postgres").exists():
+            found[_release(bindir.parent.parent)[0]] = bindir
+    debian = _DEBIAN.glob("*/bin") if _DEBIAN.is_dir() else iter(())
+    for bindir in debian:
+        if (bindir / "postgres").exists() and _release(bindir.parent):
+            found[_release(bindir.parent)[0]] = bindir
+    return found
+
+
+def find_bindir(major: int | None = None) -> Path:
+    """The bin directory of PostgreSQL ``major`` (default: the newest Debian-installed server;
+    ``PGCONN_PG_BINDIR`` overrides that default)."""
     override = os.environ.get("PGCONN_PG_BINDIR")
-    if override:
+    if major is None and override:
         return Path(override)
-    candidates = sorted((p for root in _SEARCH if Path(root).is_dir()
-                         for p in Path(root).iterdir() if (p / "bin" / "postgres").exists()),
-                        key=lambda p: float(p.name) if p.name.replace(".", "").isdigit() else 0)
-    if not candidates:
+    found = installed_bindirs()
+    if major is None:
+        debian = [v for v, b in found.items() if b.is_relative_to(_DEBIAN)]
+        if debian:
+            return found[max(debian)]
         raise AgentError("no PostgreSQL server binaries under /usr/lib/postgresql "
                          "(run scripts/setup.sh, or set PGCONN_PG_BINDIR)")
-    return candidates[-1] / "bin"
+    if major not in found:
+        raise AgentError(f"no PostgreSQL {major} server: found "
+                         f"{', '.join(map(str, sorted(found))) or 'none'} "
+                         f"(scripts/fetch-postgres.sh fetches 13-18 into {_cache()})")
+    return found[major]
 
 
 def free_port() -> int:
@@ -46,13 +78,16 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """Start with ``start()`` (or as a context manager); ``stop()`` removes everything."""
+    """Start with ``start()`` (or as a context manager); ``stop()`` removes everything.
+
+    ``major`` picks a server version (see ``find_bindir``); by default Debian's newest.
+    """
 
     def __init__(self, *, max_connections: int = 100, superuser_reserved: int = 3,
                  settings: Mapping[str, str] | None = None, hba: list[str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, major: int | None = None) -> None:
         self.port = port or free_port()
-        self.bindir = find_bindir()
+        self.bindir = find_bindir(major)
         self.settings = {
             "max_connections": str(max_connections),
             "superuser_reserved_connections": str(superuser_reserved),

@@ -3,11 +3,12 @@
 Every view the agent reads (pg_stat_activity, pg_locks, pg_stat_database, pg_settings) is
 server-wide, so polling it once per target costs the server N polls and N connections and, before
 the split, exported N copies. A ``SharedServer`` holds the connection of its lead target (the
-first by name), polls at most once per half interval whoever asks, and publishes every member's
-share (``aggregate.fleet.split``); the poll's duration is recorded once, under the lead.
+first by name), polls once per round of its members' turns, whoever asks first, and publishes
+every member's share (``aggregate.fleet.split``); the poll's duration is recorded once, under
+the lead.
 Two groups that turn out to reach the same server (found by
 ``pg_control_system().system_identifier``, e.g. ``localhost`` and ``127.0.0.1``) still poll
-separately, but only the first exports server-wide series.
+separately, but only one of them (its lead first by name) exports server-wide series.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 from psycopg import conninfo
 
 from . import config as cfg
-from .aggregate.attribution import attribute
 from .aggregate.fleet import split
-from .aggregate.points import points
+from .aggregate.points import PointSet
 from .collect.client import CONNECT_TIMEOUT_S, TargetClient, connection_string
+from .collect.snapshot import Snapshot
 from .errors import AgentError, TargetError
 from .export.state import MetricsState
 
@@ -74,21 +76,21 @@ def system_identifier(target: cfg.Target) -> str | None:
 
 
 class Directory:
-    """Groups of targets by server identity: the first exports the server-wide series, and
-    each leaves the databases of the others to them."""
+    """Groups of targets by server identity: the group whose lead comes first by name exports
+    the server-wide series, and each leaves the databases of the others to them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._groups: dict[str, dict[str, frozenset[str]]] = {}
+        self._groups: dict[str, dict[str, tuple[str, frozenset[str]]]] = {}
 
-    def claim(self, identity: str, group: str, databases: frozenset[str]
+    def claim(self, identity: str, group: str, lead: str, databases: frozenset[str]
               ) -> tuple[bool, frozenset[str]]:
         """(whether ``group`` owns the server-wide series, the other groups' databases)."""
         with self._lock:
             groups = self._groups.setdefault(identity, {})
-            groups[group] = databases
-            others = frozenset().union(*(d for g, d in groups.items() if g != group))
-            return next(iter(groups)) == group, others
+            groups[group] = (lead, databases)
+            others = frozenset().union(*(d for g, (_, d) in groups.items() if g != group))
+            return min(groups.items(), key=lambda kv: kv[1][0])[0] == group, others
 
     def release(self, group: str) -> None:
         with self._lock:
@@ -109,6 +111,8 @@ class SharedServer:
         self._client: TargetClient | None = None
         self._identity: str | None = None
         self._polled_at = -float("inf")
+        self._turns: dict[str, float] = {}
+        """When each member last asked for a poll."""
         self._error: TargetError | None = None
 
     def join(self, target: cfg.Target) -> None:
@@ -119,6 +123,7 @@ class SharedServer:
         """Drop a member; True when the server has none left (and its connection is closed)."""
         with self._members_lock:
             self.members.pop(name, None)
+            self._turns.pop(name, None)
             empty = not self.members
         if empty:
             with self._poll_lock:
@@ -126,19 +131,25 @@ class SharedServer:
             self.directory.release(self.key)
         return empty
 
-    def poll(self, target: cfg.Target, state: MetricsState) -> None:
-        """Poll the server for ``target`` unless a poll of it is running or less than half of
-        ``target``'s interval old; a fresh failure is raised again for every member."""
+    def poll(self, target: cfg.Target, state: MetricsState,
+             to_points: Callable[[Snapshot], PointSet]) -> None:
+        """Poll the server for ``target``, unless another member's poll since ``target``'s
+        previous turn (and within its interval) already served it, or one is running; that
+        poll's failure is raised again for every member it served."""
+        now = time.monotonic()
+        with self._members_lock:
+            previous = self._turns.get(target.name, -float("inf"))
+            self._turns[target.name] = now
         if not self._poll_lock.acquire(blocking=False):
             return  # another member's poll is running and publishes this target's share too
         try:
-            if time.monotonic() - self._polled_at < target.interval / 2:
+            if previous < self._polled_at and now - self._polled_at < target.interval:
                 if self._error is not None:
                     raise self._error
                 return
-            self._polled_at = time.monotonic()
+            self._polled_at = now
             try:
-                self._poll(state)
+                self._poll(state, to_points)
             except TargetError as exc:
                 self._error = exc
                 self._identity = None  # a failover may bring another server behind the name
@@ -147,7 +158,7 @@ class SharedServer:
         finally:
             self._poll_lock.release()
 
-    def _poll(self, state: MetricsState) -> None:
+    def _poll(self, state: MetricsState, to_points: Callable[[Snapshot], PointSet]) -> None:
         with self._members_lock:
             members = dict(self.members)
         if not members:
@@ -156,8 +167,9 @@ class SharedServer:
         client = self._client
         if client is None or client.target != lead:
             self._close()
-            client = self._client = TargetClient(lead, dimensions=self.config.dimensions,
-                                                 max_groups=self.config.max_groups)
+            client = self._client = TargetClient(
+                lead, dimensions=self.config.dimensions, max_groups=self.config.max_groups,
+                client_processes=self.config.client_processes)
         start = time.perf_counter()
         try:
             snapshot = client.poll()
@@ -166,12 +178,9 @@ class SharedServer:
         if self._identity is None:
             self._identity = system_identifier(lead)
         databases = {name: database_of(t) for name, t in members.items()}
-        owner, elsewhere = self.directory.claim(self._identity or self.key, self.key,
+        owner, elsewhere = self.directory.claim(self._identity or self.key, self.key, lead.name,
                                                 frozenset(databases.values()))
-        shares = split(points(attribute(snapshot, dimensions=self.config.dimensions,
-                                        max_groups=self.config.max_groups),
-                              max_groups=self.config.max_groups),
-                       databases, server_wide=owner, elsewhere=elsewhere)
+        shares = split(to_points(snapshot), databases, server_wide=owner, elsewhere=elsewhere)
         with self._members_lock:
             for name, share in shares.items():
                 if name in self.members:

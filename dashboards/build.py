@@ -36,6 +36,7 @@ from agent.config import Thresholds
 HERE = Path(__file__).resolve().parent
 OVERVIEW_UID = "pgconn-connections-overview"
 DRILLDOWN_UID = "pgconn-application-drilldown"
+PGBOUNCER_UID = "pgconn-pgbouncer-pools"
 TAG = "pgconn-agent"
 
 # Thresholds drawn on panels: the agent's default finding thresholds where it has one.
@@ -581,6 +582,29 @@ def connections_overview() -> gd.Dashboard:
               ref="B"),
         unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange")))
         .links(runbook("PgconnAgentGroupsFolded", "PgconnAgentSessionsHidden")))
+
+    d = d.with_row(gd.Row("Client processes on the agent's host"))
+    d = d.with_panel(
+        table.Panel().title("Connections by client process").datasource(DATASOURCE)
+        .description("Connections held by each process on the agent's own host, matched "
+                     "through /proc (only clients whose client_addr is one of that host's "
+                     "addresses). One process with many connections: several pools or one "
+                     "oversized pool; many processes with a few each: instances multiply.")
+        .span(16).height(8).unit("none").thresholds(NEUTRAL)
+        .with_target(query(f"sum by (target, pid, command) ({sel(c.CLIENT_PROCESS_CONNECTIONS)})",
+                           ref="A", instant=True, table_format=True))
+        .with_transformation(gm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "renameByName": {"Value": "Connections", "target": "Target", "pid": "PID",
+                             "command": "Command"},
+        }))
+        .sort_by([_sort("Connections")]))
+    d = d.with_panel(series(
+        "Connections not matched to a process",
+        "Connections from the agent's host that no readable process owns: closed since the "
+        "poll, another network namespace, or an agent without CAP_SYS_PTRACE.",
+        query(f"max by (target) ({sel(c.CLIENT_PROCESS_UNRESOLVED)})", "{{target}} unresolved"),
+        unit="none", w=8, h=8, thresholds=steps((None, "green"), (1, "orange"))))
     return d
 
 
@@ -745,12 +769,98 @@ def application_drilldown() -> gd.Dashboard:
 
 
 # ---------------------------------------------------------------------------------------------
+# PgBouncer pools
+
+
+def pgbouncer_pools() -> gd.Dashboard:
+    """PgBouncer targets: the pools' queues and saturation, and the clients behind them."""
+    app = 'application_name=~"$application_name"'
+    pool = "target, database, user"
+    clients, servers = c.POOLER_CLIENTS, c.POOLER_SERVERS
+    waiting = 'state="waiting"'
+    d = (base("PgBouncer pools (pgconn-agent)", PGBOUNCER_UID,
+              "PgBouncer targets (a DSN with dbname=pgbouncer): clients queueing for a pool at "
+              "its size, the longest wait, pool saturation and limits, and the client "
+              "applications and hosts behind the pooler.")
+         .with_variable(_label_variable(
+             "application_name", "Application",
+             "application_name of PgBouncer's clients; '(unset)' when the client sends none.",
+             sel(c.POOLER_CLIENT_COUNT))))
+
+    d = d.with_row(gd.Row("Pools"))
+    d = d.with_panel(series(
+        "PgBouncer clients waiting",
+        "Clients per pool (database/user) waiting inside PgBouncer for a server connection: "
+        "the pool is at its size while the server may have slots to spare.",
+        query(f"sum by ({pool}) ({sel(clients, waiting)})",
+              "{{target}} {{database}}/{{user}}"),
+        unit="none", w=12, thresholds=steps((None, "green"), (1, "orange"))))
+    d = d.with_panel(series(
+        "PgBouncer longest wait",
+        "Longest time a client of the pool has been waiting for a server connection (maxwait). "
+        "Orange from 1 s, red from 5 s.",
+        query(f"max by ({pool}) ({sel(c.POOLER_WAIT_MAX)})",
+              "{{target}} {{database}}/{{user}}"),
+        unit="s", w=12, thresholds=green_orange_red(1.0, 5.0)))
+    d = d.with_panel(series(
+        "Pool saturation",
+        "Server connections of each pool (all states) divided by its size (pool_size + "
+        "reserve_pool). At 100 % new transactions queue.",
+        query(f"sum by ({pool}) ({sel(servers)}) / on ({pool}) "
+              f"max by ({pool}) ({sel(c.POOLER_POOL_SIZE)})",
+              "{{target}} {{database}}/{{user}}"),
+        unit="percentunit", w=8, thresholds=green_orange_red(0.8, 1.0)))
+    d = d.with_panel(series(
+        "Server connections by state",
+        "PgBouncer's server connections by state: active (held by a client), idle, used, "
+        "tested, login. These are the PostgreSQL slots the pooler takes.",
+        query(f"sum by (target, state) ({sel(servers)})", "{{target}} {{state}}"),
+        unit="none", w=8, stacked=True))
+    d = d.with_panel(series(
+        "Pool sizes and database limits",
+        "Each pool's size (pool_size + reserve_pool) and each database's max_db_connections "
+        "(where set): pool sizes times pools must fit the server's usable slots.",
+        query(f"max by ({pool}, pool_mode) ({sel(c.POOLER_POOL_SIZE)})",
+              "{{target}} {{database}}/{{user}} size ({{pool_mode}})", ref="A"),
+        query(f"max by (target, database) ({sel(c.POOLER_DATABASE_MAX)})",
+              "{{target}} {{database}} max_db_connections", ref="B"),
+        unit="none", w=8))
+
+    d = d.with_row(gd.Row("Clients behind the pooler"))
+    d = d.with_panel(series(
+        "PgBouncer clients per application",
+        "PgBouncer's client connections per application_name and state: who waits and who "
+        "holds the pools' server connections.",
+        query(f"sum by (target, application_name, state) ({sel(c.POOLER_CLIENT_COUNT, app)})",
+              "{{target}} {{application_name}} {{state}}"),
+        unit="none", w=12, stacked=True))
+    d = d.with_panel(series(
+        "PgBouncer clients per host",
+        "PgBouncer's client connections per client address: the hosts PostgreSQL no longer "
+        "sees behind the pooler.",
+        query(f"sum by (target, client_addr) ({sel(c.POOLER_CLIENT_COUNT, app)})",
+              "{{target}} {{client_addr}}"),
+        unit="none", w=6, stacked=True))
+    d = d.with_panel(series(
+        "Client connections of max_client_conn",
+        "All client connections divided by max_client_conn; beyond it PgBouncer refuses new "
+        "clients. Orange from 80 %, red from 95 %.",
+        query(f"sum by (target) ({sel(c.POOLER_CLIENT_COUNT)}) / on (target) "
+              f"max by (target) ({sel(c.POOLER_CLIENT_MAX)})", "{{target}}"),
+        unit="percentunit", w=6, thresholds=green_orange_red(0.8, 0.95)))
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
 # Output
 
 DASHBOARDS = {
     "connections-overview.json": connections_overview,
     "application-drilldown.json": application_drilldown,
+    "pgbouncer-pools.json": pgbouncer_pools,
 }
+PGBOUNCER_DASHBOARDS = frozenset({"pgbouncer-pools.json"})
+"""Dashboards of PgBouncer targets; the others read PostgreSQL targets' metrics."""
 
 
 def _finish(model: gm.Dashboard) -> gm.Dashboard:

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,10 +141,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Agent:
-    """``pgconn-agent run ... --log-format json`` in a subprocess; stderr goes to a file."""
+    """``pgconn-agent run ... --log-format json`` in a subprocess; stderr goes to a file.
 
-    def __init__(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
-        self.args = [str(AGENT), "run", *args, "--log-format", "json"]
+    ``command`` runs the agent some other way (test_image.py: inside the container image).
+    """
+
+    def __init__(self, args: list[str], env: Mapping[str, str] | None = None,
+                 command: Sequence[str] = (str(AGENT),)) -> None:
+        self.args = [*command, "run", *args, "--log-format", "json"]
         self.env = clean_env(**(env or {}))
         # Lives as long as the process; closed and removed by close().
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real PostgreSQL server per session and workloads on it."""
+"""Shared fixtures: a real PostgreSQL server per session and workloads on it.
+
+Tests marked ``all_versions`` get ``pg`` once per PostgreSQL major of ``VERSIONS`` (Debian's 15,
+npm's others: scripts/fetch-postgres.sh); every other test runs on Debian's 15.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,30 @@ import pytest
 from agent.pgserver import LocalServer
 from agent.workload import Workload
 
+pytest_plugins = ["measurements"]
+
+VERSIONS = (12, 13, 14, 15, 16, 17, 18)
+"""The version matrix: every major the agent supports (README.md, "Supported PostgreSQL")."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "all_versions: run on every PostgreSQL major of the "
+                                       "version matrix (parametrizes the `pg` fixture)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("all_versions"):
+        assert "pg" in metafunc.fixturenames, "all_versions needs a test that uses `pg`"
+        metafunc.parametrize("pg", VERSIONS, indirect=True, scope="session",
+                             ids=[f"pg{v}" for v in VERSIONS])
+
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[LocalServer]:
-    """One throwaway server for the session: max_connections 100, 3 reserved."""
-    with LocalServer(max_connections=100, superuser_reserved=3) as server:
+def pg(request: pytest.FixtureRequest) -> Iterator[LocalServer]:
+    """One throwaway server per session (and per version for ``all_versions`` tests):
+    max_connections 100, 3 reserved."""
+    major: int | None = getattr(request, "param", None)
+    with LocalServer(max_connections=100, superuser_reserved=3, major=major) as server:
         yield server
 
 

@@ -115,7 +115,7 @@ def test_every_alert_is_quiet_on_the_healthy_series() -> None:
 
 # --- names: the contract's metrics, runbook anchors -----------------------------------------
 
-_METRIC = re.compile(r"\b(?:postgresql|pgconn_agent)_[a-zA-Z0-9_]*")
+_METRIC = re.compile(r"\b(?:postgresql|pgconn_agent|pgbouncer)_[a-zA-Z0-9_]*")
 
 
 def _declared() -> set[str]:

@@ -42,6 +42,21 @@ EXPECTED = {
     "pgconn_agent.poll.skipped": ("pgconn_agent_poll_skipped_total", ["target"]),
     "postgresql.lock.root_blocking": ("postgresql_lock_root_blocking", ["target", *G]),
     "postgresql.lock.root_blocker": ("postgresql_lock_root_blocker", ["target", "pid", *G]),
+    # PgBouncer targets (issue 12).
+    "pgbouncer.pool.clients": ("pgbouncer_pool_clients", ["target", "database", "user", "state"]),
+    "pgbouncer.pool.servers": ("pgbouncer_pool_servers", ["target", "database", "user", "state"]),
+    "pgbouncer.pool.wait.max": ("pgbouncer_pool_wait_max_seconds", ["target", "database", "user"]),
+    "pgbouncer.pool.size": ("pgbouncer_pool_size", ["target", "database", "user", "pool_mode"]),
+    "pgbouncer.database.connection.max": ("pgbouncer_database_connection_max",
+                                          ["target", "database"]),
+    "pgbouncer.client.max": ("pgbouncer_client_max", ["target"]),
+    "pgbouncer.client.count": ("pgbouncer_client_count",
+                               ["target", "application_name", "client_addr", "user", "database",
+                                "state"]),
+    "postgresql.client.process.connections": ("postgresql_client_process_connections",
+                                              ["target", "pid", "command"]),
+    "pgconn_agent.client_processes.unresolved": ("pgconn_agent_client_processes_unresolved",
+                                                 ["target"]),
 }
 
 
@@ -115,7 +130,8 @@ def test_prometheus_name_follows_prometheus_own_translator(
 def test_counts_are_non_monotonic_sums_that_prometheus_sees_as_gauges() -> None:
     counts = [m for m in c.METRICS if m.unit in ("{connection}", "{backend}", "{group}")
               and m not in (c.CONNECTION_MAX, c.CONNECTION_RESERVED, c.CONNECTION_LIMIT,
-                            c.CONNECTION_OPENED)]
+                            c.CONNECTION_OPENED, c.POOLER_POOL_SIZE, c.POOLER_DATABASE_MAX,
+                            c.POOLER_CLIENT_MAX)]
     assert counts and all(m.instrument is U_ for m in counts), [m.name for m in counts]
     assert U_.prometheus_type == "gauge" and C_.prometheus_type == "counter"
 

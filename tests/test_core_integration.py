@@ -70,6 +70,7 @@ def test_healthy_server_is_quiet(pg: LocalServer, workload: Workload) -> None:
     assert report["slots"]["usable"] == 97
 
 
+@pytest.mark.all_versions
 def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
                                  short_thresholds: Path) -> None:
     wait_sessions_gone(pg)
@@ -107,6 +108,7 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
     assert "One application holds 80 of 97 usable slots: shop-web" in text
 
 
+@pytest.mark.all_versions
 def test_saturated_pool_and_connection_limit(pg: LocalServer, workload: Workload) -> None:
     pg.execute("DROP ROLE IF EXISTS limited", "CREATE ROLE limited LOGIN CONNECTION LIMIT 5")
     wait_sessions_gone(pg)
@@ -123,6 +125,7 @@ def test_saturated_pool_and_connection_limit(pg: LocalServer, workload: Workload
     assert code == 3
 
 
+@pytest.mark.all_versions
 def test_privileges_plain_role_sees_less_and_says_so(pg: LocalServer,
                                                      workload: Workload) -> None:
     pg.execute("DROP ROLE IF EXISTS plain", "CREATE ROLE plain LOGIN",
@@ -203,6 +206,7 @@ def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
         assert code == 0, out
 
 
+@pytest.mark.all_versions
 def test_settings_are_read_again_after_a_reload(pg: LocalServer) -> None:
     from agent.collect.client import TargetClient
     from agent.config import Target
@@ -223,6 +227,7 @@ def test_settings_are_read_again_after_a_reload(pg: LocalServer) -> None:
         client.close()
 
 
+@pytest.mark.all_versions
 def test_opened_counts_each_new_backend_once(pg: LocalServer, workload: Workload) -> None:
     from agent.collect.client import TargetClient
     from agent.config import Target
@@ -240,6 +245,7 @@ def test_opened_counts_each_new_backend_once(pg: LocalServer, workload: Workload
         client.close()
 
 
+@pytest.mark.all_versions
 @pytest.mark.parametrize("dimensions", [
     ("datname", "usename", "application_name", "client_addr", "state"),
     ("application_name", "state"),

@@ -38,7 +38,7 @@ _STRING = r'"(?:[^"\\]|\\.)*"'
 _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[^}\"]|" + _STRING + r")*)\}")
 _MATCHER = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(" + _STRING + r")\s*,?")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
-_METRIC_LIKE = re.compile(r"\b(?:postgresql|pgconn_agent)_[a-zA-Z0-9_:]*")
+_METRIC_LIKE = re.compile(r"\b(?:postgresql|pgconn_agent|pgbouncer)_[a-zA-Z0-9_:]*")
 
 SAMPLE_VARIABLES = {"target": "db1", "application_name": "shop-web"}
 
@@ -254,6 +254,7 @@ def test_application_filter_reaches_every_application_panel() -> None:
             "Role and database connection limits",
         },
         "application-drilldown.json": {"Blockers on the same targets (what may block it)"},
+        "pgbouncer-pools.json": {"Client connections of max_client_conn"},
     }
     for name, model in dashboards().items():
         unfiltered = set()

@@ -100,7 +100,7 @@ def _results(prometheus: Prometheus, expr: str) -> tuple[str | None, list[dict[s
 
 def _all_queries(incident: Incident) -> list[tuple[str, str, str]]:
     return [(name, title, expr)
-            for name, model in build.rendered().items()
+            for name, model in build.rendered().items() if name not in build.PGBOUNCER_DASHBOARDS
             for title, expr in panel_queries(model, incident.variables(), rate_interval="1m",
                                              interval="1s", range_="5m")]
 

@@ -1,4 +1,4 @@
-"""The Dockerfile, checked statically (no Docker engine here), and its HEALTHCHECK run for real."""
+"""The Dockerfile checked statically and its HEALTHCHECK run for real (test_image.py builds it)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from agent import config
+from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -93,9 +96,48 @@ def test_entrypoint_is_the_console_script() -> None:
     (cmd,) = [json.loads(arg) for kind, arg in final() if kind == "CMD"]
     assert cmd[0] == "run"
     env = " ".join(arg for kind, arg in final() if kind == "ENV")
-    assert "PGCONN_AGENT_LISTEN=0.0.0.0:9188" in env
+    # Only the default: PGCONN_AGENT_LISTEN would override a mounted config file's `listen`.
+    assert "PGCONN_AGENT_DEFAULT_LISTEN=0.0.0.0:9188" in env
+    assert "PGCONN_AGENT_LISTEN=" not in env
     assert "/opt/pgconn-agent/bin" in env
     assert any(kind == "EXPOSE" and arg == "9188" for kind, arg in final())
+
+
+def test_oci_labels_name_source_version_and_revision() -> None:
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"',
+                             " ".join(arg for kind, arg in final() if kind == "LABEL")))
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    args = [arg.split("=")[0] for kind, arg in final() if kind == "ARG"]
+    assert {"VERSION", "REVISION"} <= set(args), "labels read build args of the final stage"
+
+
+@pytest.mark.parametrize(("env", "file_listen", "want"), [
+    ({}, None, "127.0.0.1:9188"),
+    ({"PGCONN_AGENT_DEFAULT_LISTEN": "0.0.0.0:9188"}, None, "0.0.0.0:9188"),
+    ({"PGCONN_AGENT_DEFAULT_LISTEN": "0.0.0.0:9188"}, "127.0.0.1:9300", "127.0.0.1:9300"),
+    ({"PGCONN_AGENT_DEFAULT_LISTEN": "0.0.0.0:9188", "PGCONN_AGENT_LISTEN": "[::]:9400"},
+     "127.0.0.1:9300", "[::]:9400"),
+])
+def test_the_image_default_listen_yields_to_a_config_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str],
+        file_listen: str | None, want: str) -> None:
+    for var in ("PGCONN_AGENT_DEFAULT_LISTEN", "PGCONN_AGENT_LISTEN"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    path = tmp_path / "config.toml"
+    path.write_text(f'[agent]\nlisten = "{file_listen}"\n' if file_listen else "")
+    assert config.load(path).listen == want
+
+
+def test_a_malformed_default_listen_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGCONN_AGENT_DEFAULT_LISTEN", "9188")
+    with pytest.raises(ConfigError, match=r"^environment: PGCONN_AGENT_DEFAULT_LISTEN: "
+                                          r"expected HOST:PORT, found '9188'$"):
+        config.load(None)
 
 
 def healthcheck_argv() -> list[str]:
@@ -126,9 +168,12 @@ def health_server() -> Iterator[tuple[int, dict[str, int]]]:
     server.server_close()
 
 
-def test_healthcheck_command_probes_healthz(health_server: tuple[int, dict[str, int]]) -> None:
+@pytest.mark.parametrize("variable", ["PGCONN_AGENT_LISTEN", "PGCONN_AGENT_DEFAULT_LISTEN"])
+def test_healthcheck_command_probes_healthz(health_server: tuple[int, dict[str, int]],
+                                            variable: str) -> None:
     port, status = health_server
-    env = {**os.environ, "PGCONN_AGENT_LISTEN": f"0.0.0.0:{port}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGCONN_AGENT_")}
+    env[variable] = f"0.0.0.0:{port}"
     argv = healthcheck_argv()
     assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
     status["/healthz"] = 503

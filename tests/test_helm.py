@@ -228,7 +228,7 @@ def test_deployment_is_hardened_and_probed(helm: list[str], tmp_path: Path) -> N
     assert container["resources"]["limits"]["memory"]
     assert container["args"] == ["run", "--config", "/etc/pgconn-agent/config.toml"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["PGCONN_AGENT_LISTEN"]["value"] == "0.0.0.0:9188"
+    assert "PGCONN_AGENT_LISTEN" not in env  # the ConfigMap's listen decides (0.0.0.0:port)
     assert container["ports"][0]["containerPort"] == 9188
     assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"] == {
         "name": "otlp-auth", "key": "headers", "optional": True}

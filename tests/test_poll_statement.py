@@ -5,15 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from agent import contract
 from agent.collect import queries
-from agent.collect.client import IDLE_TX_LIMIT, QUERY_CHARS, SESSION_LIMIT, _lock_wait, _session
+from agent.collect.client import (
+    CLIENT_PORT_LIMIT,
+    IDLE_TX_LIMIT,
+    QUERY_CHARS,
+    SESSION_LIMIT,
+    _lock_wait,
+    _session,
+)
 from agent.pgserver import LocalServer
 from agent.workload import Workload
 
 
+@pytest.mark.all_versions
 def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Workload) -> None:
     workload.idle(3, "web")
     workload.idle_in_transaction(2, "worker", via="unix")
@@ -27,6 +36,8 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "show_queries": True, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
             "max_groups": 200, "overflow": contract.OVERFLOW_VALUE,
+            "local_nets": ["127.0.0.0/8"], "unix_clients": True,
+            "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": True for dim in contract.GROUP_DIMENSIONS},
         }
         statement, present = queries.poll(version)
@@ -43,6 +54,8 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
                 alone[part] = cur.execute(sql, params).fetchall()
     assert "pg_catalog.pg_stat_activity" in statement
     assert statement.count("pg_catalog.pg_stat_activity") == 1
+    assert {(r["application_name"], r["client_addr"]) for r in row["client_ports"]} == {
+        ("web", "127.0.0.1"), ("locker", "127.0.0.1"), ("worker", contract.LOCAL_CLIENT)}
     for part in present:
         composed = row[part]
         if part == "sessions":

@@ -20,6 +20,7 @@ from ..collect.snapshot import (
 )
 from ..contract import GROUP_DIMENSIONS, HIDDEN
 from .cap import Key, cap, merge_into
+from .processes import ProcessAttribution, join
 
 IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
@@ -91,6 +92,8 @@ class Attribution:
     databases: tuple[DatabaseSessions, ...]
     backend_types: tuple[tuple[str, int], ...]
     churn_window: float
+    processes: ProcessAttribution | None = None
+    """This host's clients by holding process (None: attribution off)."""
 
     @property
     def usable(self) -> int | None:
@@ -159,6 +162,7 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         databases=snapshot.databases,
         backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
+        processes=join(snapshot.client_ports, snapshot.host),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .. import contract as c
 from .attribution import Attribution, Chain, project
 from .cap import Key, cap, merge_into
+from .processes import process_points
 
 Attributes = tuple[tuple[str, str], ...]
 Points = dict[str, list[tuple[Attributes, float]]]
@@ -91,6 +92,8 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
         add(c.SETTING, (("name", setting.name),), setting.value)
     add(c.GROUPS_FOLDED, (), a.folded)
     add(c.SESSIONS_HIDDEN, (), a.hidden)
+    for name, pts in process_points(a.target, a.processes, max_groups).items():
+        out[name] += pts
     return PointSet({name: _merged(name, pts) for name, pts in out.items()},
                     _opened(a, max_groups))
 

@@ -13,11 +13,12 @@ from psycopg import conninfo, errors
 from .. import contract
 from ..config import Target, read_password
 from ..errors import TargetError
-from . import queries
+from . import processes, queries
 from .settings import normalise
 from .snapshot import (
     ActivityGroup,
     BackendTypeCount,
+    ClientPort,
     ConnectionLimit,
     DatabaseSessions,
     LockWait,
@@ -37,6 +38,7 @@ CHURN_WINDOW_S = 60.0
 IDLE_TX_LIMIT = 20
 SESSION_LIMIT = 500
 QUERY_CHARS = 200
+CLIENT_PORT_LIMIT = 5000
 
 
 def connection_string(target: Target) -> str:
@@ -95,8 +97,9 @@ class TargetClient:
 
     def __init__(self, target: Target, *, show_queries: bool = False,
                  dimensions: tuple[str, ...] = contract.GROUP_DIMENSIONS,
-                 max_groups: int = 200) -> None:
+                 max_groups: int = 200, client_processes: bool = True) -> None:
         self.target = target
+        self.client_processes = client_processes
         self.show_queries = show_queries
         self.dimensions = dimensions
         self.max_groups = max_groups
@@ -152,6 +155,7 @@ class TargetClient:
 
     def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
         version = conn.info.server_version
+        nets = processes.local_networks() if self.client_processes else ()
         params: dict[str, Any] = {
             "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
             "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
@@ -159,6 +163,10 @@ class TargetClient:
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "setting_names": queries.setting_names(version),
             "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
+            "local_nets": list(nets),
+            "unix_clients": bool(nets) and processes.on_this_host(
+                conn.info.hostaddr or conn.info.host, nets),
+            "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},
         }
         statement, present = queries.poll(version, with_settings=self._settings is None)
@@ -181,6 +189,7 @@ class TargetClient:
         def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
             return tuple(make(**r) for r in parts.get(query, ()))
 
+        ports = rows("client_ports", ClientPort)
         return Snapshot(
             target=self.target.name,
             taken_at=taken_at,
@@ -194,6 +203,10 @@ class TargetClient:
             limits=rows("limits", ConnectionLimit),
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
+            client_ports=ports,
+            host=(processes.read_host(((p.client_addr, p.client_port, p.pid) for p in ports),
+                                      ports[0].server_port if ports else None)
+                  if self.client_processes else None),
         )
 
     def _groups(self, rows: list[dict[str, Any]]) -> tuple[ActivityGroup, ...]:

@@ -34,7 +34,7 @@ def load(query: str, server_version_num: int) -> str | None:
 
 QUERIES: tuple[str, ...] = (
     "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
-    "databases",
+    "databases", "client_ports",
 )
 """The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from .processes import HostProcesses
+
 
 @dataclass(frozen=True, slots=True)
 class ActivityGroup:
@@ -117,6 +119,18 @@ class DatabaseSessions:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientPort:
+    """A client backend connected from one of this host's addresses (see processes.py)."""
+
+    pid: int
+    client_addr: str
+    client_port: int
+    application_name: str
+    state: str
+    server_port: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one poll read, taken inside one read-only transaction."""
 
@@ -132,6 +146,9 @@ class Snapshot:
     limits: tuple[ConnectionLimit, ...]
     databases: tuple[DatabaseSessions, ...]
     churn_window: float = 60.0
+    client_ports: tuple[ClientPort, ...] = ()
+    host: HostProcesses | None = None
+    """The local processes owning ``client_ports``' sockets (None: attribution off)."""
 
     def setting(self, name: str) -> float | None:
         for s in self.settings:

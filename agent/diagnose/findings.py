@@ -299,9 +299,12 @@ def privileges(a: Attribution, t: Thresholds) -> Iterator[Finding]:
             {"hidden": a.hidden})
 
 
+from .processes import client_processes  # noqa: E402 (it builds Findings: import after them)
+
 RULES: tuple[Rule, ...] = (slots, dominant_holder, idle_hoarding, idle_in_transaction,
                            lock_chains, saturated_pool, churn, limits, privileges, unnamed,
                            risky_settings)
+RULES += (client_processes,)
 
 
 def diagnose(a: Attribution, thresholds: Thresholds | None = None) -> list[Finding]:

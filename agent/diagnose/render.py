@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
+from ..aggregate.join import Pairing
+from ..collect.pgbouncer.snapshot import PoolerSnapshot
+from . import pooler_render
 from .findings import Finding, Severity, age, holders
 
 TOP_HOLDERS = 10
@@ -21,6 +24,8 @@ class Report:
     attribution: Attribution | None
     findings: tuple[Finding, ...]
     queries: dict[int, str] = field(default_factory=dict)
+    pooler: PoolerSnapshot | None = None
+    pairings: tuple[Pairing, ...] = ()
 
     @property
     def severity(self) -> Severity:
@@ -51,6 +56,10 @@ def text(report: Report) -> str:
                      f"(PostgreSQL {a.server_version_num // 10000}."
                      f"{a.server_version_num % 10000})")
         lines += ["", *_gauge(a), "", "Top holders", *_holders(a)]
+    if report.pooler is not None:
+        lines[0] += f" (PgBouncer {report.pooler.version})"
+        lines += ["", *map(safe, pooler_render.pools_lines(report.pooler))]
+    lines += [safe(line) for line in pooler_render.pairing_lines(report.pairings)]
     lines += ["", "Findings, most severe first" if report.findings else "No findings: healthy."]
     for f in report.findings:
         lines.append(f"{str(f.severity).upper():<8}  {safe(f.title)}")
@@ -109,6 +118,10 @@ def as_dict(report: Report) -> dict[str, Any]:
             {"root_pid": c.root_pid, "root_state": c.root.state if c.root else None,
              "root_application_name": c.root.application_name if c.root else None,
              "blocked_pids": list(c.blocked_pids)} for c in a.chains]
+    if report.pooler is not None:
+        out["pgbouncer"] = pooler_render.pools_dict(report.pooler)
+    if report.pairings:
+        out["behind_pgbouncer"] = pooler_render.pairings_dict(report.pairings)
     out["findings"] = [{"code": f.code, "severity": str(f.severity), "title": f.title,
                         "evidence": list(f.evidence), "recommendation": f.recommendation,
                         "data": f.data} for f in report.findings]

@@ -1,0 +1,153 @@
+"""Findings about PgBouncer (pure): pools with waiting clients and the client limit from the
+console alone; with the server behind it, idle transactions held through a transaction-mode
+pool, pools that can outgrow the server, and a server filled by the pooler plus direct clients.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
+from ..aggregate.join import Pairing
+from ..collect.pgbouncer.snapshot import ClientConn, PoolerSnapshot
+from ..config import Thresholds
+from ..contract import AGENT_APPLICATION_NAME
+from .findings import Finding, Severity, age, holders
+
+POOL_WAIT_CRITICAL_S = 5.0
+"""A client waiting this long for a server connection is failing requests somewhere."""
+
+
+def _apps(clients: Iterable[ClientConn], limit: int = 5) -> str:
+    counts = Counter(f"{cl.application_name} from {cl.addr}" for cl in clients)
+    return ", ".join(f"{n} {who}" for who, n in counts.most_common(limit)) or "none"
+
+
+def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
+    for p in s.pools:
+        if not p.cl_waiting:
+            continue
+        size = s.pool_size(p)
+        pool_clients = [cl for cl in s.clients if (cl.database, cl.user) == (p.database, p.user)]
+        waiting = [cl for cl in pool_clients if cl.state == "waiting"]
+        holding = [cl for cl in pool_clients if cl.link]
+        by_app = Counter(cl.application_name for cl in waiting)
+        servers = p.sv_active + p.sv_idle + p.sv_used + p.sv_tested + p.sv_login
+        yield Finding(
+            "pgbouncer_pool_waiting",
+            Severity.CRITICAL if p.maxwait >= POOL_WAIT_CRITICAL_S else Severity.WARNING,
+            f"PgBouncer pool {p.database}/{p.user} is at its size ({servers} of "
+            f"{size if size is not None else '?'} server connections): {p.cl_waiting} clients "
+            f"waiting, longest {age(p.maxwait)}",
+            (f"waiting: {_apps(waiting)}",
+             f"holding the pool's {p.sv_active} active server connections: {_apps(holding)}",
+             f"pool_mode {p.pool_mode}"),
+            "Clients queue inside PgBouncer while the server may have slots to spare. Find "
+            "why the holders keep their server connections (long or idle transactions, "
+            "session pool mode) before raising pool_size; raise it only within the server's "
+            "usable slots.",
+            {"database": p.database, "user": p.user, "waiting": p.cl_waiting,
+             "longest_wait_seconds": p.maxwait, "pool_size": size,
+             "waiting_applications": dict(by_app)})
+
+
+def client_limit(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
+    clients = len(s.clients)
+    share = clients / s.max_client_conn if s.max_client_conn else 0.0
+    if share < t.utilization_warning:
+        return
+    top = Counter(cl.application_name for cl in s.clients).most_common(3)
+    yield Finding(
+        "pgbouncer_client_limit",
+        Severity.CRITICAL if share >= t.utilization_critical else Severity.WARNING,
+        f"PgBouncer has {clients} of max_client_conn {s.max_client_conn} client connections "
+        f"({share:.0%})",
+        (f"largest client applications: {', '.join(f'{a} ({n})' for a, n in top)}",),
+        "Beyond max_client_conn PgBouncer refuses new clients ('no more connections "
+        "allowed'). Find the client that multiplies its connections; raise max_client_conn "
+        "only with the file-descriptor limit.",
+        {"clients": clients, "max_client_conn": s.max_client_conn, "share": share})
+
+
+POOLER_RULES = (pool_waiting, client_limit)
+
+
+def pooler_findings(s: PoolerSnapshot, t: Thresholds | None = None) -> list[Finding]:
+    """Findings from PgBouncer's console alone, most severe first."""
+    found = [f for rule in POOLER_RULES for f in rule(s, t or Thresholds())]
+    return sorted(found, key=lambda f: -f.severity)
+
+
+def held_idle_in_transaction(a: Attribution, p: Pairing, t: Thresholds) -> Iterator[Finding]:
+    sessions = {s.pid: s for s in a.sessions}
+    blocked = Counter(pid for s in a.sessions for pid in s.blocking_pids)
+    held = [(link, sessions[link.pid]) for link in p.links
+            if link.pool_mode == "transaction" and link.client is not None
+            and sessions[link.pid].state in IDLE_IN_TRANSACTION]
+    for link, s in held:
+        cl = link.client
+        assert cl is not None
+        yield Finding(
+            "pgbouncer_idle_in_transaction_held",
+            Severity.CRITICAL if blocked[s.pid] else Severity.WARNING,
+            f"{cl.application_name} from {cl.addr}:{cl.port} holds server connection pid "
+            f"{s.pid} idle in transaction through transaction-mode PgBouncer {p.pooler.target}",
+            (f"client {cl.user}@{cl.database} {cl.application_name} from {cl.addr}:{cl.port}, "
+             f"connected at {cl.connect_time or '?'}",
+             f"server pid {s.pid}: idle in transaction for {age(s.state_age)}, transaction "
+             f"open {age(s.xact_age)}, holds {s.locks_held} locks, directly blocks "
+             f"{blocked[s.pid]} sessions",
+             "in transaction mode the connection is pinned to this client until it commits: "
+             "the pool has one server connection less"),
+            f"Fix the client's code path that leaves the transaction open; end it now with "
+            f"SELECT pg_terminate_backend({s.pid}) if safe; set "
+            f"idle_in_transaction_session_timeout on the server.",
+            {"pid": s.pid, "application_name": cl.application_name, "client_addr": cl.addr,
+             "client_port": cl.port, "pooler": p.pooler.target, "blocks": blocked[s.pid]})
+
+
+def pools_exceed_slots(a: Attribution, p: Pairing, t: Thresholds) -> Iterator[Finding]:
+    usable = a.usable
+    if usable is None or p.pool_capacity <= usable:
+        return
+    yield Finding(
+        "pgbouncer_pools_exceed_slots", Severity.WARNING,
+        f"PgBouncer {p.pooler.target}'s {p.pools} pools may open {p.pool_capacity} server "
+        f"connections, more than the {usable} usable slots of {a.target}",
+        (f"pools (database, user) over databases {', '.join(p.databases)}: pool sizes "
+         f"(pool_size + reserve_pool) add up to {p.pool_capacity}",
+         f"max_connections {a.max_connections}, {a.reserved} reserved"),
+        "Every (database, user) pair is its own pool of pool_size. Lower default_pool_size, "
+        "cap a database with max_db_connections, or use fewer users, so the sum fits the "
+        "server next to its direct clients.",
+        {"pooler": p.pooler.target, "pool_capacity": p.pool_capacity, "pools": p.pools,
+         "usable": usable})
+
+
+def filled_with_direct(a: Attribution, p: Pairing, t: Thresholds) -> Iterator[Finding]:
+    usable, u = a.usable, a.utilization
+    own = sum(h.total for h in holders(a, ("application_name",))
+              if h.application_name == AGENT_APPLICATION_NAME)
+    direct = a.client_backends - p.server_connections - own
+    if not usable or u is None or u < t.utilization_warning or direct <= 0:
+        return
+    yield Finding(
+        "pgbouncer_server_filled_with_direct", Severity.WARNING,
+        f"{a.target} is {u:.0%} full: {p.server_connections} connections from PgBouncer "
+        f"{p.pooler.target} plus {direct} direct clients",
+        (f"{a.client_backends} of {usable} usable slots in use",
+         f"PgBouncer holds {p.server_connections}; pool capacity {p.pool_capacity}"),
+        "Clients that bypass the pooler take the slots its pools need to grow into. Route "
+        "them through PgBouncer or reserve room for them in the pool sizes.",
+        {"pooler": p.pooler.target, "from_pooler": p.server_connections, "direct": direct,
+         "usable": usable})
+
+
+JOINED_RULES = (held_idle_in_transaction, pools_exceed_slots, filled_with_direct)
+
+
+def joined_findings(a: Attribution, pairings: tuple[Pairing, ...],
+                    t: Thresholds | None = None) -> list[Finding]:
+    """Findings of a server seen together with the PgBouncers in front of it."""
+    return [f for p in pairings for rule in JOINED_RULES for f in rule(a, p, t or Thresholds())]
