@@ -131,7 +131,7 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         _fail(f"cannot serve on {daemon.config.listen}: {exc.strerror or exc}")
     except AgentError as exc:
         _fail(str(exc))
-    sys.exit(code)
+    daemon.exit(code)
 
 
 @main.command("check-config")

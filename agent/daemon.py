@@ -1,35 +1,41 @@
 """The daemon: schedules one poll job per target and wires collect -> aggregate -> export.
 
 Signal handlers only set events; the main thread reloads (SIGHUP) or stops (SIGTERM/SIGINT)
-between waits, and the shutdown path flushes one last export.
+between waits. Stopping aborts the polls in flight (their connections are dropped), waits for
+them at most ``STOP_WAIT_S``, and flushes one last export: the process ends within seconds
+whatever a target does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from . import webconfig
+from . import logs, webconfig
 from .aggregate.attribution import attribute
 from .aggregate.join import pairings_for, relabel
 from .aggregate.points import PointSet, points
 from .aggregate.pooler import pooler_points
+from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S
 from .collect.pgbouncer import is_pgbouncer
 from .collect.pgbouncer.board import PoolerBoard
 from .collect.pgbouncer.console import ConsoleClient
 from .collect.snapshot import Snapshot
-from .errors import AgentError, ConfigError, TargetError
+from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer
 from .export.state import MetricsState
@@ -39,6 +45,12 @@ from .targets_dir import Watch, report
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
+STOP_WAIT_S = 2.0
+POLL_BOUND_S = CONNECT_TIMEOUT_S + POLL_DEADLINE_S
+"""The longest a poll lasts: a connect attempt, then statements under the client deadline."""
+STALE_GRACE_S = 5.0
+"""Published data is current for two intervals plus this (a busy scheduler, a slow healthy
+poll); after that the next poll is overdue and the target's data is dropped, ``up`` reads 0."""
 
 
 class TargetRunner:
@@ -54,22 +66,38 @@ class TargetRunner:
         self.servers = servers or Servers()
         # A PgBouncer is polled alone; PostgreSQL targets share their server's poll.
         self.console = ConsoleClient(target) if is_pgbouncer(target.dsn) else None
-        self.server = None if self.console else self.servers.join(target, config)
+        self.server = None if self.console else self.servers.join(
+            target, config, self._publish, self._record)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
+        self.alive_at = time.monotonic()  # a poll called or ended (or the runner created)
         self.last_error: str | None = None
+        self.idle = threading.Event()
+        self.idle.set()
+        self.closed = False
+        state.claim(target.name, self)
 
     def poll(self) -> None:
-        now = time.monotonic()
+        now = self.alive_at = time.monotonic()
         if now < self.next_attempt:
             return
+        self.idle.clear()
+        try:
+            self._attempt()
+        finally:
+            self.alive_at = time.monotonic()
+            self.idle.set()
+
+    def _attempt(self) -> None:
         start = time.perf_counter()
         try:
             if self.server is not None:
-                self.server.poll(self.target, self.state, self._points)
+                self.server.poll(self.target, self._points)
             else:
-                self.state.publish(self.target.name, self._pooler_points())
+                self._publish(self._pooler_points())
+        except PollAborted:
+            return  # removed or stopping: nothing to report
         except TargetError as exc:
             self._failed(exc.kind, str(exc))
         except AgentError as exc:
@@ -85,13 +113,22 @@ class TargetRunner:
         finally:
             # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
             self.last_attempt = time.monotonic()
-            if self.server is None:  # a server poll's time is recorded by the server
-                self.state.record_duration(self.target.name, time.perf_counter() - start)
+        if self.server is None:  # a server poll's time is recorded by the server
+            self._record(time.perf_counter() - start)
+
+    def _publish(self, share: PointSet) -> None:
+        # Current until the next poll is overdue (see STALE_GRACE_S).
+        self.state.publish(self.target.name, share, owner=self,
+                           fresh_for=2 * self.target.interval + STALE_GRACE_S)
+
+    def _record(self, seconds: float) -> None:
+        self.state.record_duration(self.target.name, seconds, owner=self)
 
     def _pooler_points(self) -> PointSet:
         assert self.console is not None
         pooled = self.console.poll()
-        self.poolers.put(pooled)
+        if not self.closed:  # a removed target's late poll joins nothing
+            self.poolers.put(pooled)
         return pooler_points(pooled, max_groups=self.config.max_groups)
 
     def _points(self, snapshot: Snapshot) -> PointSet:
@@ -104,7 +141,7 @@ class TargetRunner:
 
     def _failed(self, kind: str, message: str) -> None:
         self.poolers.drop(self.target.name)
-        self.state.fail(self.target.name, kind)
+        self.state.fail(self.target.name, kind, owner=self)
         self.failures += 1
         delay = min(BACKOFF_CAP_S, 2.0 ** (self.failures - 1))
         self.next_attempt = time.monotonic() + delay * random.uniform(0.8, 1.0)
@@ -115,6 +152,7 @@ class TargetRunner:
         self.last_error = message
 
     def close(self) -> None:
+        self.closed = True
         self.poolers.drop(self.target.name)
         if self.console is not None:
             self.console.close()
@@ -142,9 +180,9 @@ class Daemon:
         self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self.skips: dict[str, int] = {}
         self.http: AgentHTTPServer | None = None
+        self.web: webconfig.WebConfig | None = None
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
-        self.started = time.monotonic()
 
     def _skipped(self, event: JobExecutionEvent) -> None:
         self.state.skipped(event.job_id)
@@ -154,12 +192,13 @@ class Daemon:
                         extra={"target": event.job_id, "skipped": n})
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every target had a poll attempt within three of its intervals."""
+        """Ready once a target had a poll attempt, while every target's schedule runs: each
+        is due every interval (a tick, even while backing off) and an attempt lasts at most
+        ``POLL_BOUND_S``. A down target is ``up 0``, never unreadiness."""
         now = time.monotonic()
         late = [n for n, r in self.runners.items()
-                if (r.last_attempt is None and now - self.started > 3 * r.target.interval)
-                or (r.last_attempt is not None and now - r.last_attempt > 3 * r.target.interval
-                    and now >= r.next_attempt)]
+                if now - r.alive_at
+                > 3 * r.target.interval + (0 if r.idle.is_set() else POLL_BOUND_S)]
         pending = [n for n, r in self.runners.items() if r.last_attempt is None]
         if late:
             return False, f"not polled recently: {', '.join(late)}"
@@ -177,9 +216,65 @@ class Daemon:
 
     def _unschedule(self, name: str) -> None:
         self.scheduler.remove_job(name)
+        self.state.remove(name)  # first: a poll in flight then publishes nothing
         self.runners.pop(name).close()
-        self.state.remove(name)
         self.skips.pop(name, None)
+
+    def _start_http(self, listen: str | None, web: webconfig.WebConfig | None) -> None:
+        if listen:
+            self.http = AgentHTTPServer(listen, self.telemetry.producer, self.ready, web)
+            self.http.start()
+        self.web = web
+
+    def _apply_listener(self, new: cfg.Config) -> cfg.Config:
+        """Move the listener to a new address, and re-read a web config file (its
+        certificates too) on every reload; a file or an address that fails keeps the running
+        listener."""
+        old = self.config
+        if (new.listen, new.web_config_file) == (old.listen, None):
+            return new
+        kept = dataclasses.replace(new, listen=old.listen, web_config_file=old.web_config_file)
+        try:
+            web = _web_config(new)
+        except AgentError as exc:
+            log.error("web config rejected, keeping the running listener",
+                      extra={"error": str(exc)})
+            return kept
+        running = self.web
+        if self.http:
+            self.http.stop()
+            self.http = None
+        try:
+            self._start_http(new.listen, web)
+        except OSError as exc:
+            log.error("cannot serve on the new address, keeping the old one",
+                      extra={"listen": new.listen, "error": exc.strerror or str(exc)})
+            self._start_http(old.listen, running)
+            return kept
+        log.info("listening", extra={"listen": self.http.address if self.http else None})
+        return new
+
+    def _apply(self, new: cfg.Config) -> cfg.Config:
+        """Apply the settings outside the targets: logging, OTLP export, the HTTP listener.
+
+        Returns the configuration in effect: rejected OTLP or listener settings are logged and
+        the running ones kept.
+        """
+        old = self.config
+        if (new.log_format, new.log_level) != (old.log_format, old.log_level):
+            logs.setup(new.log_format, new.log_level)
+        if new.otlp != old.otlp:
+            try:
+                telemetry = otel.build(new, self.state, self.telemetry.producer)
+            except AgentError as exc:
+                log.error("OTLP settings rejected, keeping the running export",
+                          extra={"error": str(exc)})
+                new = dataclasses.replace(new, otlp=old.otlp)
+            else:
+                self.telemetry.shutdown()
+                self.telemetry = telemetry
+                self.telemetry.start()
+        return self._apply_listener(new)
 
     def reload(self) -> None:
         try:
@@ -190,15 +285,16 @@ class Daemon:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})
             return
-        for field in ("listen", "otlp", "log_format", "client_processes"):
-            if getattr(new, field) != getattr(self.config, field):
-                log.warning("setting changes need a restart", extra={"setting": field})
+        new = self._apply(new)
         self.watch.reset(new.targets_dir)
         report(new)
         old_targets = {name: runner.target for name, runner in self.runners.items()}
         new_targets = {t.name: t for t in mine(new.targets, new.shard)}
-        same_rules = (new.dimensions, new.max_groups) == (self.config.dimensions,
-                                                          self.config.max_groups)
+        same_rules = ((new.dimensions, new.max_groups, new.client_processes)
+                      == (self.config.dimensions, self.config.max_groups,
+                          self.config.client_processes))
+        if new.max_groups != self.config.max_groups:
+            self.state.set_max_groups(new.max_groups)
         self.config = new
         for name, target in old_targets.items():
             if new_targets.get(name) != target or not same_rules:
@@ -209,12 +305,7 @@ class Daemon:
         log.info("configuration reloaded", extra={"targets": sorted(new_targets)})
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
-        if self.config.listen:
-            web = webconfig.load(self.config.web_config_file) \
-                if self.config.web_config_file else None
-            self.http = AgentHTTPServer(self.config.listen, self.telemetry.producer, self.ready,
-                                        web)
-            self.http.start()
+        self._start_http(self.config.listen, _web_config(self.config))
         report(self.config)
         for target in mine(self.config.targets, self.config.shard):
             self._schedule(target)
@@ -242,12 +333,29 @@ class Daemon:
 
     def shutdown(self) -> None:
         log.info("stopping")
-        self.scheduler.shutdown(wait=True)
+        self.scheduler.shutdown(wait=False)
         for runner in self.runners.values():
-            runner.close()
+            runner.close()  # aborts a poll in flight
+        deadline = time.monotonic() + STOP_WAIT_S
+        for runner in self.runners.values():
+            runner.idle.wait(max(0.0, deadline - time.monotonic()))
         self.telemetry.shutdown()
         if self.http:
             self.http.stop()
+
+    def exit(self, code: int) -> NoReturn:
+        """Exit; a poll that ignored its abort (stuck outside libpq, e.g. resolving a host
+        name) must not hold the process, whose thread pool would wait for it at exit."""
+        stuck = [n for n, r in self.runners.items() if not r.idle.is_set()]
+        if stuck:
+            log.warning("exiting with polls still running", extra={"targets": stuck})
+            logging.shutdown()
+            os._exit(code)
+        sys.exit(code)
+
+
+def _web_config(config: cfg.Config) -> webconfig.WebConfig | None:
+    return webconfig.load(config.web_config_file) if config.web_config_file else None
 
 
 def _now_plus(seconds: float) -> Any:

@@ -17,3 +17,8 @@ class TargetError(AgentError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class PollAborted(AgentError):
+    """A poll cut short because its target is being removed or the agent stops: not a fault
+    of the target, so nothing is counted or published."""

@@ -19,6 +19,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
@@ -26,12 +28,21 @@ from psycopg import conninfo
 from . import config as cfg
 from .aggregate.fleet import split
 from .aggregate.points import PointSet
-from .collect.client import CONNECT_TIMEOUT_S, TargetClient, connection_string
+from .collect.client import POLL_DEADLINE_S, TargetClient, classify, connection_string
+from .collect.deadline import Guarded
 from .collect.snapshot import Snapshot
 from .errors import AgentError, TargetError
-from .export.state import MetricsState
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A target of the server and where its share and the poll's duration go (its runner)."""
+
+    target: cfg.Target
+    publish: Callable[[PointSet], None]
+    record: Callable[[float], None]
 
 
 def _first(value: object) -> str:
@@ -62,16 +73,24 @@ def database_of(target: cfg.Target) -> str:
 def system_identifier(target: cfg.Target) -> str | None:
     """``sysid:<pg_control_system().system_identifier>`` (executable by PUBLIC by default),
     ``""`` where the role may not run it (then host:port stands in), None when reading failed
-    (tried again on the next poll)."""
+    (tried again on the next poll). Bounded like a poll: connect timeout, then the deadline."""
+    guard: Guarded[psycopg.Connection[Any]] = Guarded(target.name, POLL_DEADLINE_S)
     try:
-        with psycopg.connect(connection_string(target), autocommit=True,
-                             connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
-    except psycopg.errors.InsufficientPrivilege:
-        log.info("server identity not readable, using host:port", extra={"target": target.name})
-        return ""
+        guard.conn = psycopg.connect(connection_string(target), autocommit=True)
+        with guard.polling():
+            row = guard.run(lambda c: c.execute(
+                "SELECT system_identifier FROM pg_control_system()").fetchone(),
+                lambda exc: classify(exc, target.name))
+    except TargetError as exc:
+        if exc.kind == "query":  # no EXECUTE on pg_control_system()
+            log.info("server identity not readable, using host:port",
+                     extra={"target": target.name})
+            return ""
+        return None
     except (psycopg.Error, OSError, AgentError):
         return None
+    finally:
+        guard.close()
     return f"sysid:{row[0]}" if row else ""
 
 
@@ -105,34 +124,35 @@ class SharedServer:
         self.key = key
         self.config = config
         self.directory = directory
-        self.members: dict[str, cfg.Target] = {}
+        self.members: dict[str, Member] = {}
         self._members_lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._client: TargetClient | None = None
         self._identity: str | None = None
         self._polled_at = -float("inf")
+        self._closed = False
         self._turns: dict[str, float] = {}
         """When each member last asked for a poll."""
         self._error: TargetError | None = None
 
-    def join(self, target: cfg.Target) -> None:
+    def join(self, member: Member) -> None:
         with self._members_lock:
-            self.members[target.name] = target
+            self.members[member.target.name] = member
 
     def leave(self, name: str) -> bool:
-        """Drop a member; True when the server has none left (and its connection is closed)."""
+        """Drop a member; True when the server has none left: then its connection is closed (a
+        poll in flight is aborted)."""
         with self._members_lock:
             self.members.pop(name, None)
             self._turns.pop(name, None)
             empty = not self.members
         if empty:
-            with self._poll_lock:
-                self._close()
+            self._closed = True
+            self._close()
             self.directory.release(self.key)
         return empty
 
-    def poll(self, target: cfg.Target, state: MetricsState,
-             to_points: Callable[[Snapshot], PointSet]) -> None:
+    def poll(self, target: cfg.Target, to_points: Callable[[Snapshot], PointSet]) -> None:
         """Poll the server for ``target``, unless another member's poll since ``target``'s
         previous turn (and within its interval) already served it, or one is running; that
         poll's failure is raised again for every member it served."""
@@ -149,7 +169,7 @@ class SharedServer:
                 return
             self._polled_at = now
             try:
-                self._poll(state, to_points)
+                self._poll(to_points)
             except TargetError as exc:
                 self._error = exc
                 self._identity = None  # a failover may bring another server behind the name
@@ -158,12 +178,12 @@ class SharedServer:
         finally:
             self._poll_lock.release()
 
-    def _poll(self, state: MetricsState, to_points: Callable[[Snapshot], PointSet]) -> None:
+    def _poll(self, to_points: Callable[[Snapshot], PointSet]) -> None:
         with self._members_lock:
             members = dict(self.members)
         if not members:
             return
-        lead = members[min(members)]
+        lead = members[min(members)].target
         client = self._client
         if client is None or client.target != lead:
             self._close()
@@ -174,17 +194,20 @@ class SharedServer:
         try:
             snapshot = client.poll()
         finally:
-            state.record_duration(lead.name, time.perf_counter() - start)
+            if self._closed:  # every member left while this poll ran
+                self._close()
+            members[lead.name].record(time.perf_counter() - start)
         if self._identity is None:
             self._identity = system_identifier(lead)
-        databases = {name: database_of(t) for name, t in members.items()}
+        databases = {name: database_of(m.target) for name, m in members.items()}
         owner, elsewhere = self.directory.claim(self._identity or self.key, self.key, lead.name,
                                                 frozenset(databases.values()))
         shares = split(to_points(snapshot), databases, server_wide=owner, elsewhere=elsewhere)
         with self._members_lock:
             for name, share in shares.items():
-                if name in self.members:
-                    state.publish(name, share)
+                member = self.members.get(name)
+                if member is not None:
+                    member.publish(share)
 
     def _close(self) -> None:
         if self._client is not None:
@@ -200,13 +223,14 @@ class Servers:
         self._servers: dict[str, SharedServer] = {}
         self.directory = Directory()
 
-    def join(self, target: cfg.Target, config: cfg.Config) -> SharedServer:
+    def join(self, target: cfg.Target, config: cfg.Config, publish: Callable[[PointSet], None],
+             record: Callable[[float], None]) -> SharedServer:
         key = server_key(target)
         with self._lock:
             server = self._servers.get(key)
             if server is None:
                 server = self._servers[key] = SharedServer(key, config, self.directory)
-            server.join(target)
+            server.join(Member(target, publish, record))
             return server
 
     def leave(self, target: cfg.Target) -> None:

@@ -371,7 +371,7 @@ def child_measure(args: argparse.Namespace) -> None:
         values.clear()
 
     backends = _backends(floor)
-    agent_pid = runner.client._conn.info.backend_pid if runner.client._conn else None
+    agent_pid = runner.client.backend_pid
     watched = {"floor": [floor.info.backend_pid], "agent": [agent_pid] if agent_pid else [],
                "exporter": backends.get("postgres_exporter", [])}
     server_cpu0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}

@@ -143,12 +143,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Agent:
     """``pgconn-agent run ... --log-format json`` in a subprocess; stderr goes to a file.
 
-    ``command`` runs the agent some other way (test_image.py: inside the container image).
+    ``command`` runs the agent some other way (test_image.py: inside the container image);
+    ``log_format=None`` leaves the format to the config file (which must then say json for
+    ``started()`` to find its line).
     """
 
     def __init__(self, args: list[str], env: Mapping[str, str] | None = None,
-                 command: Sequence[str] = (str(AGENT),)) -> None:
-        self.args = [*command, "run", *args, "--log-format", "json"]
+                 command: Sequence[str] = (str(AGENT),), log_format: str | None = "json") -> None:
+        self.args = [*command, "run", *args, *(["--log-format", log_format] if log_format
+                                               else [])]
         self.env = clean_env(**(env or {}))
         # Lives as long as the process; closed and removed by close().
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
@@ -265,3 +268,21 @@ def blackhole() -> Iterator[int]:
 def closed_port() -> int:
     """A port nothing listens on (connection refused)."""
     return free_port()
+
+
+def agent_backends(server: LocalServer, dbname: str | None = None) -> list[int]:
+    """Pids of the agent's own backends on ``server`` (in ``dbname``, if given)."""
+    where = f" AND datname = '{dbname}'" if dbname else ""
+    return [r[0] for r in server.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgconn-agent'" + where)]
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """A backend that stops answering (SIGSTOP: its socket stays open and the kernel still
+    ACKs, so keepalives never fire); continued however the test ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agent import contract as c
 from agent.aggregate.points import Attributes, PointSet
 from agent.export.state import MetricsState
@@ -43,3 +45,42 @@ def test_removed_target_leaves_nothing_behind() -> None:
     state.remove("db1")
     assert all(state.observe(m.name) == [] for m in c.METRICS)
     assert state.durations() == []
+
+
+def test_a_lower_cap_folds_opened_at_once() -> None:
+    state = MetricsState(max_groups=200)
+    for i in range(30):
+        publish(state, (f"app-{i}", 1.0))
+    state.set_max_groups(5)
+    seen = {dict(a)["application_name"]: v for a, v in state.observe(c.CONNECTION_OPENED.name)}
+    assert len(seen) == 5 and c.OVERFLOW_VALUE in seen
+    assert sum(seen.values()) == 29.0  # the last one is still pending
+
+
+def test_writes_of_a_removed_or_replaced_owner_are_ignored() -> None:
+    state, old, new = MetricsState(), object(), object()
+    state.claim("db1", old)
+    state.remove("db1")
+    empty = PointSet({m.name: [] for m in c.METRICS}, [])
+    state.publish("db1", empty, owner=old)
+    state.fail("db1", "timeout", owner=old)
+    state.record_duration("db1", 1.0, owner=old)
+    state.skipped("db1")
+    assert all(state.observe(m.name) == [] for m in c.METRICS) and state.durations() == []
+    state.claim("db1", new)
+    state.fail("db1", "timeout", owner=old)
+    assert state.observe(c.AGENT_UP.name) == []
+    state.fail("db1", "timeout", owner=new)
+    assert state.observe(c.AGENT_UP.name) == [(T, 0.0)]
+
+
+def test_data_past_its_freshness_is_dropped_and_up_reads_0() -> None:
+    state = MetricsState()
+    points = {m.name: [] for m in c.METRICS}
+    points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
+    state.publish("db1", PointSet(points, []), fresh_for=0.2)
+    assert state.observe(c.CONNECTION_COUNT.name) == [(T, 3.0)]
+    assert state.observe(c.AGENT_UP.name) == [(T, 1.0)]
+    time.sleep(0.3)
+    assert state.observe(c.CONNECTION_COUNT.name) == []
+    assert state.observe(c.AGENT_UP.name) == [(T, 0.0)]

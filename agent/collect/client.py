@@ -14,6 +14,7 @@ from .. import contract
 from ..config import Target, read_password
 from ..errors import TargetError
 from . import processes, queries
+from .deadline import Guarded
 from .settings import normalise
 from .snapshot import (
     ActivityGroup,
@@ -34,6 +35,13 @@ R = TypeVar("R")
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 1000
 CONNECT_TIMEOUT_S = 5
+POLL_DEADLINE_S = STATEMENT_TIMEOUT_MS / 1000 + 2.0
+"""Client-side bound on the statements of one poll (see ``deadline``): the server's own
+statement_timeout gets the first chance to end a slow statement cleanly."""
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3, "tcp_user_timeout": 15_000}
+"""A dead peer or network breaks the idle connection between polls (not a stopped backend,
+whose kernel still answers: that takes the deadline)."""
 CHURN_WINDOW_S = 60.0
 IDLE_TX_LIMIT = 20
 SESSION_LIMIT = 500
@@ -49,6 +57,8 @@ def connection_string(target: Target) -> str:
         params["password"] = password
     params["application_name"] = contract.AGENT_APPLICATION_NAME
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    for key, value in KEEPALIVES.items():
+        params.setdefault(key, value)
     own = "-c default_transaction_read_only=on"
     params["options"] = f"{params.get('options') or ''} {own}".strip()
     return conninfo.make_conninfo("", **params)
@@ -71,7 +81,10 @@ else is a plain ``connect`` error. Errors of an established session go by SQLSTA
 def classify(exc: BaseException, target: str, *, connecting: bool = False) -> TargetError:
     """Map a psycopg error to a poll-error kind and a one-line message without secrets."""
     sqlstate = getattr(exc, "sqlstate", None)
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+    # libpq's text spans lines ("connection to server ... failed: server closed the connection
+    # unexpectedly / This probably means ... / before or while processing the request."): all
+    # of them on one line. libpq never puts the password in its messages.
+    first_line = " ".join(str(exc).split()) or type(exc).__name__
     diag = getattr(exc, "diag", None)
     if sqlstate and diag is not None and diag.message_primary:
         # A server error's text goes on with LINE/caret context lines: keep the message.
@@ -93,7 +106,11 @@ def classify(exc: BaseException, target: str, *, connecting: bool = False) -> Ta
 
 
 class TargetClient:
-    """Holds one target's connection; ``poll`` (re)connects on demand and never writes."""
+    """Holds one target's connection; ``poll`` (re)connects on demand and never writes.
+
+    Every statement runs under a client-side deadline (``POLL_DEADLINE_S``, see ``deadline``);
+    ``close`` may be called from another thread while a poll is in flight: it aborts that poll.
+    """
 
     def __init__(self, target: Target, *, show_queries: bool = False,
                  dimensions: tuple[str, ...] = contract.GROUP_DIMENSIONS,
@@ -103,7 +120,7 @@ class TargetClient:
         self.show_queries = show_queries
         self.dimensions = dimensions
         self.max_groups = max_groups
-        self._conn: psycopg.Connection[Any] | None = None
+        self._guard: Guarded[psycopg.Connection[Any]] = Guarded(target.name, POLL_DEADLINE_S)
         self._since: datetime | None = None
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
@@ -111,23 +128,30 @@ class TargetClient:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        return self._guard.connected
+
+    @property
+    def backend_pid(self) -> int | None:
+        conn = self._guard.conn
+        return conn.info.backend_pid if conn is not None else None
 
     def connect(self) -> None:
         if self.connected:
             return
         try:
+            # connect_timeout bounds the whole attempt on the client (psycopg enforces it).
             conn = psycopg.connect(connection_string(self.target), autocommit=True)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
+        self._guard.conn = conn
         try:
             # Session-level SET: pg_settings.reset_val keeps showing the server's values.
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}; "
-                         f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-        except psycopg.Error as exc:
-            conn.close()
-            raise classify(exc, self.target.name) from None
-        self._conn = conn
+            self._guard.run(lambda c: c.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+                                                f"; SET lock_timeout = {LOCK_TIMEOUT_MS}"),
+                            self._classify)
+        except TargetError:
+            self._guard.drop()  # never poll without the agent's own timeouts
+            raise
         self._since = None
         self._settings = None
         self._recent_pids = None
@@ -135,23 +159,18 @@ class TargetClient:
                                      "server_version": conn.info.server_version})
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._guard.close()
 
     def poll(self) -> Snapshot:
         """Read one snapshot with one statement (one round trip); reconnects if needed."""
-        self.connect()
-        assert self._conn is not None
-        try:
-            snapshot = self._read(self._conn)
-        except psycopg.Error as exc:
-            error = classify(exc, self.target.name)
-            if self._conn.broken or error.kind == "connect":
-                self.close()
-            raise error from None
+        with self._guard.polling():
+            self.connect()
+            snapshot = self._guard.run(self._read, self._classify)
         self._since = snapshot.taken_at
         return snapshot
+
+    def _classify(self, exc: Exception) -> TargetError:
+        return classify(exc, self.target.name)
 
     def _read(self, conn: psycopg.Connection[Any]) -> Snapshot:
         version = conn.info.server_version

@@ -220,9 +220,10 @@ def resource(config: Config) -> Resource:
     return detected
 
 
-def build(config: Config, state: MetricsState) -> Telemetry:
-    """The producer over ``state`` and the OTLP push (if enabled)."""
-    producer = Producer(state, resource(config))
+def build(config: Config, state: MetricsState, producer: Producer | None = None) -> Telemetry:
+    """The producer over ``state`` and the OTLP push (if enabled). A reload passes the running
+    producer: the resource (``service.instance.id``) stays the process's own."""
+    producer = producer or Producer(state, resource(config))
     push = None
     if otlp_enabled(config.otlp):
         preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")

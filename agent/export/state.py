@@ -2,6 +2,10 @@
 
 The poll path only swaps in a new dict under a lock; collection (OTLP or a scrape) reads it.
 A target that fails loses its server data at once (no stale values), keeps ``up = 0``.
+Nothing stale is exported as current: data published with ``fresh_for`` is dropped, and the
+target reported ``up = 0``, once that long has passed without a newer poll (a backstop behind
+the client's deadline). Writes name their ``owner`` (the target's runner): once a target is
+removed, or replaced under the same name, a poll still in flight publishes nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +52,24 @@ class MetricsState:
         self._up: dict[str, float] = {}
         self._durations: dict[str, Durations] = {}
         self._started: dict[str, int] = {}
+        self._owners: dict[str, object] = {}
+        self._expires: dict[str, float] = {}
+
+    def claim(self, target: str, owner: object) -> None:
+        """From now on only ``owner``'s writes for ``target`` count (see ``remove``)."""
+        with self._lock:
+            self._owners[target] = owner
+
+    def _accepts(self, target: str, owner: object | None) -> bool:
+        return owner is None or self._owners.get(target) is owner
+
+    def set_max_groups(self, max_groups: int) -> None:
+        """A new cap applies at once: every target's opened counter is folded to it."""
+        with self._lock:
+            self._max_groups = max_groups
+            for target, opened in self._opened.items():
+                if len(opened) > max_groups:
+                    self._opened[target] = _fold_opened(opened, max_groups)
 
     def _known(self, target: str) -> None:
         """Start a target's agent counters at 0 for every kind, so ``increase()`` sees the
@@ -56,10 +78,15 @@ class MetricsState:
         self._errors.setdefault(target, dict.fromkeys(c.POLL_ERROR_KINDS, 0.0))
         self._skipped.setdefault(target, 0.0)
 
-    def publish(self, target: str, point_set: PointSet) -> None:
+    def publish(self, target: str, point_set: PointSet, *, owner: object | None = None,
+                fresh_for: float | None = None) -> None:
         with self._lock:
+            if not self._accepts(target, owner):
+                return
             self._known(target)
             self._points[target] = point_set.points
+            if fresh_for is not None:
+                self._expires[target] = time.monotonic() + fresh_for
             opened = self._opened.setdefault(target, {})
             for attrs, delta in self._pending.pop(target, {}).items():
                 opened[attrs] = opened.get(attrs, 0.0) + delta
@@ -77,8 +104,10 @@ class MetricsState:
                 self._opened[target] = _fold_opened(opened, self._max_groups)
             self._up[target] = 1.0
 
-    def fail(self, target: str, kind: str) -> None:
+    def fail(self, target: str, kind: str, *, owner: object | None = None) -> None:
         with self._lock:
+            if not self._accepts(target, owner):
+                return
             self._known(target)
             self._points.pop(target, None)
             errors = self._errors[target]
@@ -87,11 +116,16 @@ class MetricsState:
 
     def skipped(self, target: str) -> None:
         with self._lock:
+            if target not in self._owners:
+                return
             self._known(target)
             self._skipped[target] += 1
 
-    def record_duration(self, target: str, seconds: float) -> None:
+    def record_duration(self, target: str, seconds: float, *,
+                        owner: object | None = None) -> None:
         with self._lock:
+            if not self._accepts(target, owner):
+                return
             self._known(target)
             durations = self._durations.get(target)
             if durations is None:
@@ -101,7 +135,8 @@ class MetricsState:
     def remove(self, target: str) -> None:
         with self._lock:
             for table in (self._points, self._opened, self._pending, self._errors, self._skipped,
-                          self._up, self._durations, self._started):
+                          self._up, self._durations, self._started, self._owners,
+                          self._expires):
                 table.pop(target, None)
 
     def durations(self) -> list[tuple[Attributes, Durations]]:
@@ -121,8 +156,10 @@ class MetricsState:
     def observe(self, name: str) -> list[tuple[Attributes, float]]:
         """Current points of one metric across all targets."""
         with self._lock:
+            stale = self._stale()
             if name == c.AGENT_UP.name:
-                return [((("target", t),), v) for t, v in self._up.items()]
+                return [((("target", t),), 0.0 if t in stale else v)
+                        for t, v in self._up.items()]
             if name == c.POLL_SKIPPED.name:
                 return [((("target", t),), v) for t, v in self._skipped.items()]
             if name == c.POLL_ERRORS.name:
@@ -130,7 +167,12 @@ class MetricsState:
                         for t, kinds in self._errors.items() for k, v in kinds.items()]
             if name == c.CONNECTION_OPENED.name:
                 return [(attrs, v) for per in self._opened.values() for attrs, v in per.items()]
-            return [p for per in self._points.values() for p in per.get(name, ())]
+            return [p for t, per in self._points.items() if t not in stale
+                    for p in per.get(name, ())]
+
+    def _stale(self) -> set[str]:
+        now = time.monotonic()
+        return {t for t, expires in self._expires.items() if now > expires}
 
 
 def _fold_opened(opened: dict[Attributes, float], limit: int) -> dict[Attributes, float]:

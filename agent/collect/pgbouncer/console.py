@@ -14,7 +14,8 @@ from psycopg import conninfo
 
 from ... import contract
 from ...config import Target, read_password
-from ..client import CONNECT_TIMEOUT_S, classify
+from ..client import CONNECT_TIMEOUT_S, KEEPALIVES, POLL_DEADLINE_S, classify
+from ..deadline import Guarded
 from . import ADMIN_DATABASE
 from .snapshot import ClientConn, Pool, PooledDatabase, PoolerSnapshot, ServerConn
 
@@ -31,6 +32,8 @@ def console_string(target: Target) -> str:
         params["password"] = password
     params["application_name"] = contract.AGENT_APPLICATION_NAME
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    for key, value in KEEPALIVES.items():
+        params.setdefault(key, value)
     return conninfo.make_conninfo("", **params)
 
 
@@ -91,44 +94,40 @@ def _servers(rows: Rows, ix: Index) -> tuple[ServerConn, ...]:
 
 
 class ConsoleClient:
-    """Holds one PgBouncer target's console connection; ``poll`` reads a PoolerSnapshot."""
+    """Holds one PgBouncer target's console connection; ``poll`` reads a PoolerSnapshot under
+    the same client-side deadline as a server's poll (``client.POLL_DEADLINE_S``); ``close``
+    may come from another thread and aborts a poll in flight."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._guard: Guarded[psycopg.Connection[tuple[Any, ...]]] = Guarded(target.name,
+                                                                            POLL_DEADLINE_S)
 
     def connect(self) -> None:
-        if self._conn is not None and not self._conn.closed:
+        if self._guard.connected:
             return
         try:
             # No prepared statements: psycopg prepares a query run 5 times, and the console
             # answers "extended query protocol not supported by admin console".
-            self._conn = psycopg.connect(console_string(self.target), autocommit=True,
-                                         prepare_threshold=None)
+            self._guard.conn = psycopg.connect(console_string(self.target), autocommit=True,
+                                               prepare_threshold=None)
         except (psycopg.Error, OSError) as exc:
             raise classify(exc, self.target.name, connecting=True) from None
         log.info("connected", extra={"target": self.target.name, "pgbouncer": self.version})
 
     @property
     def version(self) -> str:
-        assert self._conn is not None
-        return self._conn.info.parameter_status("server_version") or "unknown"
+        assert self._guard.conn is not None
+        return self._guard.conn.info.parameter_status("server_version") or "unknown"
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._guard.close()
 
     def poll(self) -> PoolerSnapshot:
-        self.connect()
-        assert self._conn is not None
-        try:
-            return self._read(self._conn)
-        except (psycopg.Error, KeyError) as exc:
-            error = classify(exc, self.target.name)
-            if self._conn.broken or error.kind == "connect":
-                self.close()
-            raise error from None
+        with self._guard.polling():
+            self.connect()
+            return self._guard.run(self._read, lambda exc: classify(exc, self.target.name),
+                                   catch=(psycopg.Error, KeyError))
 
     def _read(self, conn: psycopg.Connection[tuple[Any, ...]]) -> PoolerSnapshot:
         def show(what: str) -> tuple[Rows, Index]:
