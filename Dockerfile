@@ -43,11 +43,12 @@ COPY --from=build /opt/pgconn-agent /opt/pgconn-agent
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 9188
-# /healthz says the process is alive; no curl in the image, Python's urllib does it. It probes
-# the port of PGCONN_AGENT_LISTEN, else the default: a config file that moves the port needs
-# PGCONN_AGENT_LISTEN set too (or its own health command).
+# /healthz says the process is alive: `pgconn-agent healthcheck` probes the listen address of
+# PGCONN_AGENT_LISTEN, PGCONN_AGENT_CONFIG's file or the default, over HTTP or TLS (a web
+# config's basic auth answers 401: alive). Give the config as PGCONN_AGENT_CONFIG rather than
+# `run --config` so the health check reads the same file.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = (os.environ.get('PGCONN_AGENT_LISTEN') or os.environ.get('PGCONN_AGENT_DEFAULT_LISTEN') or ':9188').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+    CMD ["pgconn-agent", "healthcheck"]
 # The agent handles SIGTERM (final export, exit 0) and SIGHUP (reload) itself as PID 1.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["pgconn-agent"]

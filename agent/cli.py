@@ -73,18 +73,35 @@ def main() -> None:
               show_default=True)
 @click.option("--show-queries", is_flag=True,
               help="Also print the (truncated) query text of the sessions in the findings.")
+@click.option("--window", type=click.FloatRange(min=0, max=600), default=5.0,
+              show_default=True, metavar="SECONDS",
+              help="Observe this long with fast polls (rates, persistence); 0: one snapshot.")
+@click.option("--agent", "agent_url", metavar="URL",
+              help="Ask a running agent (its --listen address) instead of connecting: it "
+                   "answers from its history even when the server is full.")
 def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
-             show_queries: bool) -> None:
+             show_queries: bool, window: float, agent_url: str | None) -> None:
     """Explain who holds the connection slots, with the evidence.
 
     Exit status: 0 healthy, 1 warning, 2 bad input, 3 critical (or a target unreachable).
     """
+    if agent_url:
+        from .diagnose.remote import fetch
+
+        try:
+            body, code = fetch(agent_url, fmt)
+        except AgentError as exc:
+            click.echo(f"pgconn-agent: {exc}", err=True)
+            sys.exit(3)
+        click.echo(body, nl=False)
+        sys.exit(code)
+
     from .diagnose import render
     from .diagnose.run import diagnose_all, exit_code
 
     config = _load(config_path, _overrides(dsns, show_queries=show_queries or None))
     _secret_notes(config, strict=True)
-    reports = diagnose_all(config)
+    reports = diagnose_all(config, window=window)
     if fmt == "json":
         click.echo(render.as_json(reports), nl=False)
     else:
@@ -132,6 +149,34 @@ def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
     except AgentError as exc:
         _fail(str(exc))
     daemon.exit(code)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="PGCONN_AGENT_CONFIG", help="The agent's configuration file, for its "
+              "listen address (env PGCONN_AGENT_CONFIG).")
+@click.option("--listen", metavar="HOST:PORT", help="Probe this address instead.")
+def healthcheck(config_path: Path | None, listen: str | None) -> None:
+    """Exit 0 if the agent's listener answers /healthz (the container image's HEALTHCHECK).
+
+    Plain HTTP or TLS, with or without basic authentication (a 401 means alive).
+    """
+    from .probe import probe
+
+    address = listen or _load_listen(config_path)
+    alive, why = probe(address)
+    click.echo(f"{'ok' if alive else 'unhealthy'}: {why}", err=not alive)
+    sys.exit(0 if alive else 1)
+
+
+def _load_listen(config_path: Path | None) -> str:
+    try:
+        listen = cfg.load(config_path, {}).listen
+    except AgentError as exc:
+        _fail(str(exc))
+    if not listen:
+        _fail("listen: the HTTP endpoint is off: nothing to probe")
+    return listen
 
 
 @main.command("check-config")

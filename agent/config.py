@@ -76,6 +76,7 @@ class Thresholds:
     idle_in_transaction_critical: float = 300.0
     long_transaction: float = 300.0
     churn_young: int = 20
+    churn_rate: float = 1.0
     limit_share: float = 0.9
 
 

@@ -183,6 +183,13 @@ CONNECTION_OPENED = _spec(
     "postgresql.connection.opened", C, "{connection}", (*T, "application_name", "client_addr"),
     "New client backends seen since the previous poll.",
 )
+CONNECTION_OPEN_RATE = _spec(
+    "postgresql.connection.open_rate", G, "{connection}/s",
+    (*T, "datname", "application_name", "client_addr"),
+    "New sessions per second that closed again (churn) over the last minute, attributed to "
+    "the holder: the database's pg_stat_database.sessions rate shared by the short-lived "
+    "backends the polls caught (PostgreSQL 14+; only holders with caught backends).",
+)
 SETTING = _spec(
     "postgresql.setting", G, "", (*T, "name"),
     "Connection-relevant settings, durations in seconds, others as plain numbers.",
@@ -257,6 +264,7 @@ METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
     LOCK_BLOCKING, BACKEND_COUNT, CONNECTION_LIMIT, SESSIONS, CONNECTION_OPENED, SETTING,
+    CONNECTION_OPEN_RATE,
     AGENT_UP, POLL_DURATION, POLL_ERRORS, GROUPS_FOLDED, SESSIONS_HIDDEN, POLL_SKIPPED,
     LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
     POOLER_CLIENTS, POOLER_SERVERS, POOLER_WAIT_MAX, POOLER_POOL_SIZE, POOLER_DATABASE_MAX,

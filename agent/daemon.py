@@ -26,18 +26,24 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
 from . import logs, webconfig
-from .aggregate.attribution import attribute
+from .aggregate.attribution import Attribution, attribute
+from .aggregate.history import History, open_rate_points
 from .aggregate.join import pairings_for, relabel
 from .aggregate.points import PointSet, points
 from .aggregate.pooler import pooler_points
-from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S
+from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S, TargetClient
 from .collect.pgbouncer import is_pgbouncer
 from .collect.pgbouncer.board import PoolerBoard
 from .collect.pgbouncer.console import ConsoleClient
 from .collect.snapshot import Snapshot
+from .contract import CONNECTION_OPEN_RATE
+from .diagnose.findings import diagnose, unreachable
+from .diagnose.holders import busy_holder
+from .diagnose.remote import EXIT_HEADER, respond
+from .diagnose.render import Report
 from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
-from .export.http import AgentHTTPServer
+from .export.http import AgentHTTPServer, Request, Response
 from .export.state import MetricsState
 from .servers import Servers
 from .shard import mine
@@ -51,6 +57,8 @@ POLL_BOUND_S = CONNECT_TIMEOUT_S + POLL_DEADLINE_S
 STALE_GRACE_S = 5.0
 """Published data is current for two intervals plus this (a busy scheduler, a slow healthy
 poll); after that the next poll is overdue and the target's data is dropped, ``up`` reads 0."""
+RATE_WINDOW_S = 60.0
+"""The exported per-holder connection rate covers the last minute of the history."""
 
 
 class TargetRunner:
@@ -64,15 +72,20 @@ class TargetRunner:
         self.state = state
         self.poolers = poolers or PoolerBoard()
         self.servers = servers or Servers()
-        # A PgBouncer is polled alone; PostgreSQL targets share their server's poll.
+        self.history = History()
+        self.latest: tuple[Attribution, dict[int, str]] | None = None
+        self.history_lock = threading.Lock()
+        # A PgBouncer is polled alone; PostgreSQL targets share their server's poll, whose
+        # points, history and diagnosis its lead's runner computes.
         self.console = ConsoleClient(target) if is_pgbouncer(target.dsn) else None
         self.server = None if self.console else self.servers.join(
-            target, config, self._publish, self._record)
+            target, config, self._publish, self._record, self._points)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
         self.alive_at = time.monotonic()  # a poll called or ended (or the runner created)
         self.last_error: str | None = None
+        self.last_kind = "connect"
         self.idle = threading.Event()
         self.idle.set()
         self.closed = False
@@ -93,7 +106,7 @@ class TargetRunner:
         start = time.perf_counter()
         try:
             if self.server is not None:
-                self.server.poll(self.target, self._points)
+                self.server.poll(self.target)
             else:
                 self._publish(self._pooler_points())
         except PollAborted:
@@ -131,15 +144,38 @@ class TargetRunner:
             self.poolers.put(pooled)
         return pooler_points(pooled, max_groups=self.config.max_groups)
 
-    def _points(self, snapshot: Snapshot) -> PointSet:
+    def _points(self, snapshot: Snapshot, client: TargetClient) -> PointSet:
         # Named after the clients holding the backends through PgBouncer targets, if any.
         snapshot = relabel(snapshot, pairings_for(snapshot, self.target.dsn,
                                                   self.poolers.latest()))
         attribution = attribute(snapshot, dimensions=self.config.dimensions,
                                 max_groups=self.config.max_groups)
-        return points(attribution, max_groups=self.config.max_groups)
+        with self.history_lock:
+            self.history.add(attribution)
+            self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
+                                        if s.query is not None}
+            churns = self.history.churn(RATE_WINDOW_S)
+        client.statements = busy_holder(attribution, self.config.thresholds)
+        point_set = points(attribution, max_groups=self.config.max_groups)
+        rates = open_rate_points(churns, self.target.name, self.config.dimensions)
+        return PointSet({**point_set.points, CONNECTION_OPEN_RATE.name: rates},
+                        point_set.opened)
+
+    def report(self) -> Report:
+        """The diagnosis from the latest poll and the history (no new connection)."""
+        with self.history_lock:
+            if self.latest is None:
+                return Report(self.target.name, None, (unreachable(
+                    self.target.name, self.last_kind, self.last_error or "no poll yet"),))
+            a, queries = self.latest
+            found = diagnose(a, self.config.thresholds, self.history)
+            seconds = self.history.seconds()
+        if self.last_error is not None:
+            found.insert(0, unreachable(self.target.name, self.last_kind, self.last_error))
+        return Report(self.target.name, a, tuple(found), queries, observed=seconds)
 
     def _failed(self, kind: str, message: str) -> None:
+        self.last_kind = kind
         self.poolers.drop(self.target.name)
         self.state.fail(self.target.name, kind, owner=self)
         self.failures += 1
@@ -206,6 +242,14 @@ class Daemon:
             return False, "no poll yet"
         return True, "ok"
 
+    def _diagnose(self, request: Request) -> Response:
+        """``GET /diagnose``: every server's diagnosis from what the daemon already holds, under
+        its lead target (PgBouncer targets have no sessions to diagnose)."""
+        reports = [r.report() for r in list(self.runners.values())
+                   if r.server is not None and r.server.lead() == r.target.name]
+        status, body, ctype, exit_status = respond(reports, request.query)
+        return Response(status, body, ctype, ((EXIT_HEADER, str(exit_status)),))
+
     def _schedule(self, target: cfg.Target) -> None:
         runner = TargetRunner(target, self.config, self.state, self.poolers, self.servers)
         self.runners[target.name] = runner
@@ -223,6 +267,7 @@ class Daemon:
     def _start_http(self, listen: str | None, web: webconfig.WebConfig | None) -> None:
         if listen:
             self.http = AgentHTTPServer(listen, self.telemetry.producer, self.ready, web)
+            self.http.routes["/diagnose"] = self._diagnose
             self.http.start()
         self.web = web
 

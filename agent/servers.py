@@ -43,6 +43,8 @@ class Member:
     target: cfg.Target
     publish: Callable[[PointSet], None]
     record: Callable[[float], None]
+    to_points: Callable[[Snapshot, TargetClient], PointSet]
+    """The lead's turns the server's snapshot into points (and keeps its history)."""
 
 
 def _first(value: object) -> str:
@@ -152,7 +154,12 @@ class SharedServer:
             self.directory.release(self.key)
         return empty
 
-    def poll(self, target: cfg.Target, to_points: Callable[[Snapshot], PointSet]) -> None:
+    def lead(self) -> str | None:
+        """The member whose connection settings the poll uses: the first by name."""
+        with self._members_lock:
+            return min(self.members, default=None)
+
+    def poll(self, target: cfg.Target) -> None:
         """Poll the server for ``target``, unless another member's poll since ``target``'s
         previous turn (and within its interval) already served it, or one is running; that
         poll's failure is raised again for every member it served."""
@@ -169,7 +176,7 @@ class SharedServer:
                 return
             self._polled_at = now
             try:
-                self._poll(to_points)
+                self._poll()
             except TargetError as exc:
                 self._error = exc
                 self._identity = None  # a failover may bring another server behind the name
@@ -178,7 +185,7 @@ class SharedServer:
         finally:
             self._poll_lock.release()
 
-    def _poll(self, to_points: Callable[[Snapshot], PointSet]) -> None:
+    def _poll(self) -> None:
         with self._members_lock:
             members = dict(self.members)
         if not members:
@@ -189,6 +196,7 @@ class SharedServer:
             self._close()
             client = self._client = TargetClient(
                 lead, dimensions=self.config.dimensions, max_groups=self.config.max_groups,
+                show_queries=self.config.show_queries,
                 client_processes=self.config.client_processes)
         start = time.perf_counter()
         try:
@@ -202,7 +210,8 @@ class SharedServer:
         databases = {name: database_of(m.target) for name, m in members.items()}
         owner, elsewhere = self.directory.claim(self._identity or self.key, self.key, lead.name,
                                                 frozenset(databases.values()))
-        shares = split(to_points(snapshot), databases, server_wide=owner, elsewhere=elsewhere)
+        shares = split(members[lead.name].to_points(snapshot, client), databases,
+                       server_wide=owner, elsewhere=elsewhere)
         with self._members_lock:
             for name, share in shares.items():
                 member = self.members.get(name)
@@ -224,13 +233,14 @@ class Servers:
         self.directory = Directory()
 
     def join(self, target: cfg.Target, config: cfg.Config, publish: Callable[[PointSet], None],
-             record: Callable[[float], None]) -> SharedServer:
+             record: Callable[[float], None],
+             to_points: Callable[[Snapshot, TargetClient], PointSet]) -> SharedServer:
         key = server_key(target)
         with self._lock:
             server = self._servers.get(key)
             if server is None:
                 server = self._servers[key] = SharedServer(key, config, self.directory)
-            server.join(Member(target, publish, record))
+            server.join(Member(target, publish, record, to_points))
             return server
 
     def leave(self, target: cfg.Target) -> None:

@@ -100,6 +100,52 @@ class Workload:
         gone, self._conns = self._conns[:n], self._conns[n:]
         self._run(_close(gone))
 
+    def churn(self, app: str, per_second: float, *, query_seconds: float = 0.03,
+              via: str = "tcp", dbname: str | None = None) -> None:
+        """Until ``close()``: connect, run one short query, disconnect, ``per_second`` times a
+        second (a client without a pool, or a reconnect loop)."""
+        dsn = conninfo.make_conninfo(self._dsns[via], application_name=app,
+                                     **({"dbname": dbname} if dbname else {}))
+
+        async def one() -> None:
+            with contextlib.suppress(psycopg.Error):
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                    await conn.execute("SELECT pg_sleep(%s)", (query_seconds,))
+
+        async def loop() -> None:
+            start, n, pending = time.monotonic(), 0, set[asyncio.Future[None]]()
+            try:
+                while True:
+                    n += 1
+                    task = asyncio.ensure_future(one())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    await asyncio.sleep(max(0.0, start + n / per_second - time.monotonic()))
+            finally:
+                for child in list(pending):
+                    child.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+        async def spawn() -> None:
+            self._tasks.append(asyncio.ensure_future(loop()))
+
+        self._run(spawn())
+
+    def busy(self, n: int, app: str, *, pause: float = 0.05, via: str = "tcp") -> None:
+        """Until ``close()``: ``n`` sessions of a healthy pool, each running a short query
+        every ``pause`` seconds."""
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            with contextlib.suppress(psycopg.Error):
+                while True:
+                    await conn.execute("SELECT count(*) FROM pg_class")
+                    await asyncio.sleep(pause)
+
+        async def start() -> None:
+            conns = await asyncio.gather(*(self._open(app, via, None, None) for _ in range(n)))
+            self._tasks.extend(asyncio.ensure_future(work(c)) for c in conns)
+
+        self._run(start())
+
     def __len__(self) -> int:
         return len(self._conns)
 

@@ -504,6 +504,15 @@ def connections_overview() -> gd.Dashboard:
         query(f"sum by (target, outcome) (rate({sel(c.SESSIONS)}[$__rate_interval]))",
               "{{target}} {{outcome}}"),
         unit="cps", w=12, h=8))
+    d = d.with_panel(series(
+        "Short-lived sessions per second by holder (churn)",
+        "Sessions that opened and closed again, per second over the last minute: the "
+        "database's pg_stat_database.sessions rate shared among the holders whose short-lived "
+        "backends the polls caught (PostgreSQL 14+). No series: not attributable.",
+        query(f"sum by (target, datname, application_name, client_addr) "
+              f"({sel(c.CONNECTION_OPEN_RATE, app)})",
+              "{{target}} {{datname}} {{application_name}} @ {{client_addr}}"),
+        unit="cps", w=24, h=8))
 
     d = d.with_row(gd.Row("Settings and limits"))
     d = d.with_panel(

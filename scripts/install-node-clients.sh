@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real Node clients of the process-attribution tests (idempotent): npm pg
+# Installs the real Node clients of the process-attribution and pool tests (idempotent): npm pg
 # (node-postgres), into .tools/node-clients (gitignored) or $PGCONN_NODE_CLIENTS.
 # Prints the install directory on stdout; exits non-zero if anything is missing afterwards.
 set -euo pipefail

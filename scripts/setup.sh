@@ -53,5 +53,5 @@ fi
 # PostgreSQL 12, 13, 14, 16, 17 and 18 for the version matrix (cached; a no-op when present).
 $SUDO bash scripts/fetch-postgres.sh
 
-# Real node-postgres clients for the process-attribution tests (npm pg, cached in .tools/).
+# Real node-postgres clients for the process-attribution and pool tests (npm pg, cached in .tools/).
 bash scripts/install-node-clients.sh >/dev/null

@@ -25,7 +25,8 @@ idle_in_transaction_critical = 600
 
 
 def diagnose(*args: str, config: Path | None = None) -> tuple[int, str]:
-    argv = ["diagnose", *args]
+    """One instant (``--window 0``) unless the test gives a window: these situations hold still."""
+    argv = ["diagnose", *(() if "--window" in args else ("--window", "0")), *args]
     if config is not None:
         argv += ["--config", str(config)]
     result = CliRunner().invoke(main, argv, catch_exceptions=False)
@@ -82,10 +83,14 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
     code, report = diagnose_json(pg.dsn(), short_thresholds)
     assert code == 3
     got = codes(report)
-    for expected in ("dominant_application", "dominant_application_host", "idle_hoarding",
-                     "idle_in_transaction", "lock_chain_idle_root", "slots_high",
-                     "connection_churn"):
+    for expected in ("idle_in_transaction", "lock_chain_idle_root", "slots_high"):
         assert expected in got, (expected, got)
+    shop_finding = next(f for f in report["findings"]
+                        if f["data"].get("application_name") == "shop-web")
+    # (+ process_many_pools: this test's own process holds the 80 connections)
+    assert shop_finding["data"]["causes"][:3] == ["idle_in_transaction", "idle_hoarding",
+                                                  "dominant_application"]
+    assert len(report["findings"]) <= 5
     assert got["lock_chain_idle_root"] == "critical"
     shop = report["holders"][0]
     assert (shop["application_name"], shop["client_addr"], shop["usename"]) == \
@@ -105,7 +110,8 @@ def test_pool_full_with_one_user(pg: LocalServer, workload: Workload,
     assert code == 3
     assert "84 of 97 usable connections in use" in text
     assert f"pid {root} blocks 4 sessions while idle in transaction" in text
-    assert "One application holds 80 of 97 usable slots: shop-web" in text
+    assert "shop-web leaves 6 transactions idle" in text
+    assert "holds 80 of 97 usable slots" in text
 
 
 @pytest.mark.all_versions

@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import bcrypt
 import pytest
+from hardening_support import issue_cert, make_ca
 
-from agent import config
+from agent import config, webconfig
 from agent.errors import ConfigError
+from agent.export.http import AgentHTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -144,8 +147,8 @@ def healthcheck_argv() -> list[str]:
     (check,) = [arg for kind, arg in final() if kind == "HEALTHCHECK"]
     assert "curl" not in check and "wget" not in check
     argv = json.loads(check[check.index("CMD") + 3:].strip())
-    assert argv[:2] == ["python", "-c"] and "urllib" in argv[2] and "/healthz" in argv[2]
-    return [sys.executable, *argv[1:]]
+    assert argv == ["pgconn-agent", "healthcheck"]
+    return [sys.executable, "-m", "agent", *argv[1:]]
 
 
 @pytest.fixture
@@ -168,16 +171,45 @@ def health_server() -> Iterator[tuple[int, dict[str, int]]]:
     server.server_close()
 
 
-@pytest.mark.parametrize("variable", ["PGCONN_AGENT_LISTEN", "PGCONN_AGENT_DEFAULT_LISTEN"])
+@pytest.mark.parametrize("variable", ["PGCONN_AGENT_LISTEN", "PGCONN_AGENT_DEFAULT_LISTEN",
+                                      "PGCONN_AGENT_CONFIG"])
 def test_healthcheck_command_probes_healthz(health_server: tuple[int, dict[str, int]],
-                                            variable: str) -> None:
+                                            variable: str, tmp_path: Path) -> None:
     port, status = health_server
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGCONN_AGENT_")}
     env[variable] = f"0.0.0.0:{port}"
+    if variable == "PGCONN_AGENT_CONFIG":
+        env[variable] = str(tmp_path / "config.toml")
+        (tmp_path / "config.toml").write_text(f'[agent]\nlisten = "127.0.0.1:{port}"\n')
     argv = healthcheck_argv()
     assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
     status["/healthz"] = 503
     assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
+    status["/healthz"] = 401  # basic auth guards /healthz too: the listener is alive
+    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
+
+
+def test_healthcheck_over_tls_with_basic_auth(tmp_path: Path) -> None:
+    """The agent's own listener behind a web config (TLS and basic auth) is alive."""
+    ca = make_ca(tmp_path, "ca")
+    cert, key = issue_cert(ca, tmp_path, "agent")
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                   f"basic_auth_users:\n  scraper: {hashed}\n")
+    server = AgentHTTPServer("127.0.0.1:0", None, lambda: (True, "ok"), webconfig.load(web))
+    server.start()
+    address = server.address
+    try:
+        result = subprocess.run([*healthcheck_argv(), "--listen", address],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "https://" in result.stdout and "HTTP 401" in result.stdout
+    finally:
+        server.stop()
+    result = subprocess.run([*healthcheck_argv(), "--listen", address],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and result.stderr.startswith("unhealthy: "), result.stderr
 
 
 def test_dockerignore_keeps_the_build_context_small_and_sufficient() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from snapshots import SETTINGS, ConnectionLimit, group, session, snapshot
+from snapshots import SETTINGS, ConnectionLimit, WaitCount, group, session, snapshot
 
 from agent import contract as c
 from agent.aggregate.attribution import attribute
-from agent.collect.snapshot import Setting
+from agent.collect.snapshot import ActiveStatements, Setting, TopStatement
 from agent.config import Thresholds
 from agent.diagnose.findings import Finding, Severity, diagnose
 from agent.diagnose.render import Report, as_dict, safe, text
@@ -23,7 +23,7 @@ def test_healthy_server_has_no_findings() -> None:
     assert diagnose(attribute(snap)) == []
 
 
-def test_pool_full_with_one_user() -> None:
+def test_pool_full_with_one_user_reads_as_one_finding_per_holder() -> None:
     snap = snapshot([
         group("shop-web", "idle", 80, state_age=300.0),
         group("shop-web", "idle in transaction", 8, state_age=400.0, xact_age=410.0),
@@ -31,24 +31,37 @@ def test_pool_full_with_one_user() -> None:
     ], sessions=(session(100, state="idle in transaction", state_age=400.0, xact_age=410.0),
                  *(session(101 + i, blocking=(100,)) for i in range(6))))
     found = diagnose(attribute(snap))
-    got = codes(found)
-    assert got["slots_exhausted"] is Severity.CRITICAL  # 94 of 97
-    assert got["dominant_application"] is Severity.WARNING
-    assert got["dominant_application_host"] is Severity.WARNING
-    assert got["idle_hoarding"] is Severity.WARNING
-    assert got["idle_in_transaction"] is Severity.CRITICAL
-    assert got["lock_chain_idle_root"] is Severity.CRITICAL
-    assert found[0].severity is Severity.CRITICAL
-    assert [f.severity for f in found] == sorted((f.severity for f in found), reverse=True)
-    slots = next(f for f in found if f.code == "slots_exhausted")
-    assert "94 of 97 usable" in slots.title
-    dom = next(f for f in found if f.code == "dominant_application_host")
-    assert dom.data == {"application_name": "shop-web", "client_addr": "10.0.0.5", "count": 94,
-                        "idle": 80, "states": {"idle": 80, "idle in transaction": 8,
-                                               "active": 6}}
-    chain = next(f for f in found if f.code == "lock_chain_idle_root")
+    assert [f.code for f in found] == ["idle_in_transaction", "slots_exhausted",
+                                       "lock_chain_idle_root"]
+    assert all(f.severity is Severity.CRITICAL for f in found)
+    shop = found[0]
+    assert shop.title.startswith("shop-web leaves 1 transactions idle")
+    assert shop.data["causes"] == ["idle_in_transaction", "idle_hoarding",
+                                   "dominant_application"]
+    assert shop.data["count"] == 94 and shop.data["idle"] == 80
+    assert shop.evidence[0].startswith("holds 94 of 97 usable slots: 80 idle, 8 idle in "
+                                       "transaction, 6 active; from 10.0.0.5")
+    assert any("also keeps 80 connections idle" in e for e in shop.evidence)
+    assert sum("shop-web" in f.title for f in found) == 1
+    assert "94 of 97 usable" in found[1].title
+    chain = found[2]
     assert chain.data["root_pid"] == 100
     assert chain.data["blocked_pids"] == [101, 102, 103, 104, 105, 106]
+    advice = [f.recommendation for f in found]
+    assert sum(a.count("idle_in_transaction_session_timeout") for a in advice) == 1
+
+
+def test_unknown_states_are_not_zero() -> None:
+    snap = snapshot([group("shop-web", c.HIDDEN, 90, addr=c.HIDDEN, state_age=None)])
+    a = attribute(snap)
+    found = diagnose(a)
+    shop = next(f for f in found if f.code == "dominant_application")
+    assert shop.data["idle"] is None
+    assert "0 idle" not in " ".join(shop.evidence)
+    assert "90 of unknown state" in shop.evidence[0]
+    out = text(Report("db1", a, tuple(found)))
+    row = next(line for line in out.splitlines() if line.startswith("shop-web"))
+    assert row.split()[-4:] == ["?", "?", "?", "?"]
 
 
 def test_nearly_full_is_a_warning() -> None:
@@ -59,11 +72,19 @@ def test_nearly_full_is_a_warning() -> None:
     assert "dominant_application" not in got
 
 
-def test_saturated_pool_and_churn() -> None:
-    snap = snapshot([group("api", "active", 12, state_age=1.0, xact_age=1.0, young=25)])
-    got = codes(diagnose(attribute(snap)))
-    assert got["pool_saturated"] is Severity.WARNING
-    assert got["connection_churn"] is Severity.WARNING
+def test_saturated_pool_and_a_young_crowd_without_a_rate() -> None:
+    snap = snapshot([group("api", "active", 12, state_age=1.0, xact_age=1.0, young=25)],
+                    waits=(WaitCount("shop", "shop_app", "api", "Lock", "transactionid", 8),),
+                    statements=(ActiveStatements("api", 12, 75.0, 9.0, 8, (
+                        TopStatement("UPDATE t SET v = ? WHERE id = ?", 42, 9),)),))
+    found = diagnose(attribute(snap))
+    assert [f.code for f in found] == ["pool_saturated"]
+    evidence = " ".join(found[0].evidence)
+    assert "12 active: 8 waiting (8 Lock/transactionid), 4 running; 8 blocked" in evidence
+    assert "statement age: oldest 75s, median 9s over its 12 active sessions" in evidence
+    assert "9x UPDATE t SET v = ? WHERE id = ? (query_id 42)" in evidence
+    assert "25 of its connections were opened in the last minute" in evidence
+    assert "churn" not in found[0].title + evidence and "retry" not in evidence
 
 
 def test_limits_settings_unnamed_and_privileges() -> None:

@@ -33,7 +33,7 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
             "hidden": contract.HIDDEN, "since": None, "churn_window": 60.0,
             "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
-            "show_queries": True, "query_chars": QUERY_CHARS,
+            "show_queries": True, "query_chars": QUERY_CHARS, "statements": True,
             "setting_names": queries.setting_names(version),
             "max_groups": 200, "overflow": contract.OVERFLOW_VALUE,
             "local_nets": ["127.0.0.0/8"], "unix_clients": True,

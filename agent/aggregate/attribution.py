@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..collect.snapshot import (
+    ActiveStatements,
     ActivityGroup,
     ConnectionLimit,
     DatabaseSessions,
@@ -92,6 +93,7 @@ class Attribution:
     databases: tuple[DatabaseSessions, ...]
     backend_types: tuple[tuple[str, int], ...]
     churn_window: float
+    statements: tuple[ActiveStatements, ...] = ()
     processes: ProcessAttribution | None = None
     """This host's clients by holding process (None: attribution off)."""
 
@@ -162,6 +164,7 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         databases=snapshot.databases,
         backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
+        statements=snapshot.statements,
         processes=join(snapshot.client_ports, snapshot.host),
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -15,8 +15,10 @@ from ..config import Target, read_password
 from ..errors import TargetError
 from . import processes, queries
 from .deadline import Guarded
+from .normalise import normalise_query
 from .settings import normalise
 from .snapshot import (
+    ActiveStatements,
     ActivityGroup,
     BackendTypeCount,
     ClientPort,
@@ -26,6 +28,7 @@ from .snapshot import (
     Session,
     Setting,
     Snapshot,
+    TopStatement,
     WaitCount,
 )
 
@@ -125,6 +128,9 @@ class TargetClient:
         self._settings: tuple[Setting, ...] | None = None
         self._conf_load_time: datetime | None = None
         self._recent_pids: frozenset[int] | None = None
+        self.statements = False
+        """Also read what active sessions do (statement ages, top statements): set it for
+        the polls whose diagnosis needs the evidence of a busy pool."""
 
     @property
     def connected(self) -> bool:
@@ -180,6 +186,7 @@ class TargetClient:
             "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
             "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
+            "statements": self.statements,
             "setting_names": queries.setting_names(version),
             "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
             "local_nets": list(nets),
@@ -222,6 +229,7 @@ class TargetClient:
             limits=rows("limits", ConnectionLimit),
             databases=rows("databases", DatabaseSessions),
             churn_window=CHURN_WINDOW_S,
+            statements=rows("statements", _statements),
             client_ports=ports,
             host=(processes.read_host(((p.client_addr, p.client_port, p.pid) for p in ports),
                                       ports[0].server_port if ports else None)
@@ -251,6 +259,21 @@ def _session(**row: Any) -> Session:
     for column in ("backend_start", "xact_start", "query_start", "state_change"):
         row[column] = _timestamp(row[column])
     return Session(**row)
+
+
+def _statements(**row: Any) -> ActiveStatements:
+    top = _normalised(TopStatement(**t) for t in row.pop("top") or ())
+    return ActiveStatements(**row, top=top)
+
+
+def _normalised(statements: Iterable[TopStatement]) -> tuple[TopStatement, ...]:
+    """Statements with literals replaced by ``?``, merged, most frequent first."""
+    merged: dict[tuple[str, int | None], int] = {}
+    for t in statements:
+        key = (normalise_query(t.query), t.query_id)
+        merged[key] = merged.get(key, 0) + t.count
+    return tuple(TopStatement(q, i, n) for (q, i), n in
+                 sorted(merged.items(), key=lambda kv: (-kv[1], kv[0][0])))
 
 
 def _lock_wait(**row: Any) -> LockWait:

@@ -34,7 +34,7 @@ def load(query: str, server_version_num: int) -> str | None:
 
 QUERIES: tuple[str, ...] = (
     "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
-    "databases", "client_ports",
+    "databases", "client_ports", "statements",
 )
 """The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
 
@@ -64,6 +64,8 @@ ACTIVITY_COLUMNS = (
     "client_port, backend_start, xact_start, query_start, state_change, wait_event_type, "
     "wait_event, state, backend_type, CASE WHEN %(show_queries)s THEN query END AS query")
 """The pg_stat_activity columns the parts read; query text is copied only when asked for."""
+QUERY_ID_SINCE = 140000
+"""pg_stat_activity.query_id (PostgreSQL 14+)."""
 
 
 @cache
@@ -84,8 +86,9 @@ def poll(server_version_num: int, *, with_settings: bool = True
     present = tuple(name for name, sql in parts if sql is not None)
     columns = ",\n".join(f"(SELECT coalesce(json_agg(p), '[]') FROM (\n{sql.rstrip()}\n) AS p) "
                          f"AS {name}" for name, sql in parts if sql is not None)
+    activity = ACTIVITY_COLUMNS + (", query_id" if server_version_num >= QUERY_ID_SINCE else "")
     statement = ("WITH pg_stat_activity AS MATERIALIZED "
-                 f"(SELECT {ACTIVITY_COLUMNS} FROM pg_catalog.pg_stat_activity),\n"
+                 f"(SELECT {activity} FROM pg_catalog.pg_stat_activity),\n"
                  "pg_locks AS MATERIALIZED (SELECT * FROM pg_catalog.pg_locks)\n"
                  f"SELECT now() AS taken_at, pg_conf_load_time() AS conf_load_time,\n{columns}")
     return statement, present

@@ -119,6 +119,30 @@ class DatabaseSessions:
 
 
 @dataclass(frozen=True, slots=True)
+class TopStatement:
+    """A frequent statement among an application's active sessions (only with show_queries)."""
+
+    query: str
+    query_id: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveStatements:
+    """An application's active client sessions: statement ages and lock waits.
+
+    The evidence for a busy pool: what its connections are doing, and for how long.
+    """
+
+    application_name: str
+    count: int
+    max_age: float
+    median_age: float
+    blocked: int
+    top: tuple[TopStatement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ClientPort:
     """A client backend connected from one of this host's addresses (see processes.py)."""
 
@@ -146,6 +170,7 @@ class Snapshot:
     limits: tuple[ConnectionLimit, ...]
     databases: tuple[DatabaseSessions, ...]
     churn_window: float = 60.0
+    statements: tuple[ActiveStatements, ...] = ()
     client_ports: tuple[ClientPort, ...] = ()
     host: HostProcesses | None = None
     """The local processes owning ``client_ports``' sockets (None: attribution off)."""

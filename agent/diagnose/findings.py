@@ -9,8 +9,9 @@ from enum import IntEnum
 from typing import Any
 
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
+from ..aggregate.history import History
 from ..config import Thresholds
-from ..contract import AGENT_APPLICATION_NAME, UNSET_APPLICATION
+from ..contract import UNSET_APPLICATION
 
 
 class Severity(IntEnum):
@@ -112,80 +113,6 @@ def slots(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         {"client_backends": a.client_backends, "usable": usable, "utilization": u})
 
 
-def dominant_holder(a: Attribution, t: Thresholds) -> Iterator[Finding]:
-    usable = a.usable
-    if not usable or "application_name" not in a.dimensions:
-        return
-    filling = (a.utilization or 0) >= t.utilization_warning
-    for dims, what in ((("application_name",), "application"),
-                       (("application_name", "client_addr"), "application and host")):
-        if "client_addr" in dims and "client_addr" not in a.dimensions:
-            continue
-        top = holders(a, dims)[0] if a.groups else None
-        if top is None or top.total < t.holder_share * usable:
-            continue
-        name = top.application_name if len(dims) == 1 else top.label()
-        idle = top.states.get("idle", 0)
-        yield Finding(
-            "dominant_application" if len(dims) == 1 else "dominant_application_host",
-            Severity.WARNING if filling else Severity.INFO,
-            f"One {what} holds {top.total} of {usable} usable slots: {name}",
-            (f"{name}: {_state_words(top.states)}",
-             f"{idle} of its {top.total} connections are idle"),
-            "Count the pools this client creates: one ORM client per module or per request "
-            "multiplies the pool size (in Prisma, share one PrismaClient); size the pool to "
-            "what the database can serve and put a pooler (PgBouncer) in front if many "
-            "processes connect.",
-            {"application_name": top.application_name,
-             "client_addr": top.client_addr if len(dims) == 2 else None,
-             "count": top.total, "idle": idle, "states": dict(top.states)})
-
-
-def idle_hoarding(a: Attribution, t: Thresholds) -> Iterator[Finding]:
-    for h in holders(a):
-        idle = h.states.get("idle", 0)
-        if idle >= t.idle_hoard_count and (h.oldest_idle or 0) >= t.idle_hoard_age:
-            yield Finding(
-                "idle_hoarding", Severity.WARNING,
-                f"{h.label()} keeps {idle} connections idle (oldest idle {age(h.oldest_idle)})",
-                (f"user {h.usename}, database {h.datname}: {_state_words(h.states)}",),
-                "An over-sized pool, or several pool instances in one service. Share one "
-                "client per process, lower the pool size and set an idle timeout on the pool; "
-                "idle_session_timeout on the server is the backstop.",
-                {"application_name": h.application_name, "client_addr": h.client_addr,
-                 "usename": h.usename, "datname": h.datname, "idle": idle,
-                 "oldest_idle_seconds": h.oldest_idle})
-
-
-def idle_in_transaction(a: Attribution, t: Thresholds) -> Iterator[Finding]:
-    blocked: dict[int, int] = defaultdict(int)
-    for s in a.sessions:
-        for pid in s.blocking_pids:
-            blocked[pid] += 1
-    old = [s for s in a.sessions if s.state in IDLE_IN_TRANSACTION
-           and (s.state_age or 0) >= t.idle_in_transaction_warning]
-    if not old:
-        return
-    worst = max(s.state_age or 0 for s in old)
-    severity = (Severity.CRITICAL if worst >= t.idle_in_transaction_critical
-                else Severity.WARNING)
-    evidence = tuple(
-        f"pid {s.pid} {s.application_name} from {s.client_addr} ({s.usename}@{s.datname}): "
-        f"idle in transaction for {age(s.state_age)}, transaction open {age(s.xact_age)}, "
-        f"holds {s.locks_held} locks, directly blocks {blocked.get(s.pid, 0)} sessions"
-        for s in sorted(old, key=lambda s: (-blocked.get(s.pid, 0), -s.locks_held,
-                                            -(s.state_age or 0)))[:10])
-    yield Finding(
-        "idle_in_transaction", severity,
-        f"{len(old)} sessions idle in transaction for over {age(t.idle_in_transaction_warning)} "
-        f"(longest {age(worst)})",
-        evidence,
-        "The application opened a transaction and went away (an await, a network call, an "
-        "exception path without rollback). Fix the code path; set "
-        "idle_in_transaction_session_timeout so the server ends such sessions.",
-        {"pids": [s.pid for s in old], "longest_seconds": worst})
-
-
 def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for chain in a.chains:
         root = chain.root
@@ -193,7 +120,8 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
         who = (f"{root.application_name} from {root.client_addr} ({root.usename}@{root.datname})"
                if root else "a session the agent cannot see")
         idle_root = root is not None and root.state in IDLE_IN_TRANSACTION
-        longest = max((lw.max_wait or 0 for lw in a.lock_waits), default=0)
+        waits = [lw.max_wait for lw in a.lock_waits if lw.max_wait is not None]
+        longest = age(max(waits)) if waits else "unknown (no pg_locks.waitstart before 14)"
         yield Finding(
             "lock_chain_idle_root" if idle_root else "lock_chain",
             Severity.CRITICAL if idle_root else Severity.WARNING,
@@ -203,10 +131,10 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
              + (f", transaction open {age(root.xact_age)}" if root else ""),
              f"blocked pids: {', '.join(map(str, chain.blocked_pids[:20]))}"
              + (" …" if len(chain.blocked_pids) > 20 else ""),
-             f"longest lock wait {age(longest)}"),
+             f"longest lock wait {longest}"),
             ("The root blocker holds its locks while doing nothing: its application left a "
              f"transaction open. End it (SELECT pg_terminate_backend({chain.root_pid})) if it is "
-             "safe, then fix the code path; set idle_in_transaction_session_timeout.")
+             "safe, then fix the code path that leaves it open.")
             if idle_root else
             "Each blocked session holds a slot while it waits. Find why the root blocker's "
             "statement is slow; set lock_timeout in the application so waiters fail fast.",
@@ -214,37 +142,6 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
              "root_application_name": root.application_name if root else None,
              "root_client_addr": root.client_addr if root else None,
              "blocked_pids": list(chain.blocked_pids)})
-
-
-def saturated_pool(a: Attribution, t: Thresholds) -> Iterator[Finding]:
-    for h in holders(a, ("application_name", "client_addr")):
-        busy = h.states.get("active", 0) + h.idle_in_transaction
-        if h.total >= t.idle_hoard_count and busy == h.total and \
-                h.application_name != AGENT_APPLICATION_NAME:
-            yield Finding(
-                "pool_saturated", Severity.WARNING,
-                f"All {h.total} connections of {h.label()} are busy",
-                (f"{_state_words(h.states)}; none idle",),
-                "Its client-side pool is at its cap and requests queue in the application "
-                "(Prisma P2028 / 'timeout exceeded when trying to connect'). Find the slow or "
-                "blocked statements first; a bigger pool only moves the queue into the server.",
-                {"application_name": h.application_name, "client_addr": h.client_addr,
-                 "count": h.total})
-
-
-def churn(a: Attribution, t: Thresholds) -> Iterator[Finding]:
-    for h in holders(a, ("application_name", "client_addr")):
-        if h.young >= t.churn_young:
-            yield Finding(
-                "connection_churn", Severity.WARNING,
-                f"{h.label()} opened {h.young} of its connections in the last "
-                f"{age(a.churn_window)}",
-                (f"{h.young} backends younger than {age(a.churn_window)}, {h.total} in all",),
-                "No pooling, a pool that closes connections too eagerly, or a retry storm. "
-                "Each new backend costs a fork and authentication: pool and reuse connections, "
-                "back off retries.",
-                {"application_name": h.application_name, "client_addr": h.client_addr,
-                 "young": h.young})
 
 
 def limits(a: Attribution, t: Thresholds) -> Iterator[Finding]:
@@ -301,16 +198,22 @@ def privileges(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 from .processes import client_processes  # noqa: E402 (it builds Findings: import after them)
 
-RULES: tuple[Rule, ...] = (slots, dominant_holder, idle_hoarding, idle_in_transaction,
-                           lock_chains, saturated_pool, churn, limits, privileges, unnamed,
-                           risky_settings)
-RULES += (client_processes,)
+RULES: tuple[Rule, ...] = (slots, lock_chains, limits, privileges, unnamed, risky_settings,
+                           client_processes)
+"""Rules over one instant; the holders' findings (diagnose.holders) also read the history."""
 
 
-def diagnose(a: Attribution, thresholds: Thresholds | None = None) -> list[Finding]:
-    """Every finding, most severe first."""
+def diagnose(a: Attribution, thresholds: Thresholds | None = None,
+             history: History | None = None) -> list[Finding]:
+    """Every finding, most severe first; a setting's advice is not repeated on its own."""
+    from .holders import fold_processes, holder_findings  # they build on this module's types
+
     t = thresholds or Thresholds()
-    found = [f for rule in RULES for f in rule(a, t)]
+    found = fold_processes([*holder_findings(a, t, history),
+                            *(f for rule in RULES for f in rule(a, t))])
+    advised = " ".join(f.recommendation for f in found if not f.code.startswith("no_"))
+    found = [f for f in found
+             if not (f.code.startswith("no_") and f.data.get("setting", "-") in advised)]
     return sorted(found, key=lambda f: -f.severity)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.join import Pairing
 from ..collect.pgbouncer.snapshot import PoolerSnapshot
+from ..contract import HIDDEN
 from . import pooler_render
 from .findings import Finding, Severity, age, holders
 
@@ -26,6 +27,8 @@ class Report:
     queries: dict[int, str] = field(default_factory=dict)
     pooler: PoolerSnapshot | None = None
     pairings: tuple[Pairing, ...] = ()
+    observed: float = 0.0
+    """Seconds of history the findings read (0: one instant)."""
 
     @property
     def severity(self) -> Severity:
@@ -55,6 +58,8 @@ def text(report: Report) -> str:
         lines[0] += (f" at {a.taken_at:%Y-%m-%d %H:%M:%S %Z} "
                      f"(PostgreSQL {a.server_version_num // 10000}."
                      f"{a.server_version_num % 10000})")
+        lines[0] += (f", observed {report.observed:.0f}s" if report.observed
+                     else ", one instant")
         lines += ["", *_gauge(a), "", "Top holders", *_holders(a)]
     if report.pooler is not None:
         lines[0] += f" (PgBouncer {report.pooler.version})"
@@ -87,16 +92,21 @@ def _holders(a: Attribution) -> list[str]:
     rows = [["APPLICATION", "HOST", "USER", "DATABASE", "TOTAL", "ACTIVE", "IDLE", "IDLE-IN-TX",
              "OLDEST IDLE"]]
     for h in holders(a)[:TOP_HOLDERS]:
+        # Sessions the agent may not see (no pg_monitor) have no known state: "?", never 0.
+        known = HIDDEN not in h.states
         rows.append([safe(h.application_name), safe(h.client_addr), safe(h.usename),
-                     safe(h.datname), str(h.total), str(h.states.get("active", 0)),
-                     str(h.states.get("idle", 0)), str(h.idle_in_transaction),
-                     age(h.oldest_idle)])
+                     safe(h.datname), str(h.total),
+                     *(str(n) if known else "?" for n in (
+                         h.states.get("active", 0), h.states.get("idle", 0),
+                         h.idle_in_transaction)),
+                     age(h.oldest_idle) if known else "?"])
     return _table(rows)
 
 
 def as_dict(report: Report) -> dict[str, Any]:
     a = report.attribution
-    out: dict[str, Any] = {"target": report.target, "severity": str(report.severity)}
+    out: dict[str, Any] = {"target": report.target, "severity": str(report.severity),
+                           "observed_seconds": report.observed}
     if a is not None:
         out["taken_at"] = a.taken_at.isoformat()
         out["server_version_num"] = a.server_version_num
@@ -107,7 +117,8 @@ def as_dict(report: Report) -> dict[str, Any]:
         out["holders"] = [
             {"application_name": h.application_name, "client_addr": h.client_addr,
              "usename": h.usename, "datname": h.datname, "total": h.total,
-             "states": dict(h.states), "oldest_idle_seconds": h.oldest_idle}
+             "states": dict(h.states), "oldest_idle_seconds": h.oldest_idle,
+             "unknown_state": h.states.get(HIDDEN, 0)}
             for h in holders(a)[:TOP_HOLDERS]]
         out["idle_in_transaction"] = [
             {"pid": s.pid, "application_name": s.application_name, "client_addr": s.client_addr,

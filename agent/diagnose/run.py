@@ -1,17 +1,22 @@
-"""One-shot diagnosis of configured targets: poll once, attribute, find, report.
+"""Diagnosis of configured targets: observe each for a short window, attribute, find, report.
 
-PgBouncer targets are read first, so each server's report can name the clients that hold its
-connections through a PgBouncer that is also a target.
+PgBouncer targets are read first (once), so each server's report can name the clients that
+hold its connections through a PgBouncer that is also a target.
 """
 
 from __future__ import annotations
 
-from ..aggregate.attribution import attribute
-from ..aggregate.join import pairings_for, relabel
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..aggregate.attribution import Attribution, attribute
+from ..aggregate.history import History
+from ..aggregate.join import Pairing, pairings_for, relabel
 from ..collect.client import TargetClient
 from ..collect.pgbouncer import is_pgbouncer
 from ..collect.pgbouncer.console import ConsoleClient
 from ..collect.pgbouncer.snapshot import PoolerSnapshot
+from ..collect.snapshot import Snapshot
 from ..config import Config, Target, Thresholds
 from ..errors import TargetError
 from .findings import Severity, diagnose, unreachable
@@ -20,6 +25,10 @@ from .render import Report
 
 EXIT_CODES = {Severity.OK: 0, Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 3}
 """diagnose's exit status: 0 healthy, 1 warning, 3 critical (2 is bad input)."""
+DEFAULT_WINDOW_S = 5.0
+"""Long enough to measure a new-session rate and see idle connections stay idle."""
+WINDOW_POLL_S = 0.25
+"""Fast polls catch sessions that live a fraction of a second (each poll costs ~10 ms)."""
 
 
 def pooler_report(target: Target, thresholds: Thresholds) -> Report:
@@ -35,36 +44,65 @@ def pooler_report(target: Target, thresholds: Thresholds) -> Report:
 
 
 def report_for(config: Config, target_index: int, thresholds: Thresholds | None = None,
-               poolers: tuple[PoolerSnapshot, ...] = ()) -> Report:
+               poolers: tuple[PoolerSnapshot, ...] = (), window: float = DEFAULT_WINDOW_S
+               ) -> Report:
+    """Poll every ``WINDOW_POLL_S`` for ``window`` seconds (0: once) and diagnose the last poll
+    with the history of the window."""
     target = config.targets[target_index]
     t = thresholds or config.thresholds
     if is_pgbouncer(target.dsn):
         return pooler_report(target, t)
     client = TargetClient(target, show_queries=config.show_queries,
-                          dimensions=config.dimensions, max_groups=config.max_groups,
-                          client_processes=config.client_processes)
+                          dimensions=config.dimensions, max_groups=config.max_groups)
+    history = History(retention=window + 60.0, resolution=0.0)
+    snapshot: Snapshot | None = None
+    a: Attribution | None = None
+    pairings: tuple[Pairing, ...] = ()
     try:
-        snapshot = client.poll()
-    except TargetError as exc:
-        return Report(target.name, None, (unreachable(target.name, exc.kind, str(exc)),))
+        end = time.monotonic() + window
+        while True:
+            # What busy sessions do and which local processes hold them are read once, by the
+            # last poll: evidence the findings show, not rates.
+            last = end - time.monotonic() <= WINDOW_POLL_S
+            client.statements = last
+            client.client_processes = config.client_processes and last
+            try:
+                snapshot = client.poll()
+            except TargetError as exc:
+                if a is None:
+                    return Report(target.name, None,
+                                  (unreachable(target.name, exc.kind, str(exc)),))
+                break  # keep what the window saw
+            pairings = pairings_for(snapshot, target.dsn, poolers)
+            snapshot = relabel(snapshot, pairings)
+            a = attribute(snapshot, dimensions=config.dimensions, max_groups=config.max_groups)
+            history.add(a)
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(WINDOW_POLL_S, left))
     finally:
         client.close()
-    pairings = pairings_for(snapshot, target.dsn, poolers)
-    snapshot = relabel(snapshot, pairings)
-    a = attribute(snapshot, dimensions=config.dimensions, max_groups=config.max_groups)
+    assert snapshot is not None and a is not None
     queries = {s.pid: s.query for s in snapshot.sessions if s.query is not None}
-    findings = sorted((*diagnose(a, t), *joined_findings(a, pairings, t)),
-                      key=lambda f: -f.severity)
-    return Report(target.name, a, tuple(findings), queries, pairings=pairings)
+    findings = sorted((*diagnose(a, t, history if len(history) > 1 else None),
+                       *joined_findings(a, pairings, t)), key=lambda f: -f.severity)
+    return Report(target.name, a, tuple(findings), queries, pairings=pairings,
+                  observed=history.seconds())
 
 
-def diagnose_all(config: Config, thresholds: Thresholds | None = None) -> list[Report]:
+def diagnose_all(config: Config, thresholds: Thresholds | None = None,
+                 window: float = DEFAULT_WINDOW_S) -> list[Report]:
+    """PgBouncer targets first, then every server observed at the same time (one window)."""
     t = thresholds or config.thresholds
     pooled = {i: pooler_report(target, t) for i, target in enumerate(config.targets)
               if is_pgbouncer(target.dsn)}
     poolers = tuple(r.pooler for r in pooled.values() if r.pooler is not None)
-    return [pooled.get(i) or report_for(config, i, thresholds, poolers)
-            for i in range(len(config.targets))]
+    servers = [i for i in range(len(config.targets)) if i not in pooled]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(servers), 16))) as pool:
+        observed = dict(zip(servers, pool.map(
+            lambda i: report_for(config, i, thresholds, poolers, window), servers), strict=True))
+    return [pooled.get(i) or observed[i] for i in range(len(config.targets))]
 
 
 def exit_code(reports: list[Report]) -> int:

@@ -5,7 +5,8 @@
 -- names costs the client nothing. Ties break on the names in code-point order, as in Python.
 -- Sessions of other roles that the agent may not see (no pg_monitor) show only datid, pid,
 -- usesysid and application_name (backend_type, state and client address are NULL): those with
--- a user and a database are counted as client backends under %(hidden)s.
+-- a user and a database are counted as client backends under %(hidden)s; a client backend
+-- still starting up (no state yet) is 'starting'.
 WITH grouped AS (
     SELECT CASE WHEN %(by_datname)s THEN datname::text END AS datname,
            CASE WHEN %(by_usename)s THEN usename::text END AS usename,
@@ -15,7 +16,10 @@ WITH grouped AS (
                 WHEN client_addr IS NOT NULL THEN host(client_addr)
                 WHEN client_port = -1 THEN %(local)s
                 ELSE %(hidden)s END AS client_addr,
-           CASE WHEN %(by_state)s THEN coalesce(state, %(hidden)s) END AS state,
+           -- A backend still authenticating has no state yet either: 'starting', not hidden.
+           CASE WHEN %(by_state)s
+                THEN coalesce(state, CASE WHEN backend_type IS NULL THEN %(hidden)s
+                                          ELSE 'starting' END) END AS state,
            count(*)::int AS count,
            min(state_change) AS state_change,
            min(xact_start) AS xact_start,

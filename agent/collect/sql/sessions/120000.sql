@@ -2,10 +2,16 @@
 -- one, or among the oldest idle in transaction. pg_blocking_pids() is called only for lock
 -- waiters (it takes the lock manager's partition locks), and each filter scans the activity
 -- rows once without building per-row arrays. Query text only when asked for.
+-- Without pg_monitor other roles' wait events read NULL (backend_type too), while pg_locks and
+-- pg_blocking_pids() stay readable: such sessions count as waiters when pg_locks shows them
+-- waiting, so blockers are found also then (their details show as hidden). The pg_locks
+-- lookup runs only for hidden rows, so a pg_monitor agent pays nothing for it.
 WITH waiters AS MATERIALIZED (
     SELECT pid, pg_blocking_pids(pid) AS blocking_pids
     FROM pg_stat_activity
     WHERE wait_event_type = 'Lock'
+       OR (backend_type IS NULL
+           AND pid IN (SELECT pid FROM pg_locks WHERE NOT granted AND pid IS NOT NULL))
 ),
 blockers AS (SELECT DISTINCT unnest(blocking_pids) AS pid FROM waiters),
 idle_tx AS (
@@ -41,8 +47,11 @@ SELECT a.pid,
        a.wait_event_type,
        a.wait_event,
        coalesce(w.blocking_pids, '{}'::int[]) AS blocking_pids,
-       greatest(0, date_part('epoch', now() - a.state_change)) AS state_age,
-       greatest(0, date_part('epoch', now() - a.xact_start)) AS xact_age,
+       -- greatest() ignores NULLs: a hidden or transaction-less session has no age, not 0.
+       CASE WHEN a.state_change IS NOT NULL
+            THEN greatest(0, date_part('epoch', now() - a.state_change)) END AS state_age,
+       CASE WHEN a.xact_start IS NOT NULL
+            THEN greatest(0, date_part('epoch', now() - a.xact_start)) END AS xact_age,
        coalesce(held.n, 0) AS locks_held,
        CASE WHEN %(show_queries)s THEN left(a.query, %(query_chars)s) END AS query
 FROM pg_stat_activity a
