@@ -120,15 +120,22 @@ def diagnose(dsns: tuple[str, ...], config_path: Path | None, fmt: str,
 @click.option("--web.config.file", "web_config_file", metavar="FILE",
               help="Prometheus exporter-toolkit web config (TLS, basic auth) for the HTTP "
                    "endpoint (env PGCONN_AGENT_WEB_CONFIG_FILE).")
+@click.option("--targets-dir", metavar="DIR", type=click.Path(resolve_path=True),
+              help="Directory of TOML files holding [[targets]], re-read on SIGHUP and on "
+                   "change (env PGCONN_AGENT_TARGETS_DIR).")
+@click.option("--shard", metavar="I/N",
+              help="Poll only shard I of N (by server); I may be a StatefulSet pod name "
+                   "ending in -I (env PGCONN_AGENT_SHARD).")
 def run(dsns: tuple[str, ...], config_path: Path | None, listen: str | None,
         interval: float | None, log_format: str | None, log_level: str | None,
-        web_config_file: str | None) -> None:
+        web_config_file: str | None, targets_dir: str | None, shard: str | None) -> None:
     """Poll every target on a schedule and export OpenTelemetry metrics (OTLP and /metrics)."""
     from . import logs
     from .daemon import Daemon
 
     overrides = _overrides(dsns, listen=listen, interval=interval, log_format=log_format,
-                           log_level=log_level, web_config_file=web_config_file)
+                           log_level=log_level, web_config_file=web_config_file,
+                           targets_dir=targets_dir, shard=shard)
     try:
         daemon = Daemon(config_path, overrides)
     except AgentError as exc:

@@ -43,6 +43,8 @@ class Target:
     password_file: Path | None = None
     password_credential: str | None = None
     interval: float = 15.0
+    server: str | None = None
+    """Names the PostgreSQL server when host:port does not (targets sharing one poll)."""
 
     @property
     def redacted_dsn(self) -> str:
@@ -97,6 +99,11 @@ class Config:
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     source: str = "<defaults>"
+    targets_dir: Path | None = None
+    shard: tuple[int, int] | None = None
+    """(index, count): this agent polls the servers whose rendezvous hash picks ``index``."""
+    rejected: tuple[str, ...] = ()
+    """One error per file of ``targets_dir`` that was left out."""
 
 
 def redact(dsn: str) -> str:
@@ -209,22 +216,58 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     web_config_file = agent.get("web_config_file", str, "")
     if web_config_file:
         _check_web_config(agent, web_config_file)
+    targets_dir = agent.get("targets_dir", str, "")
+    shard = _parse_shard(agent, agent.get("shard", str, ""))
     agent.finish()
 
     otlp = _parse_otlp(root.table_of("otlp"))
     thresholds = _parse_thresholds(root.table_of("thresholds"))
     raw_targets = root.get("targets", list, [])
     root.finish()
-    targets = tuple(_parse_target(_Reader(source, f"targets[{i}]", _as_table(source, i, t)),
-                                  interval)
-                    for i, t in enumerate(raw_targets))
-    _check_unique(source, targets)
+    targets = _targets(source, raw_targets, interval)
     return Config(targets=targets, interval=interval, max_groups=max_groups,
                   dimensions=tuple(d for d in GROUP_DIMENSIONS if d in dims),
                   show_queries=show_queries, client_processes=client_processes,
                   listen=listen or None, log_format=log_format,
                   log_level=log_level, otlp=otlp, thresholds=thresholds, source=source,
-                  web_config_file=Path(web_config_file) if web_config_file else None)
+                  web_config_file=Path(web_config_file) if web_config_file else None,
+                  targets_dir=_relative_to(source, targets_dir) if targets_dir else None,
+                  shard=shard)
+
+
+_SHARD = re.compile(r"^(?:.*-)?(\d+)/(\d+)$")
+
+
+def _parse_shard(reader: _Reader, text: str) -> tuple[int, int] | None:
+    """``I/N``; I may be a StatefulSet pod name (``name-I``), so the pod's name is enough."""
+    if not text:
+        return None
+    match = _SHARD.fullmatch(text)
+    if not match or not int(match[1]) < int(match[2]):
+        raise reader.fail("shard", f"expected I/N with 0 <= I < N, found {_shown(text)}")
+    return int(match[1]), int(match[2])
+
+
+def _relative_to(source: str, directory: str) -> Path:
+    """A relative ``targets_dir`` is relative to the config file's directory."""
+    base = Path(source).parent if Path(source).is_file() else Path.cwd()
+    return base / directory
+
+
+def _targets(source: str, raw: list[Any], interval: float) -> tuple[Target, ...]:
+    targets = tuple(_parse_target(_Reader(source, f"targets[{i}]", _as_table(source, i, t)),
+                                  interval)
+                    for i, t in enumerate(raw))
+    _check_unique(source, targets)
+    return targets
+
+
+def parse_target_file(path: Path, interval: float) -> tuple[Target, ...]:
+    """The ``[[targets]]`` of one file of ``targets_dir`` (no other key is allowed there)."""
+    root = _Reader(str(path), "", read_toml(path))
+    raw = root.get("targets", list, [])
+    root.finish()
+    return _targets(str(path), raw, interval)
 
 
 def _as_table(source: str, index: int, value: Any) -> Mapping[str, Any]:
@@ -286,7 +329,8 @@ def _parse_target(reader: _Reader, interval: float) -> Target:
                                                  f"{credential!r}")
     target = Target(name=name, dsn=dsn, password_file=Path(pw_file) if pw_file else None,
                     password_credential=credential or None,
-                    interval=reader.positive("interval", interval, MAX_INTERVAL))
+                    interval=reader.positive("interval", interval, MAX_INTERVAL),
+                    server=reader.get("server", str, "") or None)
     reader.finish()
     return target
 
@@ -353,16 +397,7 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
     source = "<command line>"
     if path is not None:
         source = str(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise _error(source, f"cannot read: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise _error(source, f"not UTF-8 text (byte {exc.start})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise _error(source, f"invalid TOML: {_printable(str(exc))}") from None
-        except RecursionError:
-            raise _error(source, "invalid TOML: nested too deeply") from None
+        data = read_toml(path)
     merged = {**_env_overrides(), **(overrides or {})}
     dsns = merged.pop("dsns", None)
     if path is None and not dsns and any(os.environ.get(v) for v in LIBPQ_TARGET_VARS):
@@ -380,7 +415,26 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
                                   interval=config.interval))
         _check_unique("<command line>", tuple(targets))
         config = replace(config, targets=tuple(targets))
+    if config.targets_dir is not None:
+        from .targets_dir import read_targets
+
+        found, rejected = read_targets(config.targets_dir, config.targets, config.interval)
+        config = replace(config, targets=found, rejected=rejected)
     return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _error(source, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _error(source, f"not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _error(source, f"invalid TOML: {_printable(str(exc))}") from None
+    except RecursionError:
+        raise _error(source, "invalid TOML: nested too deeply") from None
 
 
 _ENV = {
@@ -393,6 +447,8 @@ _ENV = {
     "PGCONN_AGENT_DIMENSIONS": ("dimensions", list),
     "PGCONN_AGENT_DSN": ("dsns", list),
     "PGCONN_AGENT_CLIENT_PROCESSES": ("client_processes", bool),
+    "PGCONN_AGENT_TARGETS_DIR": ("targets_dir", str),
+    "PGCONN_AGENT_SHARD": ("shard", str),
 }
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
              "0": False, "false": False, "no": False, "off": False}

@@ -197,7 +197,8 @@ SETTING = _spec(
     "Connection-relevant settings, durations in seconds, others as plain numbers.",
 )
 AGENT_UP = _spec("pgconn_agent.up", G, "", T, "1 if the last poll of the target succeeded.")
-POLL_DURATION = _spec("pgconn_agent.poll.duration", H, "s", T, "Time one poll took.")
+POLL_DURATION = _spec("pgconn_agent.poll.duration", H, "s", T,
+                      "Time one poll of the server took (under its first target).")
 POLL_ERRORS = _spec(
     "pgconn_agent.poll.errors", C, "{error}", (*T, "error"),
     "Failed polls by kind (connect, auth, timeout, too_many_connections, query).",
@@ -278,6 +279,19 @@ PGBOUNCER_METRICS: tuple[MetricSpec, ...] = tuple(
 """Metrics of PgBouncer targets only; a PostgreSQL target exports every other metric."""
 POSTGRESQL_TARGET_METRICS: tuple[MetricSpec, ...] = tuple(
     m for m in METRICS if m not in PGBOUNCER_METRICS)
+
+PER_TARGET: tuple[MetricSpec, ...] = (AGENT_UP, POLL_ERRORS, POLL_SKIPPED)
+"""The agent's own view of each configured target: exported for every target."""
+DATABASE_ATTRIBUTE = "datname"
+"""A server point carrying it is database-scoped: exported once, under the target of that
+database; every other server point is server-wide: exported once per server."""
+
+
+def scope(spec: MetricSpec) -> str:
+    """``target``, ``database`` (its points name a database) or ``server`` (see docs/fleet.md)."""
+    if spec in PER_TARGET:
+        return "target"
+    return "database" if DATABASE_ATTRIBUTE in spec.attribute_names() else "server"
 
 POLL_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

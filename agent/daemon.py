@@ -34,6 +34,7 @@ from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S, TargetClient
 from .collect.pgbouncer import is_pgbouncer
 from .collect.pgbouncer.board import PoolerBoard
 from .collect.pgbouncer.console import ConsoleClient
+from .collect.snapshot import Snapshot
 from .diagnose.findings import diagnose, unreachable
 from .diagnose.holders import busy_holder
 from .diagnose.remote import EXIT_HEADER, respond
@@ -42,8 +43,11 @@ from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer, Request, Response
 from .export.state import MetricsState
-from .pipeline import observe, server_client
+from .pipeline import observe
+from .servers import Servers
+from .shard import mine
 from .spec import PollError
+from .targets_dir import Watch, report
 
 log = logging.getLogger(__name__)
 BACKOFF_CAP_S = 60.0
@@ -58,20 +62,24 @@ RATE_WINDOW_S = 60.0
 
 
 class TargetRunner:
-    """Polls one target; failures back off exponentially (capped) before reconnecting."""
+    """Polls one target (through the poll its server shares); failures back off exponentially
+    (capped) before reconnecting."""
 
     def __init__(self, target: cfg.Target, config: cfg.Config, state: MetricsState,
-                 poolers: PoolerBoard | None = None) -> None:
+                 poolers: PoolerBoard | None = None, servers: Servers | None = None) -> None:
         self.target = target
         self.config = config
         self.state = state
         self.poolers = poolers or PoolerBoard()
-        self.client: TargetClient | ConsoleClient = (
-            ConsoleClient(target) if is_pgbouncer(target.dsn) else
-            server_client(target, config, show_queries=config.show_queries))
+        self.servers = servers or Servers()
         self.history = History()
         self.latest: tuple[Attribution, dict[int, str]] | None = None
         self.history_lock = threading.Lock()
+        # A PgBouncer is polled alone; PostgreSQL targets share their server's poll, whose
+        # points, history and diagnosis its lead's runner computes.
+        self.console = ConsoleClient(target) if is_pgbouncer(target.dsn) else None
+        self.server = None if self.console else self.servers.join(
+            target, config, self._publish, self._record, self._points)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_attempt: float | None = None
@@ -97,9 +105,10 @@ class TargetRunner:
     def _attempt(self) -> None:
         start = time.perf_counter()
         try:
-            # Current until the next poll is overdue (see STALE_GRACE_S).
-            self.state.publish(self.target.name, self._points(), owner=self,
-                               fresh_for=2 * self.target.interval + STALE_GRACE_S)
+            if self.server is not None:
+                self.server.poll(self.target)
+            else:
+                self._publish(self._pooler_points())
         except PollAborted:
             return  # removed or stopping: nothing to report
         except TargetError as exc:
@@ -117,22 +126,33 @@ class TargetRunner:
         finally:
             # Set when the attempt ends: /readyz turns 200 once there is something to scrape.
             self.last_attempt = time.monotonic()
-        self.state.record_duration(self.target.name, time.perf_counter() - start, owner=self)
+        if self.server is None:  # a server poll's time is recorded by the server
+            self._record(time.perf_counter() - start)
 
-    def _points(self) -> PointSet:
-        if isinstance(self.client, ConsoleClient):
-            pooled = self.client.poll()
-            if not self.closed:  # a removed target's late poll joins nothing
-                self.poolers.put(pooled)
-            return pooler_points(pooled, max_groups=self.config.max_groups)
-        observed = observe(self.client.poll(), self.target, self.config, self.poolers.latest())
+    def _publish(self, share: PointSet) -> None:
+        # Current until the next poll is overdue (see STALE_GRACE_S).
+        self.state.publish(self.target.name, share, owner=self,
+                           fresh_for=2 * self.target.interval + STALE_GRACE_S)
+
+    def _record(self, seconds: float) -> None:
+        self.state.record_duration(self.target.name, seconds, owner=self)
+
+    def _pooler_points(self) -> PointSet:
+        assert self.console is not None
+        pooled = self.console.poll()
+        if not self.closed:  # a removed target's late poll joins nothing
+            self.poolers.put(pooled)
+        return pooler_points(pooled, max_groups=self.config.max_groups)
+
+    def _points(self, snapshot: Snapshot, client: TargetClient) -> PointSet:
+        observed = observe(snapshot, self.target, self.config, self.poolers.latest())
         snapshot, attribution = observed.snapshot, observed.attribution
         with self.history_lock:
             self.history.add(attribution)
             self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
                                         if s.query is not None}
             churns = self.history.churn(RATE_WINDOW_S)
-        self.client.statements = busy_holder(attribution, self.config.thresholds)
+        client.statements = busy_holder(attribution, self.config.thresholds)
         point_set = points(attribution, max_groups=self.config.max_groups)
         rates = open_rate_points(churns, self.target.name, self.config.dimensions)
         return PointSet({**point_set.points, **rates},
@@ -167,7 +187,10 @@ class TargetRunner:
     def close(self) -> None:
         self.closed = True
         self.poolers.drop(self.target.name)
-        self.client.close()
+        if self.console is not None:
+            self.console.close()
+        else:
+            self.servers.leave(self.target)
 
 
 class Daemon:
@@ -175,13 +198,15 @@ class Daemon:
         self.config_path = config_path
         self.overrides = dict(overrides)
         self.config = cfg.load(config_path, overrides)
-        if not self.config.targets:
+        if not self.config.targets and self.config.targets_dir is None:
             raise ConfigError(f"{self.config.source}: targets: no target configured "
                               f"(give --dsn or [[targets]])")
         self.state = MetricsState(self.config.max_groups)
         self.telemetry = otel.build(self.config, self.state)
         self.runners: dict[str, TargetRunner] = {}
         self.poolers = PoolerBoard()
+        self.servers = Servers()
+        self.watch = Watch(self.config.targets_dir)
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=32)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -210,20 +235,20 @@ class Daemon:
         pending = [n for n, r in self.runners.items() if r.last_attempt is None]
         if late:
             return False, f"not polled recently: {', '.join(late)}"
-        if len(pending) == len(self.runners):
+        if self.runners and len(pending) == len(self.runners):
             return False, "no poll yet"
         return True, "ok"
 
     def _diagnose(self, request: Request) -> Response:
-        """``GET /diagnose``: every target's diagnosis from what the daemon already holds
-        (PgBouncer targets have no sessions to diagnose)."""
+        """``GET /diagnose``: every server's diagnosis from what the daemon already holds, under
+        its lead target (PgBouncer targets have no sessions to diagnose)."""
         reports = [r.report() for r in list(self.runners.values())
-                   if isinstance(r.client, TargetClient)]
+                   if r.server is not None and r.server.lead() == r.target.name]
         status, body, ctype, exit_status = respond(reports, request.query)
         return Response(status, body, ctype, ((EXIT_HEADER, str(exit_status)),))
 
     def _schedule(self, target: cfg.Target) -> None:
-        runner = TargetRunner(target, self.config, self.state, self.poolers)
+        runner = TargetRunner(target, self.config, self.state, self.poolers, self.servers)
         self.runners[target.name] = runner
         jitter = min(target.interval * 0.1, 2.0)
         self.scheduler.add_job(runner.poll, "interval", seconds=target.interval,
@@ -296,15 +321,17 @@ class Daemon:
     def reload(self) -> None:
         try:
             new = cfg.load(self.config_path, self.overrides)
-            if not new.targets:
+            if not new.targets and new.targets_dir is None:
                 raise ConfigError(f"{new.source}: targets: no target configured")
         except AgentError as exc:
             log.error("reload rejected, keeping the running configuration",
                       extra={"error": str(exc)})
             return
         new = self._apply(new)
-        old_targets = {t.name: t for t in self.config.targets}
-        new_targets = {t.name: t for t in new.targets}
+        self.watch.reset(new.targets_dir)
+        report(new)
+        old_targets = {name: runner.target for name, runner in self.runners.items()}
+        new_targets = {t.name: t for t in mine(new.targets, new.shard)}
         same_rules = ((new.dimensions, new.max_groups, new.client_processes)
                       == (self.config.dimensions, self.config.max_groups,
                           self.config.client_processes))
@@ -321,11 +348,12 @@ class Daemon:
 
     def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         self._start_http(self.config.listen, _web_config(self.config))
-        for target in self.config.targets:
+        report(self.config)
+        for target in mine(self.config.targets, self.config.shard):
             self._schedule(target)
         self.scheduler.start()
         self.telemetry.start()
-        log.info("started", extra={"targets": [t.name for t in self.config.targets],
+        log.info("started", extra={"targets": sorted(self.runners), "shard": self.config.shard,
                                    "listen": self.http.address if self.http else None,
                                    "otlp": otel.otlp_enabled(self.config.otlp)})
         if on_started:
@@ -333,7 +361,7 @@ class Daemon:
         try:
             while not self.stop_event.is_set():
                 self.stop_event.wait(0.5)
-                if self.reload_event.is_set():
+                if self.reload_event.is_set() or self.watch.changed():
                     self.reload_event.clear()
                     self.reload()
         finally:

@@ -65,7 +65,31 @@ def metrics_markdown() -> str:
     lines += ["", "`pgconn_agent.poll.duration` buckets (seconds): "
               + ", ".join(f"{b:g}" for b in c.POLL_DURATION_BUCKETS), "",
               *_attribute_values(), *INGESTION]
-    return "\n".join(lines)
+    return "\n".join(lines + _scopes())
+
+
+def _scopes() -> list[str]:
+    """The fleet model: which series one server exports once, and which once per database."""
+    def names(scope: str) -> str:
+        return ", ".join(f"`{m.name}`" for m in c.METRICS if c.scope(m) == scope)
+
+    return [
+        "## Server, database and target scope",
+        "",
+        "Targets that reach the same PostgreSQL server (same `server` setting, else same",
+        "host:port; a second host name for one server is recognised by",
+        "`pg_control_system().system_identifier`) share one connection and one poll, and each",
+        "series is exported once (see docs/fleet.md):",
+        "",
+        f"- **database**: a point whose `{c.DATABASE_ATTRIBUTE}` names a database is exported "
+        f"under the `target` of that database (the first by name if several name it); points "
+        f"of databases no target names go to the server's owner. {names('database')}.",
+        "- **server**: exported once per server, under the `target` of its owner (the first of "
+        f"its targets by name). {names('server')}.",
+        "- **target**: the agent's view of each configured target, exported for every target. "
+        f"{names('target')}.",
+        "",
+    ]
 
 
 def _attribute_values() -> list[str]:

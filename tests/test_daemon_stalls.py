@@ -116,8 +116,10 @@ def test_sigterm_during_a_hang_exits_0_within_5s_with_a_last_export(
 def test_target_removed_while_its_poll_hangs_leaves_no_series(e2e_server: LocalServer,
                                                               tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    keep = f'[[targets]]\nname = "keep"\ndsn = "{e2e_server.dsn()}"\n'
-    gone = f'[[targets]]\nname = "gone"\ndsn = "{e2e_server.dsn(dbname="template1")}"\n'
+    # Distinct ``server`` names: two polls of their own, as for targets on two servers.
+    keep = f'[[targets]]\nname = "keep"\nserver = "a"\ndsn = "{e2e_server.dsn()}"\n'
+    gone = (f'[[targets]]\nname = "gone"\nserver = "b"\n'
+            f'dsn = "{e2e_server.dsn(dbname="template1")}"\n')
     config.write_text(f'[agent]\ninterval = {INTERVAL}\nlisten = "127.0.0.1:0"\n\n'
                       f'{keep}\n{gone}')
     with Agent(["--config", str(config)]) as agent:

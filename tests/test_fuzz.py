@@ -26,7 +26,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from snapshots import snapshot
 
@@ -46,9 +45,9 @@ from agent.collect.snapshot import (
 from agent.diagnose import render
 from agent.diagnose.findings import diagnose
 from agent.errors import ConfigError
-from agent.export.http import ContractCollector
 from agent.export.producer import Producer
 from agent.export.state import MetricsState
+from agent.export.text import render as render_metrics
 
 SECRET = "hunter2-s3cret"
 FUZZ = settings(max_examples=int(os.environ.get("PGCONN_FUZZ_EXAMPLES", "300")), deadline=None,
@@ -351,13 +350,12 @@ def test_attribution_and_points_hold_their_invariants(snap: Any, dims: tuple[str
 
 
 _STATE = MetricsState(max_groups=1000)
-_REGISTRY = CollectorRegistry(auto_describe=False)
-_REGISTRY.register(ContractCollector(Producer(_STATE, Resource.create())))
+_PRODUCER = Producer(_STATE, Resource.create())
 
 
 def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    text = generate_latest(_REGISTRY).decode("utf-8")
+    text = render_metrics(_PRODUCER).decode("utf-8")
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))

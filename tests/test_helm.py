@@ -74,6 +74,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "ab" * 32},
         "serviceAccount": {"create": False, "name": "agent"},
     },
+    "shards": {
+        "replicas": 3,
+        "targets": [{"name": "a", "dsn": "host=db-a user=pgconn_agent", "server": "db-a"},
+                    {"name": "b", "dsn": "host=db-b user=pgconn_agent"}],
+        "serviceMonitor": {"enabled": True},
+    },
     "web-config": {
         "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
         "webConfig": {"existingSecret": "agent-web", "tls": True, "basicAuth": True},

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, generate_latest
 
 from agent import contract as c
 from agent import spec
 from agent.aggregate.points import PointSet
 from agent.docs import metrics_markdown
-from agent.export.http import ContractCollector
 from agent.export.producer import Producer
 from agent.export.state import MetricsState
+from agent.export.text import render
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCERS = ("agent/aggregate/*.py", "agent/export/state.py")
@@ -54,10 +53,7 @@ def test_a_metric_declared_once_reaches_docs_otlp_and_the_endpoint(
     (resource,) = producer.get_metrics_data().resource_metrics
     (otlp,) = [m for m in resource.scope_metrics[0].metrics if m.name == widgets.name]
     assert (otlp.unit, otlp.description) == ("{widget}", widgets.description)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ContractCollector(producer))
-    assert 'postgresql_widget_count{kind="blue",target="db1"} 3.0' in \
-        generate_latest(registry).decode()
+    assert 'postgresql_widget_count{kind="blue",target="db1"} 3.0' in render(producer).decode()
     assert "`postgresql.widget.count`" in metrics_markdown()
 
 

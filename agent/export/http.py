@@ -1,7 +1,7 @@
 """The agent's small HTTP server: ``/metrics`` (Prometheus text), ``/healthz``, ``/readyz``.
 
 ``/metrics`` converts the producer's OpenTelemetry data to the contract's Prometheus names
-(exactly what Prometheus' OTLP translation yields) with prometheus_client's exposition code.
+(exactly what Prometheus' OTLP translation yields) in the text exposition format (text.py).
 
 The listener is bounded: one event-loop thread holds every connection (a few KB each) while it
 waits for a request head, with a deadline and a cap that evicts the oldest idle connection; only
@@ -16,86 +16,19 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .. import contract as c
 from ..webconfig import Authenticator, WebConfig
 from .producer import Producer
+from .text import render
 
 log = logging.getLogger(__name__)
-
-
-class ContractCollector:
-    """A prometheus_client collector over the producer's OpenTelemetry data."""
-
-    def __init__(self, reader: Producer) -> None:
-        self.reader = reader
-
-    def collect(self) -> Iterator[Metric]:
-        for rm in self.reader.get_metrics_data().resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    spec = c.BY_NAME.get(metric.name)
-                    if spec is not None:
-                        yield from _families(spec, metric.data.data_points)
-
-
-def _families(spec: c.MetricSpec, points: Any) -> Iterator[Metric]:
-    name = spec.prometheus_name
-    labels = list(_label_names(points))
-    family: Metric
-    if spec.instrument is c.Instrument.HISTOGRAM:
-        family = HistogramMetricFamily(name, spec.description, labels=labels)
-        for p in points:
-            assert isinstance(p, HistogramDataPoint)
-            buckets, running = [], 0
-            for bound, n in zip((*p.explicit_bounds, float("inf")), p.bucket_counts,
-                                strict=True):
-                running += n
-                buckets.append((_bound(bound), float(running)))
-            family.add_metric(_values(labels, p), buckets, p.sum)
-        yield family
-        return
-    if spec.instrument is c.Instrument.COUNTER:
-        family = CounterMetricFamily(name.removesuffix("_total"), spec.description,
-                                     labels=labels)
-    else:
-        family = GaugeMetricFamily(name, spec.description, labels=labels)
-    for p in points:
-        assert isinstance(p, NumberDataPoint)
-        family.add_metric(_values(labels, p), float(p.value))
-    yield family
-
-
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
-def _label_names(points: Any) -> Iterator[str]:
-    seen: dict[str, None] = {}
-    for p in points:
-        for key in p.attributes or {}:
-            seen.setdefault(key, None)
-    return iter(seen)
-
-
-def _values(labels: list[str], point: Any) -> list[str]:
-    attrs = point.attributes or {}
-    return [str(attrs.get(k, "")) for k in labels]
 
 
 @dataclass(frozen=True)
@@ -143,16 +76,15 @@ class _BadRequest(Exception):
         self.response = Response(status, (why + "\n").encode())
 
 
-def routes(registry: CollectorRegistry | None, ready: Callable[[], tuple[bool, str]]
+def routes(reader: Producer | None, ready: Callable[[], tuple[bool, str]]
            ) -> dict[str, Route]:
     """The endpoints by path; add one here (or to ``AgentHTTPServer.routes``) to serve it."""
     table: dict[str, Route] = {
         "/healthz": lambda _: Response(200, b"ok\n"),
         "/readyz": lambda _: _readiness(ready),
     }
-    if registry is not None:
-        table["/metrics"] = lambda _: Response(200, generate_latest(registry),
-                                               CONTENT_TYPE_LATEST)
+    if reader is not None:
+        table["/metrics"] = lambda _: Response(200, render(reader), CONTENT_TYPE_LATEST)
     return table
 
 
@@ -168,11 +100,7 @@ class AgentHTTPServer:
                  ready: Callable[[], tuple[bool, str]], web: WebConfig | None = None,
                  limits: Limits | None = None) -> None:
         host, _, port = listen.rpartition(":")
-        registry = None
-        if reader is not None:
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(ContractCollector(reader))
-        self.routes = routes(registry, ready)
+        self.routes = routes(reader, ready)
         self.limits = limits or Limits()
         self.web = web or WebConfig()
         self.auth = Authenticator(self.web.users) if self.web.users else None
