@@ -72,7 +72,7 @@ class TargetRunner:
         self.state = state
         self.poolers = poolers or PoolerBoard()
         self.servers = servers or Servers()
-        self.history = History()
+        self.history = History(max_holders=config.max_groups)
         self.latest: tuple[Attribution, dict[int, str]] | None = None
         self.history_lock = threading.Lock()
         # A PgBouncer is polled alone; PostgreSQL targets share their server's poll, whose

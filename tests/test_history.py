@@ -127,3 +127,15 @@ def test_memory_is_bounded_in_time_and_in_count() -> None:
     assert abs(opened - 4 * h.seconds()) <= 4
     (shop, _) = h.churn()
     assert shop.opened == 4 * h.seconds()  # the counter's delta over the whole span
+
+
+def test_a_storm_of_distinct_names_stays_within_the_holder_cap() -> None:
+    """Every poll brings new application names: merged samples fold the oldest holders into
+    the overflow holder instead of keeping each name, and no new backend is lost."""
+    h = History(retention=900, resolution=1.0, max_holders=20)
+    for i in range(4 * 600):  # four polls a second for 10 minutes, 5 new names each
+        h.add(poll(i / 4, i, *(group(f"app-{i}-{n}", "idle", 1, opened=1) for n in range(5))))
+    assert max(len(s.holders) for s in h.samples) <= 20
+    opened = sum(c.opened for s in h.samples[1:] for c in s.holders.values())
+    assert abs(opened - 20 * h.seconds()) <= 20  # 20 new backends a second over the span
+    assert any(c.OVERFLOW_VALUE in k for s in h.samples for k in s.holders)

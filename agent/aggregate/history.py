@@ -21,7 +21,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass
 
-from ..contract import CONNECTION_OPEN_RATE
+from ..contract import CONNECTION_OPEN_RATE, OVERFLOW_VALUE
 from ..spec import State
 from .attribution import Attribution
 
@@ -135,8 +135,9 @@ class History:
     """
 
     def __init__(self, retention: float = 900.0, resolution: float = 1.0,
-                 detail: float = 60.0, coarse: float = 30.0) -> None:
+                 detail: float = 60.0, coarse: float = 30.0, max_holders: int = 200) -> None:
         self.retention = retention
+        self.max_holders = max_holders
         self.resolution = resolution
         self.detail = detail
         self.coarse = coarse
@@ -158,7 +159,7 @@ class History:
         new = self._interned(sample(a))
         recent = self._recent
         if len(recent) > 1 and new.at - recent[-2].at < self.resolution:
-            new = _merge(recent.pop(), new)
+            new = _merge(recent.pop(), new, self.max_holders)
         recent.append(new)
         while len(recent) > 1 and new.at - recent[0].at > self.detail:
             self._thin(recent.popleft())
@@ -169,7 +170,7 @@ class History:
     def _thin(self, s: Sample) -> None:
         old = self._old
         if len(old) > 1 and s.at - old[-2].at < self.coarse:
-            s = _merge(old.pop(), s)
+            s = _merge(old.pop(), s, self.max_holders)
         old.append(s)
 
     def _interned(self, s: Sample) -> Sample:
@@ -210,13 +211,27 @@ class History:
         return self._recent[-1].at - samples[0].at if self._recent else 0.0
 
 
-def _merge(old: Sample, new: Sample) -> Sample:
+OVERFLOW_HOLDER: HolderKey = (OVERFLOW_VALUE, OVERFLOW_VALUE, OVERFLOW_VALUE)
+"""Where a merged sample folds the new backends of holders beyond its cap."""
+
+
+def _merge(old: Sample, new: Sample, limit: int) -> Sample:
+    """The newer sample, keeping the new backends both saw. Holders that only the older one
+    names (a storm of distinct application names) are capped at ``limit``: the ones with the
+    fewest new backends fold into ``OVERFLOW_HOLDER``, so counts over any span stay right."""
     holders = dict(new.holders)
     for key, c in old.holders.items():
         if c.opened:
             n = holders.get(key)
             holders[key] = HolderCounts(n.total if n else 0, n.idle if n else 0,
                                         (n.opened if n else 0) + c.opened)
+    if len(holders) > max(limit, len(new.holders)):
+        gone = sorted((k for k in holders if k not in new.holders and k != OVERFLOW_HOLDER),
+                      key=lambda k: (holders[k].opened, k))
+        excess = gone[:len(holders) - max(limit, len(new.holders)) + 1]
+        folded = sum(holders.pop(k).opened for k in excess)
+        o = holders.get(OVERFLOW_HOLDER, HolderCounts(0, 0, 0))
+        holders[OVERFLOW_HOLDER] = HolderCounts(o.total, o.idle, o.opened + folded)
     return Sample(new.at, holders, new.sessions, new.outcomes)
 
 
