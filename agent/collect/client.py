@@ -53,8 +53,9 @@ QUERY_CHARS = 200
 CLIENT_PORT_LIMIT = 5000
 
 
-def connection_string(target: Target) -> str:
-    """The target's DSN with the agent's own settings: its name, a connect timeout, read-only."""
+def agent_params(target: Target) -> dict[str, Any]:
+    """The target's DSN parameters with the agent's name, its password (from a file or a
+    credential), a connect timeout and keepalives, where the DSN does not set them."""
     params = conninfo.conninfo_to_dict(target.dsn)
     password = read_password(target)
     if password is not None:
@@ -63,6 +64,12 @@ def connection_string(target: Target) -> str:
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     for key, value in KEEPALIVES.items():
         params.setdefault(key, value)
+    return params
+
+
+def connection_string(target: Target) -> str:
+    """The target's DSN with the agent's own settings: its name, a connect timeout, read-only."""
+    params = agent_params(target)
     own = "-c default_transaction_read_only=on"
     params["options"] = f"{params.get('options') or ''} {own}".strip()
     return conninfo.make_conninfo("", **params)

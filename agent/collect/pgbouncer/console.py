@@ -13,8 +13,8 @@ import psycopg
 from psycopg import conninfo
 
 from ... import contract
-from ...config import Target, read_password
-from ..client import CONNECT_TIMEOUT_S, KEEPALIVES, POLL_DEADLINE_S, classify
+from ...config import Target
+from ..client import POLL_DEADLINE_S, agent_params, classify
 from ..deadline import Guarded
 from . import ADMIN_DATABASE
 from .snapshot import ClientConn, Pool, PooledDatabase, PoolerSnapshot, ServerConn
@@ -26,15 +26,7 @@ R = TypeVar("R")
 def console_string(target: Target) -> str:
     """The target's DSN with the agent's name and a connect timeout. No ``options``: the
     console rejects startup options, and it cannot write anyway."""
-    params = conninfo.conninfo_to_dict(target.dsn)
-    password = read_password(target)
-    if password is not None:
-        params["password"] = password
-    params["application_name"] = contract.AGENT_APPLICATION_NAME
-    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    for key, value in KEEPALIVES.items():
-        params.setdefault(key, value)
-    return conninfo.make_conninfo("", **params)
+    return conninfo.make_conninfo("", **agent_params(target))
 
 
 @lru_cache(maxsize=4096)
