@@ -30,11 +30,11 @@ def wait_sessions_gone(pg: LocalServer) -> None:
     """Closed clients' backends exit asynchronously; wait until only ours remain."""
     deadline = time.monotonic() + 20
     while True:
-        rows = pg.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                          "'client backend' AND pid <> pg_backend_pid()")
-        if rows[0][0] == 0:
+        rows = pg.execute("SELECT application_name, state, usename FROM pg_stat_activity "
+                          "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        if not rows:
             return
-        assert time.monotonic() < deadline, f"{rows[0][0]} client backends left over"
+        assert time.monotonic() < deadline, f"{len(rows)} client backends left over: {rows}"
         time.sleep(0.05)
 
 
