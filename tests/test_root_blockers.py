@@ -109,7 +109,11 @@ def test_real_server_tuple_lock_queue_has_one_root(pg: LocalServer, workload: Wo
     root, waiters = workload.lock_chain("shop-web", 4, row=11)
     other_root, _ = workload.lock_chain("billing", 1, row=12)
     workload.idle_in_transaction(2, "shop-idle")  # idle in transaction, blocking nobody
-    a = attribute(TargetClient(Target("t", pg.dsn())).poll())
+    client = TargetClient(Target("t", pg.dsn()))
+    try:
+        a = attribute(client.poll())
+    finally:
+        client.close()  # a client left to the garbage collector keeps its session open
     ps = points(a).points
 
     intermediates = {s.pid for s in a.sessions if s.pid in waiters
