@@ -35,7 +35,7 @@ def test_pool_full_with_one_user_reads_as_one_finding_per_holder() -> None:
                                        "lock_chain_idle_root"]
     assert all(f.severity is Severity.CRITICAL for f in found)
     shop = found[0]
-    assert shop.title.startswith("shop-web leaves 1 transactions idle")
+    assert shop.title.startswith("shop-web leaves 1 transaction idle")
     assert shop.data["causes"] == ["idle_in_transaction", "idle_hoarding",
                                    "dominant_application"]
     assert shop.data["count"] == 94 and shop.data["idle"] == 80
@@ -49,6 +49,14 @@ def test_pool_full_with_one_user_reads_as_one_finding_per_holder() -> None:
     assert chain.data["blocked_pids"] == [101, 102, 103, 104, 105, 106]
     advice = [f.recommendation for f in found]
     assert sum(a.count("idle_in_transaction_session_timeout") for a in advice) == 1
+
+
+def test_findings_come_most_severe_first() -> None:
+    snap = snapshot([group("shop-web", "idle", 80, state_age=300.0),
+                     group("(unset)", "idle", 2, state_age=5.0)])
+    found = diagnose(attribute(snap))
+    assert len({f.severity for f in found}) >= 2, [f.code for f in found]
+    assert [f.severity for f in found] == sorted((f.severity for f in found), reverse=True)
 
 
 def test_unknown_states_are_not_zero() -> None:

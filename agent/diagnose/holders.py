@@ -270,7 +270,7 @@ def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | N
     return Cause(
         "idle_in_transaction",
         Severity.CRITICAL if worst >= t.idle_in_transaction_critical else Severity.WARNING,
-        f"leaves {len(old)} transactions idle (longest {age(worst)})",
+        f"leaves {len(old)} transaction{'' if len(old) == 1 else 's'} idle (longest {age(worst)})",
         tuple(f"pid {s.pid} ({s.usename}@{s.datname} from {s.client_addr}): idle in "
               f"transaction for {age(s.state_age)}, transaction open {age(s.xact_age)}, holds "
               f"{s.locks_held} locks, directly blocks {blocked.get(s.pid, 0)} sessions"
