@@ -238,7 +238,7 @@ def rules(sets: tuple[str, ...]) -> None:
               help="Daemon polls to show before stopping.")
 def demo(keep: bool, polls: int) -> None:
     """Reproduce "pool 100/100 with one user" on a throwaway PostgreSQL and diagnose it."""
-    from .demo import run_demo
+    from .demo.scenario import run_demo
 
     try:
         sys.exit(run_demo(keep=keep, polls=polls))

@@ -44,7 +44,7 @@ from agent.aggregate.points import points  # noqa: E402
 from agent.collect import processes  # noqa: E402
 from agent.collect.client import TargetClient  # noqa: E402
 from agent.config import Target  # noqa: E402
-from agent.pgserver import LocalServer  # noqa: E402
+from agent.demo.server import LocalServer  # noqa: E402
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:

@@ -4,8 +4,8 @@ Run (from a clean clone)::
 
     bash scripts/setup.sh && .venv/bin/python benchmarks/fleet.py
 
-Starts ``--servers`` local clusters (agent.pgserver) with ``--databases`` databases each and
-``--sessions`` client sessions per cluster (agent.workload: idle over 10 application_names,
+Starts ``--servers`` local clusters (agent.demo.server) with ``--databases`` databases each and
+``--sessions`` client sessions per cluster (agent.demo.workload: idle over 10 application_names,
 some idle in transaction, spread over the databases), and an OTLP gRPC receiver
 (tests/otlp_receiver.py). For every interval and target count it starts the real daemon in a
 child process (this file with ``--agent``; the child adds a timing wrapper to the scheduler's
@@ -44,8 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from agent.pgserver import LocalServer, free_port  # noqa: E402
-from agent.workload import Workload  # noqa: E402
+from agent.demo.server import LocalServer, free_port  # noqa: E402
+from agent.demo.workload import Workload  # noqa: E402
 
 APPS = 10
 

@@ -5,8 +5,8 @@ Run (from a clean clone)::
     bash scripts/setup.sh && PGCONN_WITH_PEER=1 bash scripts/setup.sh \
         && .venv/bin/python benchmarks/pgbouncer_peer.py --clients 100,800
 
-For every N this starts a throwaway PostgreSQL (agent.pgserver) and a PgBouncer in front of it
-(agent.pooler_server: transaction mode, pool_size 20), then builds the issue's situation: the
+For every N this starts a throwaway PostgreSQL (agent.demo.server) and a PgBouncer in front of
+it (tests/pooler_support.py: transaction mode, pool_size 20), then builds the issue's situation: the
 pool is at its size (application ``billing`` holds a row lock idle in transaction, 18
 ``report`` clients sit idle in transaction, one ``web`` client is blocked on billing's lock),
 ``--waiting`` more ``web`` clients queue in PgBouncer, and the rest of the N clients are
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from poll_cost import RESULTS, clean_env, cpu_seconds, get, ms, wait_until  # noqa: E402
-from pooler_support import LOCK_TABLE, PooledClients  # noqa: E402
+from pooler_support import LOCK_TABLE, MONITOR_ROLE, LocalBouncer, PooledClients  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from agent import contract as c  # noqa: E402
@@ -57,11 +57,10 @@ from agent.collect.pgbouncer.console import ConsoleClient  # noqa: E402
 from agent.collect.snapshot import Snapshot  # noqa: E402
 from agent.config import Config, Target  # noqa: E402
 from agent.daemon import TargetRunner  # noqa: E402
+from agent.demo.server import LocalServer, free_port  # noqa: E402
+from agent.demo.workload import Workload  # noqa: E402
 from agent.diagnose.pooler import pooler_findings  # noqa: E402
 from agent.export.state import MetricsState  # noqa: E402
-from agent.pgserver import LocalServer, free_port  # noqa: E402
-from agent.pooler_server import MONITOR_ROLE, LocalBouncer  # noqa: E402
-from agent.workload import Workload  # noqa: E402
 
 EXPORTER = "prometheus-pgbouncer-exporter"
 SHIM = """

@@ -28,8 +28,8 @@ from poll_cost import Scenario, open_sessions, prepare
 
 from agent.collect import client, queries
 from agent.config import Target
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_QUERIES = queries.QUERIES

@@ -5,9 +5,9 @@ Run (from a clean clone)::
     bash scripts/setup.sh && PGCONN_WITH_PEER=1 bash scripts/setup.sh \
         && .venv/bin/python benchmarks/poll_cost.py --sessions 100,1000,3000
 
-For every N this starts a throwaway PostgreSQL sized for N (agent.pgserver), opens N sessions
-(agent.workload) over ~40 application_names, 4 users and 3 databases (~10% idle in transaction,
-a few lock chains, the rest idle; ~10% over the unix socket), starts Debian's
+For every N this starts a throwaway PostgreSQL sized for N (agent.demo.server), opens N
+sessions (agent.demo.workload) over ~40 application_names, 4 users and 3 databases (~10% idle
+in transaction, a few lock chains, the rest idle; ~10% over the unix socket), starts Debian's
 prometheus-postgres-exporter against it and then, in a separate measuring process so that the
 workload's own connections do not pollute CPU and memory figures, interleaves in random order:
 
@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import conninfo  # noqa: E402
 
-from agent.pgserver import LocalServer, free_port  # noqa: E402
-from agent.workload import Workload  # noqa: E402
+from agent.demo.server import LocalServer, free_port  # noqa: E402
+from agent.demo.workload import Workload  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 EXPORTER = "prometheus-postgres-exporter"

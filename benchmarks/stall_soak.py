@@ -32,7 +32,7 @@ from agent_e2e import Agent, agent_backends, stopped, wait_until  # noqa: E402
 from hardening_support import proc_stats  # noqa: E402
 
 from agent import contract as c  # noqa: E402
-from agent.pgserver import LocalServer  # noqa: E402
+from agent.demo.server import LocalServer  # noqa: E402
 
 UP = c.AGENT_UP.prometheus_name
 ERRORS = c.POLL_ERRORS.prometheus_name

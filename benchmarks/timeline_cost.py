@@ -28,10 +28,10 @@ from agent import config as cfg
 from agent.aggregate.attribution import Attribution, attribute
 from agent.aggregate.history import History
 from agent.collect.snapshot import ActivityGroup, DatabaseSessions, Setting, Snapshot
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from agent.diagnose.findings import diagnose
 from agent.diagnose.run import DEFAULT_WINDOW_S, report_for
-from agent.pgserver import LocalServer
-from agent.workload import Workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 START = datetime(2026, 12, 1, tzinfo=UTC)

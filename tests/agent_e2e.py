@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.pgserver import LocalServer, free_port
-from agent.workload import Workload
+from agent.demo.server import LocalServer, free_port
+from agent.demo.workload import Workload
 
 T = TypeVar("T")
 AGENT = Path(sys.executable).parent / "pgconn-agent"

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 pytest_plugins = ["measurements"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from agent_e2e import wait_until
 
-from agent.pgserver import free_port
+from agent.demo.server import free_port
 
 PROMETHEUS = os.environ.get("PGCONN_PROMETHEUS", "/usr/bin/prometheus")
 JOB = "pgconn-agent"

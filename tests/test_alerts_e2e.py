@@ -25,8 +25,8 @@ from agent_e2e import AGENT, Agent, wait_until
 from prometheus_server import JOB, Prometheus
 
 from agent import alert_rules
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 APP, APP_ROLE = "shop-web", "shop"
 OTHER_APP, OTHER_ROLE = "billing", "billing"

@@ -17,7 +17,7 @@ from prometheus_server import Prometheus
 
 from agent import alert_rules
 from agent import contract as c
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 
 OVERRIDES = {t.name: 1 for t in alert_rules.THRESHOLDS if t.is_duration}
 

@@ -13,9 +13,9 @@ from agent import spec
 from agent.aggregate.points import points
 from agent.collect.client import TargetClient
 from agent.config import Config, Target
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from agent.pipeline import observe
-from agent.workload import Workload
 
 DECLARED: dict[tuple[str, str], set[str]] = {
     (c.SESSIONS.name, "outcome"): set(spec.SessionOutcome),

@@ -25,8 +25,8 @@ from hardening_support import AddressRelay, proc_stats
 from psycopg import conninfo
 
 from agent import contract as c
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 STORM = int(os.environ.get("PGCONN_STORM_SESSIONS", "2000"))
 DISTINCT = max(5000, STORM)

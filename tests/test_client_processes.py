@@ -30,9 +30,9 @@ from agent.collect import process_info as info
 from agent.collect import processes as proc
 from agent.collect.snapshot import ClientPort
 from agent.collect.sock_diag import connected_stream_sockets, tcp_local_ends
+from agent.demo.server import LocalServer, free_port
 from agent.diagnose.processes import holder_finding
 from agent.errors import ConfigError
-from agent.pgserver import LocalServer, free_port
 
 # -- /proc parsers on this machine's /proc ------------------------------------------------------
 

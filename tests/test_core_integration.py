@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from diagnose_support import codes, diagnose_report, run_diagnose
 
-from agent.pgserver import LocalServer, free_port
-from agent.workload import Workload
+from agent.demo.server import LocalServer, free_port
+from agent.demo.workload import Workload
 
 SHORT = """
 [thresholds]

@@ -13,8 +13,8 @@ from agent_e2e import Agent, blackhole, closed_port, wait_until
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
 from agent import contract as c
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 UP = c.AGENT_UP.prometheus_name
 COUNT = c.CONNECTION_COUNT.prometheus_name

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 
 from agent import contract as c
 from agent.cli import main
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 
 UP = c.AGENT_UP.prometheus_name
 ERRORS = c.POLL_ERRORS.prometheus_name

@@ -18,14 +18,14 @@ from pathlib import Path
 import bcrypt
 from agent_e2e import Agent, agent_backends, blackhole, stopped, wait_until
 from otlp_receiver import HttpReceiver
+from pooler_support import LocalBouncer
 from test_daemon_faults import COUNT, ERRORS, POLLS, SERVER_DATA, SKIPPED, UP, name_of, run
 
 from agent import contract as c
 from agent.collect.client import POLL_DEADLINE_S
 from agent.config import default_target_name
-from agent.pgserver import LocalServer, free_port
-from agent.pooler_server import LocalBouncer
-from agent.workload import Workload
+from agent.demo.server import LocalServer, free_port
+from agent.demo.workload import Workload
 
 INTERVAL = 0.5
 OPENED = c.CONNECTION_OPENED.prometheus_name

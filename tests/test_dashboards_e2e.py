@@ -21,8 +21,8 @@ from agent_e2e import Agent, wait_until
 from prometheus_server import Prometheus
 
 from agent import contract as c
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from dashboards import build
 from dashboards.queries import panel_queries
 

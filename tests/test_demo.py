@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent_e2e import AGENT, clean_env, wait_until
 
-from agent.pgserver import find_bindir
+from agent.demo.server import find_bindir
 
 
 def postgres_pids(datadir: Path) -> list[int]:

@@ -42,8 +42,8 @@ from otlp_receiver import (
 from agent import __version__
 from agent import contract as c
 from agent.config import load
+from agent.demo.server import LocalServer
 from agent.export import otel
-from agent.pgserver import LocalServer
 
 SERVICE = "pgconn-agent-under-test"
 HEADERS = "authorization=Bearer%20s3cret,x-tenant=acme"

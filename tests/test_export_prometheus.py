@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import JOB, Prometheus
 
 from agent import contract as c
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 
 LATE_APP = "late-prom"
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped",

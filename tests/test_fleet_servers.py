@@ -21,7 +21,7 @@ from agent import contract as c
 from agent.aggregate.attribution import attribute
 from agent.aggregate.fleet import split
 from agent.aggregate.points import PointSet, points
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 from agent.servers import database_of, server_key
 
 DATABASES = ("shop", "billing", "unwatched")
@@ -122,7 +122,7 @@ def write_config(path: Path, server: LocalServer) -> Path:
 
 def test_one_agent_exports_each_series_once_with_one_poll_per_group(
         fleet_server: LocalServer, tmp_path: Path) -> None:
-    from agent.workload import Workload
+    from agent.demo.workload import Workload
 
     with Workload(fleet_server.dsn()) as work, \
             Agent(["--config", str(write_config(tmp_path / "a.toml", fleet_server)),

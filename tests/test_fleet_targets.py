@@ -16,7 +16,7 @@ import pytest
 from agent_e2e import Agent, wait_until
 
 from agent import config as cfg
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 from agent.servers import server_key
 from agent.shard import mine, shard_of
 

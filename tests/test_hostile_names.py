@@ -34,9 +34,9 @@ from prometheus_server import Prometheus
 from psycopg import sql
 
 from agent import contract as c
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from agent.diagnose.render import safe
-from agent.pgserver import LocalServer
-from agent.workload import Workload
 
 LONG_APP = "{" * 70
 SESSIONS: list[tuple[str, str, str, int]] = [

@@ -21,8 +21,8 @@ import pytest
 from agent_e2e import Agent, wait_until
 from hardening_support import proc_stats
 
+from agent.demo.server import LocalServer
 from agent.export.http import AgentHTTPServer, Limits, Response
-from agent.pgserver import LocalServer
 
 CONNECTIONS = 1000
 HALF_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: agent\r\n"  # the blank line never comes

@@ -21,9 +21,9 @@ from agent_e2e import AGENT, Agent, clean_env, wait_until
 from hardening_support import CertAuthority, issue_cert, make_ca
 
 from agent import webconfig
+from agent.demo.server import LocalServer
 from agent.errors import ConfigError
 from agent.export.http import AgentHTTPServer, Limits
-from agent.pgserver import LocalServer
 
 PASSWORD = "s3cret pass"
 HEAD_TIMEOUT = 1.0

@@ -23,7 +23,7 @@ from agent_e2e import SHOP_APP, SHOP_DB, SHOP_USER, Agent, Situation, situation,
 
 import agent
 from agent import contract as c
-from agent.pgserver import LocalServer, free_port
+from agent.demo.server import LocalServer, free_port
 
 pytestmark = pytest.mark.timeout(900)  # a cold build makes its base image first (~1.5 min)
 

@@ -21,8 +21,8 @@ from hardening_support import LOG_PREFIX, logged_statements
 
 from agent import contract as c
 from agent.cli import main
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 APP_SESSIONS = 6
 LOCK_WAITERS = 2

@@ -33,10 +33,10 @@ from agent import config as cfg
 from agent import contract as c
 from agent.aggregate.history import History
 from agent.daemon import TargetRunner
+from agent.demo.server import LocalServer
 from agent.export import otel
 from agent.export.http import AgentHTTPServer
 from agent.export.state import MetricsState
-from agent.pgserver import LocalServer
 
 POLLS = int(os.environ.get("PGCONN_LONGRUN_POLLS", "2000"))
 WARMUP = max(100, POLLS // 10)

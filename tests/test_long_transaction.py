@@ -14,10 +14,10 @@ from snapshots import group, snapshot
 from agent import config
 from agent.aggregate.attribution import attribute
 from agent.config import Thresholds
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from agent.diagnose.findings import Finding, Severity, diagnose
 from agent.diagnose.run import diagnose_all
-from agent.pgserver import LocalServer
-from agent.workload import Workload
 
 
 def long_ones(findings: list[Finding]) -> list[Finding]:

@@ -16,8 +16,8 @@ import pytest
 from agent_e2e import AGENT, clean_env
 
 from agent import config as agent_config
+from agent.demo.server import LocalServer
 from agent.errors import ConfigError
-from agent.pgserver import LocalServer
 
 UNREACHABLE = "host=127.0.0.1 port=1 user=pgconn_agent connect_timeout=1"
 

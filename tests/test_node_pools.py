@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from test_core_integration import wait_sessions_gone
 
 from agent.cli import main
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS_JS = Path(__file__).with_name("node") / "pools.js"

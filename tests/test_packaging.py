@@ -1,12 +1,21 @@
-"""Package metadata: one version, the license it names shipped, URLs and classifiers that exist."""
+"""Package metadata (one version, the license it names shipped, URLs and classifiers that
+exist) and the wheel's contents: what the commands run, and no test harness. Builds the wheel
+with pip (5-15 s).
+"""
 
 from __future__ import annotations
 
+import ast
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import trove_classifiers
 import yaml
 
@@ -14,6 +23,8 @@ import agent
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+ENTRY_MODULES = ("agent.cli", "agent.__main__", "agent.docs")
+"""What runs: the console script, ``python -m agent`` and ``python -m agent.docs``."""
 
 
 def test_the_version_is_written_once() -> None:
@@ -50,3 +61,72 @@ def test_urls_and_classifiers() -> None:
     python = re.fullmatch(r">=3\.(\d+)", PYPROJECT["requires-python"])
     assert python is not None
     assert f"Programming Language :: Python :: 3.{python.group(1)}" in classifiers
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from what the Dockerfile copies, unpacked (built in a copy: an
+    in-tree build would leave build/ behind, stale files included)."""
+    out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    shutil.copytree(ROOT / "agent", source / "agent",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
+                    str(source)], check=True, capture_output=True)
+    with zipfile.ZipFile(next(out.glob("*.whl"))) as built:
+        built.extractall(out / "unpacked")
+    return out / "unpacked"
+
+
+def _module(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(root: Path, module: str, path: Path) -> set[str]:
+    """Every ``agent`` module ``path`` imports, at the top or inside a function."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            name = ((f"{base}.{node.module}" if node.module else base) if node.level
+                    else node.module or "")
+            found |= {name, *(f"{name}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def test_the_wheel_ships_what_the_commands_run_and_no_test_harness(wheel: Path) -> None:
+    shipped = {_module(wheel, p): p for p in (wheel / "agent").rglob("*.py")}
+    reached: set[str] = set()
+    todo = list(ENTRY_MODULES)
+    while todo:
+        module = todo.pop()
+        if module in reached or module not in shipped:
+            continue
+        reached.add(module)
+        todo += [module.rpartition(".")[0], *_imported(wheel, module, shipped[module])]
+    assert set(shipped) - reached == set(), "shipped but never run: move test harness to tests/"
+    # The demo's throwaway server and workload ship, and say why in one place.
+    assert {"agent.demo.server", "agent.demo.workload"} <= reached
+    assert "tests and benchmarks reuse" in (wheel / "agent/demo/__init__.py").read_text()
+    assert {p.name for p in (wheel / "agent/collect/sql").rglob("*.sql")}
+    assert (wheel / "agent/py.typed").exists()
+
+
+def test_every_shipped_module_imports_from_the_wheel_alone(wheel: Path) -> None:
+    """Without the checkout on the path a module importing a test helper fails here."""
+    modules = sorted(_module(wheel, p) for p in (wheel / "agent").rglob("*.py")
+                     if p.name != "__main__.py")  # that one runs the command line
+    check = ("import importlib, sys\nsys.path.insert(0, sys.argv[1])\n"
+             f"for name in {modules!r}:\n"
+             "    assert importlib.import_module(name).__file__.startswith(sys.argv[1]), name\n")
+    result = subprocess.run([sys.executable, "-I", "-c", check, str(wheel)], cwd=wheel,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

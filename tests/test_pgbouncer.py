@@ -10,7 +10,7 @@ import pytest
 from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
 from diagnose_support import diagnose_reports
-from pooler_support import LOCK_TABLE, PooledClients, client_port
+from pooler_support import LOCK_TABLE, LocalBouncer, PooledClients, client_port
 from prometheus_server import Prometheus
 
 from agent import contract as c
@@ -23,11 +23,10 @@ from agent.collect.pgbouncer.console import ConsoleClient
 from agent.collect.pgbouncer.snapshot import PoolerSnapshot
 from agent.config import Config, Target
 from agent.daemon import TargetRunner
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 from agent.diagnose.pooler import pooler_findings
 from agent.export.state import MetricsState
-from agent.pgserver import LocalServer
-from agent.pooler_server import LocalBouncer
-from agent.workload import Workload
 from dashboards import build
 from dashboards.queries import panel_queries
 

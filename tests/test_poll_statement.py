@@ -18,8 +18,8 @@ from agent.collect.client import (
     _lock_wait,
     _session,
 )
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 
 @pytest.mark.all_versions

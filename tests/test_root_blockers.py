@@ -17,8 +17,8 @@ from agent.aggregate.points import points
 from agent.collect.client import TargetClient
 from agent.collect.snapshot import Session
 from agent.config import Target
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 IIT = "idle in transaction"
 

@@ -27,7 +27,7 @@ from hardening_support import issue_cert, make_ca
 
 from agent import config as agent_config
 from agent import webconfig
-from agent.pgserver import LocalServer, free_port
+from agent.demo.server import LocalServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "pgconn-agent.service"

@@ -18,8 +18,8 @@ from diagnose_support import diagnose_report, run_diagnose
 from test_core_integration import wait_sessions_gone
 
 from agent import contract as c
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 SHOP = "shop"
 

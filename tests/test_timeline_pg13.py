@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
-from agent.pgserver import LocalServer
-from agent.workload import Workload
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
 
 
 @pytest.fixture(scope="module")

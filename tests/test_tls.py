@@ -30,7 +30,7 @@ from hardening_support import (
 from otlp_receiver import GrpcReceiver
 
 from agent import contract as c
-from agent.pgserver import LocalServer
+from agent.demo.server import LocalServer
 
 
 @dataclass(frozen=True)

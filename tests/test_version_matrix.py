@@ -17,8 +17,8 @@ from agent.collect import queries
 from agent.collect.client import TargetClient
 from agent.collect.snapshot import DatabaseSessions, Snapshot
 from agent.config import Target
-from agent.pgserver import LocalServer, installed_bindirs
-from agent.workload import Workload
+from agent.demo.server import LocalServer, installed_bindirs
+from agent.demo.workload import Workload
 
 MATRIX_DB = "matrix_sessions"
 

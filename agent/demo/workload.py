@@ -1,8 +1,7 @@
 """Reproducible client workloads on a real server: idle, idle in transaction, lock chains.
 
-Used by the demo, the tests and the benchmarks. Connections are asynchronous psycopg
-connections driven by one event loop in a background thread, so thousands are cheap to hold.
-It ships in the runtime package (not under tests/) because ``pgconn-agent demo`` runs it.
+Connections are asynchronous psycopg connections driven by one event loop in a background
+thread, so thousands are cheap to hold.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""A throwaway PostgreSQL cluster (Debian's or npm's binaries) for the demo, tests, benchmarks.
+"""A throwaway PostgreSQL cluster of Debian's or npm's binaries (any major: see ``find_bindir``).
 
 ``initdb`` refuses to run as root, so as root the cluster runs as the ``postgres`` user in a
-temporary directory that user owns; as anyone else it runs as that user. It ships in the
-runtime package (not under tests/) because ``pgconn-agent demo`` runs it.
+temporary directory that user owns; as anyone else it runs as that user.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from .errors import AgentError
+from ..errors import AgentError
 
 _DEBIAN = Path("/usr/lib/postgresql")
 DEFAULT_CACHE = "/var/cache/pgconn-agent"

@@ -16,11 +16,11 @@ from types import FrameType
 
 import click
 
-from . import config as cfg
-from .daemon import Daemon
-from .diagnose import render
-from .diagnose.run import diagnose_all
-from .pgserver import LocalServer, free_port
+from .. import config as cfg
+from ..daemon import Daemon
+from ..diagnose import render
+from ..diagnose.run import diagnose_all
+from .server import LocalServer, free_port
 from .workload import Workload
 
 DEMO_THRESHOLDS = cfg.Thresholds(idle_hoard_age=2.0, idle_in_transaction_warning=2.0,
