@@ -84,3 +84,42 @@ def test_data_past_its_freshness_is_dropped_and_up_reads_0() -> None:
     time.sleep(0.3)
     assert state.observe(c.CONNECTION_COUNT.name) == []
     assert state.observe(c.AGENT_UP.name) == [(T, 0.0)]
+
+
+def test_staleness_drops_polled_points_reads_up_0_and_keeps_counters() -> None:
+    state = MetricsState()
+    points = {m.name: [] for m in c.METRICS}
+    points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
+    state.claim("db1", "runner")
+    state.publish("db1", PointSet(points, [(opened("web"), 2.0)]), fresh_for=0.2)
+    state.publish("db1", PointSet(points, [(opened("web"), 1.0)]), fresh_for=0.2)
+    state.skipped("db1")
+    state.fail("db1", "timeout")
+    state.publish("db1", PointSet(points, []), fresh_for=0.2)
+    before = {m.name: state.observe(m.name) for m in c.METRICS}
+    assert before[c.CONNECTION_COUNT.name] == [(T, 3.0)]
+    time.sleep(0.3)
+    after = {m.name: state.observe(m.name) for m in c.METRICS}
+    kept = {c.CONNECTION_OPENED.name, c.POLL_ERRORS.name, c.POLL_SKIPPED.name}
+    assert {n: p for n, p in after.items() if p} == {
+        **{n: before[n] for n in kept}, c.AGENT_UP.name: [(T, 0.0)]}
+    assert after[c.CONNECTION_OPENED.name] == [(opened("web"), 3.0)]
+    assert after[c.POLL_SKIPPED.name] == [(T, 1.0)]
+    assert dict(after[c.POLL_ERRORS.name]) == {
+        (*T, ("error", kind)): float(kind == "timeout") for kind in c.POLL_ERROR_KINDS}
+
+
+def test_a_failed_poll_drops_the_targets_points_and_counts_its_kind() -> None:
+    state = MetricsState()
+    points = {m.name: [] for m in c.METRICS}
+    points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
+    state.publish("db1", PointSet(points, [(opened("web"), 2.0)]))
+    state.publish("db1", PointSet(points, []))
+    state.fail("db1", "auth")
+    state.fail("db1", "auth")
+    assert state.observe(c.CONNECTION_COUNT.name) == []
+    assert state.observe(c.AGENT_UP.name) == [(T, 0.0)]
+    assert state.observe(c.CONNECTION_OPENED.name) == [(opened("web"), 2.0)]
+    assert dict(state.observe(c.POLL_ERRORS.name))[(*T, ("error", "auth"))] == 2.0
+    starts = {start for _, _, start in state.counter(c.POLL_ERRORS.name)}
+    assert len(starts) == 1 and starts <= {s for _, _, s in state.counter(c.CONNECTION_OPENED.name)}
