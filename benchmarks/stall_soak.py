@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from agent_e2e import Agent, agent_backends, stopped, wait_until  # noqa: E402
-from hardening_support import proc_stats  # noqa: E402
+from process_stats import proc_stats  # noqa: E402
 
 from agent import contract as c  # noqa: E402
 from agent.demo.server import LocalServer  # noqa: E402

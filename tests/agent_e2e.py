@@ -1,8 +1,9 @@
-"""End-to-end helpers: a known workload on a real server, and ``pgconn-agent run`` as a process.
+"""End-to-end helpers: a known workload on a real server, ``pgconn-agent run`` as a process,
+the names it gives targets and series, and the server's sessions waited on or stopped.
 
-Shared by test_export_otlp.py, test_export_prometheus.py and test_daemon_faults.py. Nothing here
-mocks the database or the exporters: the agent is the installed console script, the server is a
-throwaway PostgreSQL, the sessions are real.
+Shared by every test that runs the agent as a process (tests/conftest.py holds the ``e2e_server``
+and ``held`` fixtures built on it). Nothing here mocks the database or the exporters: the agent
+is the installed console script, the server is a throwaway PostgreSQL, the sessions are real.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent import contract as c
 from agent.demo.server import LocalServer, free_port
 from agent.demo.workload import Workload
 
@@ -41,6 +43,14 @@ BILLING_USER = "billing_app"
 MAX_CONNECTIONS = 100
 RESERVED = 3
 IDLE_TX_TIMEOUT_S = 600.0
+
+# Prometheus names of the series the agent-process tests read most.
+UP = c.AGENT_UP.prometheus_name
+COUNT = c.CONNECTION_COUNT.prometheus_name
+ERRORS = c.POLL_ERRORS.prometheus_name
+SKIPPED = c.POLL_SKIPPED.prometheus_name
+POLLS = c.POLL_DURATION.prometheus_name + "_count"
+SERVER_DATA = tuple(s.prometheus_name for s in c.METRICS if s.name.startswith("postgresql."))
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition",
@@ -106,6 +116,10 @@ class Situation:
     @property
     def usable(self) -> int:
         return MAX_CONNECTIONS - RESERVED
+
+    @property
+    def target(self) -> str:
+        return target_name(self.server)
 
     def open_late(self, app: str, n: int) -> None:
         """Open ``n`` new idle shop sessions (for ``postgresql.connection.opened``)."""
@@ -256,6 +270,18 @@ class Agent:
         self.close()
 
 
+def target_name(server: LocalServer, dbname: str = "postgres") -> str:
+    """The name the agent gives a target of ``server`` configured by a TCP DSN alone."""
+    return f"127.0.0.1:{server.port}/{dbname}"
+
+
+def polling_agent(*dsns: str, interval: float = 0.5, env: dict[str, str] | None = None
+                  ) -> Agent:
+    """``pgconn-agent run`` on ``dsns`` every ``interval`` seconds, /metrics on a free port."""
+    args = [a for dsn in dsns for a in ("--dsn", dsn)]
+    return Agent([*args, "--listen", "127.0.0.1:0", "--interval", str(interval)], env=env)
+
+
 @contextlib.contextmanager
 def blackhole() -> Iterator[int]:
     """A TCP port that accepts connections (backlog) but never answers: a hung server."""
@@ -286,3 +312,15 @@ def stopped(pid: int) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def wait_sessions_gone(pg: LocalServer) -> None:
+    """Closed clients' backends exit asynchronously; wait until only ours remain."""
+    deadline = time.monotonic() + 20
+    while True:
+        rows = pg.execute("SELECT application_name, state, usename FROM pg_stat_activity "
+                          "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        if not rows:
+            return
+        assert time.monotonic() < deadline, f"{len(rows)} client backends left over: {rows}"
+        time.sleep(0.05)

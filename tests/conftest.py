@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from agent_e2e import Situation, situation, start_server
+from helm_support import install_helm, use_private_homes
 
 from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
@@ -50,10 +52,24 @@ def workload(pg: LocalServer) -> Iterator[Workload]:
 @pytest.fixture(scope="module")
 def e2e_server() -> Iterator[LocalServer]:
     """A server for the agent-as-a-process tests: ``agent_e2e.start_server()``, one per module."""
-    from agent_e2e import start_server
-
     server = start_server()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def held(e2e_server: LocalServer) -> Iterator[Situation]:
+    """``agent_e2e.situation()`` held on ``e2e_server`` for the whole module."""
+    with situation(e2e_server) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """The helm command (tests/helm_support.py), with private homes; fails, never skips, when
+    it cannot be installed."""
+    binary = install_helm()
+    use_private_homes(tmp_path_factory.mktemp("helm-home"))
+    yield [binary]

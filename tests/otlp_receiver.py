@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from hardening_support import issue_cert, make_ca
+from certificates import issue_cert, make_ca
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as pb_grpc
 from opentelemetry.proto.common.v1 import common_pb2
@@ -346,3 +346,11 @@ class HttpReceiver(_Store):
 
 
 Receiver = GrpcReceiver | HttpReceiver
+
+
+def agent_env(receiver: Receiver, interval_ms: int, **more: str) -> dict[str, str]:
+    """The standard ``OTEL_*`` variables that point an agent at ``receiver``, exporting every
+    ``interval_ms``; ``more`` adds variables (e.g. ``OTEL_EXPORTER_OTLP_TIMEOUT``)."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
+            "OTEL_METRIC_EXPORT_INTERVAL": str(interval_ms), **more}

@@ -1,16 +1,11 @@
-"""Helpers shared by the alert-rule and Helm tests: rule groups compared modulo ``for:``
-spelling, and the official helm binary installed by scripts/install-helm.sh."""
+"""Rule groups compared modulo ``for:`` spelling, shared by the alert-rule and Helm tests."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
@@ -30,13 +25,3 @@ def normalized(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if "for" in rule:
                 rule["for"] = seconds(rule["for"])
     return out
-
-
-def install_helm() -> str:
-    """The helm binary's path; fails (never skips) when it cannot be installed."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "install-helm.sh")],
-                            capture_output=True, text=True, check=False, timeout=600)
-    assert result.returncode == 0, f"installing helm failed:\n{result.stderr}"
-    binary = result.stdout.strip().splitlines()[-1]
-    assert os.access(binary, os.X_OK), binary
-    return binary

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from rule_support import install_helm, normalized
+from helm_support import install_helm
+from rule_support import normalized
 
 from agent import alert_rules as ar
 from agent import contract

@@ -20,8 +20,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from agent_e2e import Agent, wait_until
-from hardening_support import AddressRelay, proc_stats
+from address_relay import AddressRelay
+from agent_e2e import Agent, target_name, wait_until
+from process_stats import proc_stats
 from psycopg import conninfo
 
 from agent import contract as c
@@ -49,7 +50,7 @@ def series(agent: Agent, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def test_storm_stays_within_the_cap_and_memory_is_flat(server: LocalServer) -> None:
-    target = f"127.0.0.1:{server.port}/postgres"
+    target = target_name(server)
     with AddressRelay(server.port) as relay, \
             Workload(conninfo.make_conninfo(server.dsn(), port=relay.port)) as crowd:
         crowd.named([f"storm-{i:05d}" for i in range(STORM)])

@@ -1,4 +1,4 @@
-"""A connection error is one line that keeps libpq's cause, never the password (issue 10)."""
+"""A connection error is one line that keeps libpq's cause, never the password."""
 
 from __future__ import annotations
 

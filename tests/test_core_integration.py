@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_e2e import wait_sessions_gone
 from diagnose_support import codes, diagnose_report, run_diagnose
 
 from agent.demo.server import LocalServer, free_port
@@ -24,18 +25,6 @@ idle_in_transaction_critical = 600
 
 INSTANT = 0.0
 """These situations hold still: diagnose one instant (``--window 0``), not a window."""
-
-
-def wait_sessions_gone(pg: LocalServer) -> None:
-    """Closed clients' backends exit asynchronously; wait until only ours remain."""
-    deadline = time.monotonic() + 20
-    while True:
-        rows = pg.execute("SELECT application_name, state, usename FROM pg_stat_activity "
-                          "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
-        if not rows:
-            return
-        assert time.monotonic() < deadline, f"{len(rows)} client backends left over: {rows}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -9,28 +9,25 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_e2e import Agent, blackhole, closed_port, wait_until
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from agent_e2e import (
+    COUNT,
+    ERRORS,
+    POLLS,
+    SERVER_DATA,
+    SKIPPED,
+    UP,
+    Agent,
+    blackhole,
+    closed_port,
+    polling_agent,
+    target_name,
+    wait_until,
+)
+from otlp_receiver import GrpcReceiver, HttpReceiver, agent_env
 
 from agent import contract as c
 from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
-
-UP = c.AGENT_UP.prometheus_name
-COUNT = c.CONNECTION_COUNT.prometheus_name
-ERRORS = c.POLL_ERRORS.prometheus_name
-SKIPPED = c.POLL_SKIPPED.prometheus_name
-POLLS = c.POLL_DURATION.prometheus_name + "_count"
-SERVER_DATA = tuple(s.prometheus_name for s in c.METRICS if s.name.startswith("postgresql."))
-
-
-def name_of(server: LocalServer, dbname: str = "postgres") -> str:
-    return f"127.0.0.1:{server.port}/{dbname}"
-
-
-def run(*dsns: str, interval: float = 0.5, env: dict[str, str] | None = None) -> Agent:
-    args = [a for dsn in dsns for a in ("--dsn", dsn)]
-    return Agent([*args, "--listen", "127.0.0.1:0", "--interval", str(interval)], env=env)
 
 
 def warnings_and_errors(agent: Agent) -> list[dict[str, object]]:
@@ -39,11 +36,11 @@ def warnings_and_errors(agent: Agent) -> list[dict[str, object]]:
 
 def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
         e2e_server: LocalServer) -> None:
-    target = name_of(e2e_server)
+    target = target_name(e2e_server)
     work = Workload(e2e_server.dsn(), e2e_server.dsn(via="unix"))
     try:
         work.idle(5, "before-restart")
-        with run(e2e_server.dsn()) as agent:
+        with polling_agent(e2e_server.dsn()) as agent:
             agent.started()
             wait_until(lambda: agent.value(COUNT, application_name="before-restart") == 5,
                        15, "the workload's sessions")
@@ -95,13 +92,11 @@ def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
 def test_otlp_endpoint_down_then_back(e2e_server: LocalServer,
                                       receiver_class: type[GrpcReceiver | HttpReceiver]
                                       ) -> None:
-    target = name_of(e2e_server)
+    target = target_name(e2e_server)
     receiver = receiver_class().up()
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-           "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
-           "OTEL_METRIC_EXPORT_INTERVAL": "300", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    env = agent_env(receiver, 300, OTEL_EXPORTER_OTLP_TIMEOUT="1")
     try:
-        with run(e2e_server.dsn(), env=env) as agent:
+        with polling_agent(e2e_server.dsn(), env=env) as agent:
             agent.started()
             receiver.wait_for(lambda: receiver.latest_value(c.AGENT_UP.name,
                                                             target=target) == 1, 15, "up 1")
@@ -144,15 +139,15 @@ def test_otlp_endpoint_down_then_back(e2e_server: LocalServer,
 
 def test_unreachable_and_hung_targets_do_not_hold_back_the_good_one(
         e2e_server: LocalServer) -> None:
-    good = name_of(e2e_server)
+    good = target_name(e2e_server)
     refused_port = closed_port()
     with blackhole() as hung_port:
         refused = f"127.0.0.1:{refused_port}/postgres"
         hung = f"127.0.0.1:{hung_port}/postgres"
-        with run(e2e_server.dsn(),
-                 f"host=127.0.0.1 port={refused_port} user=postgres dbname=postgres",
-                 f"host=127.0.0.1 port={hung_port} user=postgres dbname=postgres "
-                 f"connect_timeout=2") as agent:
+        with polling_agent(e2e_server.dsn(),
+                           f"host=127.0.0.1 port={refused_port} user=postgres dbname=postgres",
+                           f"host=127.0.0.1 port={hung_port} user=postgres dbname=postgres "
+                           f"connect_timeout=2") as agent:
             agent.started()
             wait_until(lambda: agent.value(UP, target=good) == 1, 15, "good target up")
             wait_until(lambda: agent.value(UP, target=refused) == 0, 15, "refused target down")
@@ -194,12 +189,10 @@ def test_unreachable_and_hung_targets_do_not_hold_back_the_good_one(
 
 
 def test_sigterm_flushes_a_last_export_and_exits_0(e2e_server: LocalServer) -> None:
-    target = name_of(e2e_server)
+    target = target_name(e2e_server)
     with HttpReceiver() as receiver:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-               "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
-               "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
-        with run(e2e_server.dsn(), env=env) as agent:
+        env = agent_env(receiver, 600_000)  # no periodic export: only the last one
+        with polling_agent(e2e_server.dsn(), env=env) as agent:
             agent.started()
             wait_until(lambda: agent.value(UP, target=target) == 1, 15, "up 1")
             assert receiver.total == 0, "the periodic export should not have run yet"
@@ -260,7 +253,7 @@ def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(e2e_server: LocalS
 
 
 def test_healthz_and_readyz(e2e_server: LocalServer) -> None:
-    with run(e2e_server.dsn()) as agent:
+    with polling_agent(e2e_server.dsn()) as agent:
         agent.started()
         assert agent.get("/healthz") == (200, "ok\n")
         wait_until(lambda: agent.get("/readyz")[0] == 200, 10, "/readyz 200")

@@ -26,16 +26,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from agent_e2e import Agent, wait_until
+from agent_e2e import ERRORS, POLLS, UP, Agent, target_name, wait_until
 from click.testing import CliRunner
 
 from agent import contract as c
 from agent.cli import main
 from agent.demo.server import LocalServer
 
-UP = c.AGENT_UP.prometheus_name
-ERRORS = c.POLL_ERRORS.prometheus_name
-POLLS = c.POLL_DURATION.prometheus_name + "_count"
 MAX_CONNECTIONS, RESERVED = 12, 3
 
 
@@ -44,10 +41,6 @@ def server() -> Iterator[LocalServer]:
     with LocalServer(max_connections=MAX_CONNECTIONS, superuser_reserved=RESERVED) as srv:
         srv.execute("CREATE ROLE monitor LOGIN IN ROLE pg_monitor", "CREATE ROLE filler LOGIN")
         yield srv
-
-
-def target(server: LocalServer) -> str:
-    return f"127.0.0.1:{server.port}/postgres"
 
 
 def run(*dsns: str, config: Path | None = None) -> Agent:
@@ -73,7 +66,7 @@ def no_traceback(agent: Agent) -> None:
 
 
 def test_terminated_backend_reconnects_and_the_gap_shows(server: LocalServer) -> None:
-    name = target(server)
+    name = target_name(server)
     with run(server.dsn(user="monitor")) as agent:
         wait_until(lambda: agent.value(UP, target=name) == 1, 15, "up")
         [old] = wait_until(lambda: agent_pids(server), 10, "the agent's backend")
@@ -94,7 +87,7 @@ def test_terminated_backend_reconnects_and_the_gap_shows(server: LocalServer) ->
 
 
 def test_server_full_at_start_is_reported_retried_and_recovers(server: LocalServer) -> None:
-    name = target(server)
+    name = target_name(server)
     fillers = [psycopg.connect(server.dsn(user="filler"), autocommit=True)
                for _ in range(MAX_CONNECTIONS - RESERVED)]
     try:
@@ -120,7 +113,7 @@ def test_server_full_at_start_is_reported_retried_and_recovers(server: LocalServ
 
 
 def test_locked_catalog_times_out_and_the_daemon_lives(server: LocalServer) -> None:
-    name = target(server)
+    name = target_name(server)
     with run(server.dsn(user="monitor")) as agent:
         wait_until(lambda: agent.value(UP, target=name) == 1, 15, "up")
         with psycopg.connect(server.dsn(via="unix")) as locker:
@@ -151,8 +144,8 @@ def test_unresolvable_host_is_one_line_and_spares_the_other_target(server: Local
     with run(server.dsn(user="monitor"), bad_dsn) as agent:
         wait_until(lambda: errors(agent, bad, "connect") >= 2, 15, "DNS failures counted")
         assert agent.value(UP, target=bad) == 0
-        assert agent.value(UP, target=target(server)) == 1
-        assert errors(agent, target(server), "connect") == 0
+        assert agent.value(UP, target=target_name(server)) == 1
+        assert errors(agent, target_name(server), "connect") == 0
         assert agent.stop()[0] == 0
         assert "hunter2" not in agent.stderr()
         no_traceback(agent)

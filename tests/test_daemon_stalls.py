@@ -1,4 +1,4 @@
-"""A target that stops answering, as a process against a real server (issue 10).
+"""A target that stops answering, as a process against a real server.
 
 The agent's own backend is stopped with SIGSTOP: its TCP connection stays open and the kernel
 keeps ACKing, so only the agent's client-side deadline can end the poll. Also: SIGTERM during
@@ -16,10 +16,23 @@ import urllib.request
 from pathlib import Path
 
 import bcrypt
-from agent_e2e import Agent, agent_backends, blackhole, stopped, wait_until
-from otlp_receiver import HttpReceiver
+from agent_e2e import (
+    COUNT,
+    ERRORS,
+    POLLS,
+    SERVER_DATA,
+    SKIPPED,
+    UP,
+    Agent,
+    agent_backends,
+    blackhole,
+    polling_agent,
+    stopped,
+    target_name,
+    wait_until,
+)
+from otlp_receiver import HttpReceiver, agent_env
 from pooler_support import LocalBouncer
-from test_daemon_faults import COUNT, ERRORS, POLLS, SERVER_DATA, SKIPPED, UP, name_of, run
 
 from agent import contract as c
 from agent.collect.client import POLL_DEADLINE_S
@@ -37,8 +50,9 @@ def series_of(agent: Agent, target: str) -> list[str]:
 
 def test_stopped_backend_is_up_0_with_a_timeout_then_reconnects(
         e2e_server: LocalServer) -> None:
-    target = name_of(e2e_server)
-    with Workload(e2e_server.dsn()) as work, run(e2e_server.dsn(), interval=INTERVAL) as agent:
+    target = target_name(e2e_server)
+    with Workload(e2e_server.dsn()) as work, \
+            polling_agent(e2e_server.dsn(), interval=INTERVAL) as agent:
         work.idle(3, "stalled-app")
         agent.started()
         wait_until(lambda: agent.value(COUNT, application_name="stalled-app") == 3, 15,
@@ -81,7 +95,7 @@ def test_stopped_backend_is_up_0_with_a_timeout_then_reconnects(
 def test_stopped_pgbouncer_is_up_0_with_a_timeout(e2e_server: LocalServer) -> None:
     with LocalBouncer(e2e_server) as bouncer:
         target = default_target_name(bouncer.console_dsn())
-        with run(bouncer.console_dsn(), interval=INTERVAL) as agent:
+        with polling_agent(bouncer.console_dsn(), interval=INTERVAL) as agent:
             agent.started()
             wait_until(lambda: agent.value(UP, target=target) == 1, 15, "the console polled")
             with stopped(bouncer.pid):
@@ -94,12 +108,10 @@ def test_stopped_pgbouncer_is_up_0_with_a_timeout(e2e_server: LocalServer) -> No
 
 def test_sigterm_during_a_hang_exits_0_within_5s_with_a_last_export(
         e2e_server: LocalServer) -> None:
-    target = name_of(e2e_server)
+    target = target_name(e2e_server)
     with HttpReceiver() as receiver:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-               "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
-               "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
-        with run(e2e_server.dsn(), interval=INTERVAL, env=env) as agent:
+        env = agent_env(receiver, 600_000)  # no periodic export: only the last one
+        with polling_agent(e2e_server.dsn(), interval=INTERVAL, env=env) as agent:
             agent.started()
             wait_until(lambda: agent.value(UP, target=target) == 1, 15, "up 1")
             [pid] = agent_backends(e2e_server)
@@ -149,8 +161,9 @@ def test_readyz_stays_200_beside_a_blackholed_target(e2e_server: LocalServer) ->
     connect timeout; readiness must not flap with it."""
     with blackhole() as port:
         hung = f"127.0.0.1:{port}/postgres"
-        with run(e2e_server.dsn(), f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
-                 interval=INTERVAL) as agent:
+        with polling_agent(e2e_server.dsn(),
+                           f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                           interval=INTERVAL) as agent:
             agent.started()
             wait_until(lambda: agent.get("/readyz")[0] == 200, 15, "/readyz 200")
             answers: list[tuple[int, str]] = []
@@ -174,12 +187,17 @@ def test_reload_applies_listen_logging_otlp_and_a_lower_max_groups(
           Agent(["--config", str(config)], log_format=None) as agent):
         agent.started()
         old_url = agent.url
-        for batch in range(8):  # distinct names one batch a poll: the opened keys accumulate
-            polls = agent.value(POLLS, target="db") or 0
-            work.named([f"batch{batch}-{i}" for i in range(3)])
-            wait_until(lambda p=polls: (agent.value(POLLS, target="db") or 0) >= p + 2, 10,
-                       "two polls")
-            work.close_oldest(3)
+
+        def new_names(batches: range) -> None:
+            """Distinct names one batch a poll: the opened keys accumulate."""
+            for batch in batches:
+                polls = agent.value(POLLS, target="db") or 0
+                work.named([f"batch{batch}-{i}" for i in range(3)])
+                wait_until(lambda p=polls: (agent.value(POLLS, target="db") or 0) >= p + 2, 10,
+                           "two polls")
+                work.close_oldest(3)
+
+        new_names(range(8))
         assert len(opened_series(agent)) >= 20, opened_series(agent)
 
         port = free_port()
@@ -194,12 +212,7 @@ def test_reload_applies_listen_logging_otlp_and_a_lower_max_groups(
         agent.listen = f"127.0.0.1:{port}"
         receiver.wait_for(lambda: receiver.latest_value(c.AGENT_UP.name, target="db") == 1,
                           15, "OTLP export after the reload")
-        for batch in range(8, 14):
-            polls = agent.value(POLLS, target="db") or 0
-            work.named([f"batch{batch}-{i}" for i in range(3)])
-            wait_until(lambda p=polls: (agent.value(POLLS, target="db") or 0) >= p + 2, 10,
-                       "two polls")
-            work.close_oldest(3)
+        new_names(range(8, 14))
         assert 0 < len(opened_series(agent)) <= 5
         assert agent.get("/healthz") == (200, "ok\n")
         agent.listen = old_url.removeprefix("http://")

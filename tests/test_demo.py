@@ -1,6 +1,6 @@
-"""``pgconn-agent demo`` (issue 10, item 7): the pool really fills the server (the next
-connection is refused, the agent keeps seeing everything), and SIGTERM during ``--keep`` leaves
-no server or directory behind. Runs the installed command on real throwaway servers; about 25 s.
+"""``pgconn-agent demo``: the pool really fills the server (the next connection is refused, the
+agent keeps seeing everything), and SIGTERM during ``--keep`` leaves no server or directory
+behind. Runs the installed command on real throwaway servers; about 25 s.
 """
 
 from __future__ import annotations

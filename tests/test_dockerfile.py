@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from hardening_support import issue_cert, make_ca
+from certificates import issue_cert, make_ca
 
 from agent import config, webconfig
 from agent.errors import ConfigError

@@ -9,7 +9,6 @@ attribute names and the values the situation implies.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from agent_e2e import (
     SHOP_USER,
     Agent,
     Situation,
-    situation,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from otlp_receiver import (
@@ -35,6 +33,7 @@ from otlp_receiver import (
     HttpReceiver,
     PrivateCA,
     Receiver,
+    agent_env,
     data_points,
     number,
 )
@@ -42,7 +41,6 @@ from otlp_receiver import (
 from agent import __version__
 from agent import contract as c
 from agent.config import load
-from agent.demo.server import LocalServer
 from agent.export import otel
 
 SERVICE = "pgconn-agent-under-test"
@@ -52,21 +50,10 @@ PG_TARGET = c.POSTGRESQL_TARGET_METRICS
 """A PostgreSQL target's metrics: the contract without PgBouncer's."""
 
 
-@pytest.fixture(scope="module")
-def held(e2e_server: LocalServer) -> Iterator[Situation]:
-    with situation(e2e_server) as s:
-        yield s
-
-
 def otel_env(receiver: Receiver) -> dict[str, str]:
-    return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": receiver.protocol,
-        "OTEL_EXPORTER_OTLP_HEADERS": HEADERS,
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_SERVICE_NAME": SERVICE,
-        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e,host.name=test-host",
-    }
+    return agent_env(receiver, 500, OTEL_EXPORTER_OTLP_HEADERS=HEADERS,
+                     OTEL_SERVICE_NAME=SERVICE,
+                     OTEL_RESOURCE_ATTRIBUTES="deployment.environment=e2e,host.name=test-host")
 
 
 # Polls every 2 s: a new "opened" series is reported at 0 first and gets its count one poll
@@ -79,17 +66,13 @@ def run_agent(held: Situation, receiver: Receiver) -> Agent:
                  env=otel_env(receiver)).started()
 
 
-def target_name(held: Situation) -> str:
-    return f"127.0.0.1:{held.server.port}/postgres"
-
-
 def _kind(metric: metrics_pb2.Metric) -> str:
     return metric.WhichOneof("data") or "none"
 
 
 def check_contract(receiver: Receiver, held: Situation, late_app: str) -> None:
     """Every metric of the contract, its shape, and the situation's values."""
-    target = target_name(held)
+    target = held.target
     # One export holding every metric, with the late sessions counted as opened.
     def complete() -> bool:
         found = receiver.latest_metric(c.CONNECTION_OPENED.name)
@@ -209,7 +192,7 @@ def check_contract(receiver: Receiver, held: Situation, late_app: str) -> None:
 
 def exercise(receiver: Receiver, held: Situation, late_app: str) -> None:
     with receiver, run_agent(held, receiver) as agent:
-        target = target_name(held)
+        target = held.target
         receiver.wait_for(lambda: receiver.latest_value(c.AGENT_UP.name, target=target) == 1,
                           20, "up == 1")
         held.open_late(late_app, 3)

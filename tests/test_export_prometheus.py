@@ -18,14 +18,12 @@ from agent_e2e import (
     SHOP_DB_LIMIT,
     Agent,
     Situation,
-    situation,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import JOB, Prometheus
 
 from agent import contract as c
-from agent.demo.server import LocalServer
 
 LATE_APP = "late-prom"
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
@@ -40,12 +38,6 @@ def sample_names(spec: c.MetricSpec) -> set[str]:
     if spec.instrument is c.Instrument.HISTOGRAM:
         return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return {name}
-
-
-@pytest.fixture(scope="module")
-def held(e2e_server: LocalServer) -> Iterator[Situation]:
-    with situation(e2e_server) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +80,7 @@ def test_metrics_endpoint_serves_exactly_the_contract(agent: Agent, held: Situat
     assert seen == {spec.name for spec in PG_TARGET}, "contract metrics missing from /metrics"
     assert "target_info" not in body and "otel_scope_" not in body
 
-    target = f"127.0.0.1:{held.server.port}/postgres"
+    target = held.target
     buckets = [s for s in families[c.POLL_DURATION.prometheus_name].samples
                if s.name.endswith("_bucket")]
     assert [s.labels["le"] for s in buckets] == \
@@ -115,7 +107,7 @@ def by(label: str, result: list[tuple[dict[str, str], float]]) -> dict[str, floa
 
 def test_prometheus_scrapes_the_agent(prometheus: Prometheus, held: Situation,
                                       agent: Agent) -> None:
-    target = f"127.0.0.1:{held.server.port}/postgres"
+    target = held.target
     up = prometheus.until('pgconn_agent_up', lambda r: r[0][1] == 1)
     assert [m for m, _ in up] == [{"__name__": "pgconn_agent_up", "target": target,
                                    "job": JOB, "instance": agent.listen}]

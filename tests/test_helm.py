@@ -7,10 +7,8 @@ these tests fail, they never skip.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -19,12 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from rule_support import install_helm, normalized
+from helm_support import CHART, one, render, run_helm, template
+from rule_support import normalized
 
 from agent import config as agent_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "pgconn-agent"
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 MIN_KUBE = "1.25.0"  # Chart.yaml's kubeVersion
 
@@ -107,44 +105,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    binary = install_helm()
-    home = tmp_path_factory.mktemp("helm-home")
-    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
-        HELM_ENV[var] = str(home / var.lower())
-    yield [binary]
-
-
-HELM_ENV: dict[str, str] = {}  # private helm homes, so the tests read no user's helm config
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120,
-                          env={**os.environ, **HELM_ENV})
-
-
-def template(helm: list[str], values: dict[str, Any], tmp_path: Path,
-             chart: Path = CHART) -> subprocess.CompletedProcess[str]:
-    vfile = tmp_path / "values.yaml"
-    vfile.write_text(yaml.safe_dump(values), encoding="utf-8")
-    return run([*helm, "template", "rel", str(chart), "--namespace", "db-monitoring",
-                "-f", str(vfile)])
-
-
-def render(helm: list[str], values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
-    result = template(helm, values, tmp_path)
-    assert result.returncode == 0, result.stderr
-    (tmp_path / "rendered.yaml").write_text(result.stdout, encoding="utf-8")
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
-    return found[0]
-
-
 def test_kubernetes_validate_is_installed() -> None:
     assert VALIDATE.exists(), "kubernetes-validate missing: pip install -e '.[test]'"
 
@@ -153,7 +113,7 @@ def test_lint_strict(helm: list[str], tmp_path: Path) -> None:
     for name, values in SCENARIOS.items():
         vfile = tmp_path / f"{name}.yaml"
         vfile.write_text(yaml.safe_dump(values), encoding="utf-8")
-        result = run([*helm, "lint", "--strict", str(CHART), "-f", str(vfile)])
+        result = run_helm([*helm, "lint", "--strict", str(CHART), "-f", str(vfile)])
         assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
 
 
@@ -166,7 +126,7 @@ def test_template_validates(helm: list[str], tmp_path: Path, scenario: str) -> N
         cmd = [str(VALIDATE), "--strict", "--quiet", str(tmp_path / "rendered.yaml")]
         if version:
             cmd[1:1] = ["-k", version]
-        result = run(cmd)
+        result = run_helm(cmd)
         assert result.returncode == 0, f"{scenario} (kubernetes {version or 'latest'}):\n" \
                                        f"{result.stdout}{result.stderr}"
         for line in (result.stdout + result.stderr).splitlines():
@@ -310,7 +270,7 @@ def test_prometheus_rule_is_the_project_rule_file(helm: list[str], tmp_path: Pat
     rules_file.write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: run scripts/setup.sh"
-    result = run([promtool, "check", "rules", str(rules_file)])
+    result = run_helm([promtool, "check", "rules", str(rules_file)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -346,7 +306,7 @@ def test_dashboards_are_the_repository_dashboards(helm: list[str], tmp_path: Pat
 
 
 def test_chart_assets_do_not_drift() -> None:
-    result = run([sys.executable, str(ROOT / "scripts" / "sync-chart-assets.py"), "--check"])
+    result = run_helm([sys.executable, str(ROOT / "scripts" / "sync-chart-assets.py"), "--check"])
     assert result.returncode == 0, result.stderr
 
 

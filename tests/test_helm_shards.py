@@ -1,6 +1,6 @@
 """The chart's ``replicas: N``: a StatefulSet whose pod ordinal is the agent's shard.
 
-Rendered with the real helm binary (fixtures of test_helm.py); the shard variable as Kubernetes
+Rendered with the real helm binary (tests/helm_support.py); the shard variable as Kubernetes
 expands it for each pod is then given to the agent's own config loader and sharding.
 """
 
@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from test_helm import helm, one, render  # noqa: F401  (helm is a fixture)
+from helm_support import one, render
 
 from agent import config as agent_config
 from agent.shard import mine
@@ -19,7 +19,7 @@ TARGETS = [{"name": f"s{s}-db{d}", "dsn": f"host=pg{s}.db.svc dbname=db{d} user=
            for s in range(6) for d in range(3)]
 
 
-def test_one_replica_stays_a_deployment(helm: list[str], tmp_path: Path) -> None:  # noqa: F811
+def test_one_replica_stays_a_deployment(helm: list[str], tmp_path: Path) -> None:
     docs = render(helm, {"targets": TARGETS}, tmp_path)
     assert not [d for d in docs if d["kind"] == "StatefulSet"]
     env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -27,7 +27,7 @@ def test_one_replica_stays_a_deployment(helm: list[str], tmp_path: Path) -> None
 
 
 def test_replicas_render_a_statefulset_whose_pods_split_the_targets(
-        helm: list[str], tmp_path: Path) -> None:  # noqa: F811
+        helm: list[str], tmp_path: Path) -> None:
     docs = render(helm, {"targets": TARGETS, "replicas": 3}, tmp_path)
     assert not [d for d in docs if d["kind"] == "Deployment"]
     sts: dict[str, Any] = one(docs, "StatefulSet")

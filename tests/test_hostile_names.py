@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 from agent_e2e import Agent, wait_until
 from diagnose_support import run_diagnose
-from hardening_support import CJK_63, DB_CONTROL, EURO_63, INJECTION, QUOTES, TERMINAL
-from otlp_receiver import GrpcReceiver, number
+from otlp_receiver import GrpcReceiver, agent_env, number
 from prometheus_server import Prometheus
 from psycopg import sql
 
@@ -38,6 +37,16 @@ from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
 from agent.diagnose.render import safe
 
+INJECTION = 'a"} 1\nfake_metric{'
+"""A label-injection attempt: closes the label set, starts a sample and a new series."""
+EURO_63 = "€" * 21
+"""63 bytes of 3-byte UTF-8: PostgreSQL's NAMEDATALEN - 1, exactly."""
+TERMINAL = "evil\x1b]0;pwned\x07\\x\r"
+"""Terminal escapes (set the window title, bell), a backslash and a carriage return."""
+QUOTES = "o'brien \"q\" {x=\"y\"},"
+DB_CONTROL = 'db\x1b[2J\r\n{x="y"}'
+"""Clears the screen, then a CR LF and a Prometheus label set."""
+CJK_63 = "日本" * 10 + "abc"
 LONG_APP = "{" * 70
 SESSIONS: list[tuple[str, str, str, int]] = [
     # (application_name sent, role, database, sessions)
@@ -83,10 +92,8 @@ def receiver() -> Iterator[GrpcReceiver]:
 
 @pytest.fixture(scope="module")
 def agent(server: LocalServer, held: Workload, receiver: GrpcReceiver) -> Iterator[Agent]:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRIC_EXPORT_INTERVAL": "300"}
     with Agent(["--dsn", server.dsn(), "--listen", "127.0.0.1:0", "--interval", "0.3"],
-               env=env) as proc:
+               env=agent_env(receiver, 300)) as proc:
         yield proc.started()
 
 

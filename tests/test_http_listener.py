@@ -1,6 +1,6 @@
-"""The HTTP listener is bounded (issue 10, item 3): 1,000 idle or half-sent connections cost no
-threads and little memory, a scrape still answers promptly, slow clients are cut off, and an
-aborted scrape is a log line, never a raw traceback.
+"""The HTTP listener is bounded: 1,000 idle or half-sent connections cost no threads and little
+memory, a scrape still answers promptly, slow clients are cut off, and an aborted scrape is a
+log line, never a raw traceback.
 
 The agent is the real process against a real server; the connections are real sockets.
 About 25 s (most of it waiting for the listener's 10 s request deadline).
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 from agent_e2e import Agent, wait_until
-from hardening_support import proc_stats
+from process_stats import proc_stats
 
 from agent.demo.server import LocalServer
 from agent.export.http import AgentHTTPServer, Limits, Response

@@ -1,6 +1,6 @@
-"""TLS and basic authentication of the HTTP endpoint from an exporter-toolkit web config file
-(issue 10, item 3): real TLS handshakes against a test CA, real bcrypt hashes, and one-line
-errors for bad files. About 10 s.
+"""TLS and basic authentication of the HTTP endpoint from an exporter-toolkit web config file:
+real TLS handshakes against a test CA, real bcrypt hashes, and one-line errors for bad files.
+About 10 s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from agent_e2e import AGENT, Agent, clean_env, wait_until
-from hardening_support import CertAuthority, issue_cert, make_ca
+from certificates import CertAuthority, issue_cert, make_ca
 
 from agent import webconfig
 from agent.demo.server import LocalServer

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_e2e import SHOP_APP, SHOP_DB, SHOP_USER, Agent, Situation, situation, wait_until
+from agent_e2e import SHOP_APP, SHOP_DB, SHOP_USER, Agent, Situation, wait_until
 
 import agent
 from agent import contract as c
-from agent.demo.server import LocalServer, free_port
+from agent.demo.server import free_port
 
 pytestmark = pytest.mark.timeout(900)  # a cold build makes its base image first (~1.5 min)
 
@@ -85,12 +85,6 @@ def container(image: str) -> Iterator[str]:
     assert made.returncode == 0, made.stderr
     yield name
     buildah("rm", name)
-
-
-@pytest.fixture(scope="module")
-def held(e2e_server: LocalServer) -> Iterator[Situation]:
-    with situation(e2e_server) as s:
-        yield s
 
 
 def run_in(container: str, *argv: str, mounts: tuple[str, ...] = (),

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import pytest
 from agent_e2e import Agent, wait_until
 from click.testing import CliRunner
-from hardening_support import LOG_PREFIX, logged_statements
 
 from agent import contract as c
 from agent.cli import main
@@ -26,6 +25,27 @@ from agent.demo.workload import Workload
 
 APP_SESSIONS = 6
 LOCK_WAITERS = 2
+LOG_PREFIX = "@@ %m [%p] app=%a user=%u @@ "
+"""``log_line_prefix`` that makes entries easy to split and attribute."""
+_ENTRY = re.compile(r"^@@ \S+ \S+ \S+ \[(\d+)\] app=(.*?) user=(.*?) @@ ", re.M)
+_STATEMENT = re.compile(r"^(?:LOG|STATEMENT):\s+(?:statement|execute [^:]*|bind [^:]*):\s*",
+                        re.S)
+
+
+def logged_statements(log: str, app: str) -> list[str]:
+    """Every statement the server logged (``log_statement = 'all'``) for ``application_name``
+    ``app``: simple-protocol statements and extended-protocol executions alike."""
+    out = []
+    marks = list(_ENTRY.finditer(log))
+    for i, mark in enumerate(marks):
+        if mark.group(2) != app:
+            continue
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(log)
+        body = log[mark.end():end]
+        found = _STATEMENT.match(body)
+        if found:
+            out.append(body[found.end():].strip())
+    return out
 
 
 @pytest.fixture(scope="module")

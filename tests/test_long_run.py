@@ -26,8 +26,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from hardening_support import ProcStats, proc_stats
 from otlp_receiver import GrpcReceiver
+from process_stats import ProcStats, proc_stats
 
 from agent import config as cfg
 from agent import contract as c

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_e2e import wait_sessions_gone
 from click.testing import CliRunner
-from test_core_integration import wait_sessions_gone
 
 from agent.cli import main
 from agent.demo.server import LocalServer

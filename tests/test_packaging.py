@@ -130,3 +130,13 @@ def test_every_shipped_module_imports_from_the_wheel_alone(wheel: Path) -> None:
     result = subprocess.run([sys.executable, "-I", "-c", check, str(wheel)], cwd=wheel,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_test_files_share_helpers_never_each_other() -> None:
+    """Shared test code lives in helper modules (tests/*.py not named test_*) or conftest."""
+    importers = [*(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    found = {f"{path.parent.name}/{path.name} imports {name}"
+             for path in importers
+             for name in _imported(ROOT, _module(ROOT, path), path)
+             if name.split(".")[0].startswith("test_")}
+    assert found == set()

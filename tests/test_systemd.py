@@ -13,7 +13,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -23,31 +22,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hardening_support import issue_cert, make_ca
+from agent_e2e import AGENT
+from certificates import issue_cert, make_ca
+from systemd_support import UNIT, systemd_analyze, unit_settings, verifiable
 
 from agent import config as agent_config
 from agent import webconfig
 from agent.demo.server import LocalServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-UNIT = ROOT / "systemd" / "pgconn-agent.service"
 EXAMPLE_CONFIG = ROOT / "systemd" / "config.toml"
-AGENT_BIN = Path(sys.executable).parent / "pgconn-agent"
 MAX_EXPOSURE = 2.0
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSWORD = "s3cret-for-the-unit-test"
-
-
-def unit_settings(text: str) -> dict[str, list[str]]:
-    """``Key=value`` lines of the unit, every value of repeated keys kept in order."""
-    out: dict[str, list[str]] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key.strip(), []).append(value.strip())
-    return out
 
 
 SETTINGS = unit_settings(UNIT.read_text(encoding="utf-8"))
@@ -62,27 +49,9 @@ def exec_start() -> list[str]:
     return shlex.split(single("ExecStart"))
 
 
-def systemd_analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    assert tool, "systemd-analyze missing: run scripts/setup.sh (Debian package systemd)"
-    return tool
-
-
 @pytest.fixture
 def verifiable_unit(tmp_path: Path) -> Path:
-    """The unit with only ExecStart's program replaced by an existing one (the venv's agent).
-
-    ``verify`` checks that the program exists; /opt/pgconn-agent is where an install puts it,
-    not where the tests run. Everything else is the shipped file, byte for byte.
-    """
-    program = exec_start()[0]
-    text = UNIT.read_text(encoding="utf-8")
-    assert text.count(f"ExecStart={program} ") == 1
-    copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(f"ExecStart={program} ", f"ExecStart={AGENT_BIN} "),
-                    encoding="utf-8")
-    assert AGENT_BIN.exists()
-    return copy
+    return verifiable(UNIT, tmp_path)
 
 
 def test_verify_prints_nothing(verifiable_unit: Path) -> None:
@@ -269,7 +238,7 @@ def test_agent_runs_as_exec_start_and_reloads_on_sighup(server: LocalServer) -> 
     with mount_point(config_path.parent), mount_point(venv):
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
-             str(etc), str(config_path.parent), str(AGENT_BIN.parent.parent), str(venv), *argv],
+             str(etc), str(config_path.parent), str(AGENT.parent.parent), str(venv), *argv],
             env={**env, "UID_": str(nobody.pw_uid), "GID_": str(nobody.pw_gid)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:

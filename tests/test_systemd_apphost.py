@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_systemd import AGENT_BIN, UNIT, systemd_analyze, unit_settings
+from systemd_support import UNIT, systemd_analyze, unit_settings, verifiable
 
 from agent.collect import processes
 
@@ -33,13 +33,7 @@ def test_the_variant_differs_from_the_hardened_unit_only_where_it_must() -> None
 
 
 def test_verify_prints_nothing(tmp_path: Path) -> None:
-    text = APPHOST.read_text(encoding="utf-8")
-    program = "/opt/pgconn-agent/bin/pgconn-agent"
-    assert text.count(f"ExecStart={program} ") == 1
-    copy = tmp_path / APPHOST.name
-    copy.write_text(text.replace(f"ExecStart={program} ", f"ExecStart={AGENT_BIN} "),
-                    encoding="utf-8")
-    result = subprocess.run([systemd_analyze(), "verify", str(copy)],
+    result = subprocess.run([systemd_analyze(), "verify", str(verifiable(APPHOST, tmp_path))],
                             capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import grpc
 import pytest
 from agent_e2e import Agent, wait_until
-from diagnose_support import diagnose_report, run_diagnose
-from hardening_support import (
+from certificates import (
     CertAuthority,
     hand_to_postgres,
     issue_cert,
     make_ca,
     postgres_readable_dir,
 )
+from diagnose_support import diagnose_report, run_diagnose
 from otlp_receiver import GrpcReceiver
 
 from agent import contract as c

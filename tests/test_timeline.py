@@ -1,4 +1,4 @@
-"""Issue 11's acceptance on a real server: churn measured and attributed, a burst that is not
+"""The diagnosis over time on a real server: churn measured and attributed, a burst that is not
 churn, the composite incident in at most five findings, a healthy busy server quiet, no invented
 zeros without pg_monitor, and the daemon's diagnosis while the server is full.
 
@@ -13,9 +13,8 @@ import time
 import urllib.request
 
 import pytest
-from agent_e2e import AGENT, Agent, clean_env, wait_until
+from agent_e2e import AGENT, Agent, clean_env, wait_sessions_gone, wait_until
 from diagnose_support import diagnose_report, run_diagnose
-from test_core_integration import wait_sessions_gone
 
 from agent import contract as c
 from agent.demo.server import LocalServer

@@ -1,5 +1,5 @@
-"""Edges a new user hit (issue 10, item 7): passwords that cannot be read, targets without a
-DSN, libpq's environment alone, what check-config shows, thresholds that make no sense.
+"""Configuration as the installed command takes it: passwords that cannot be read, targets
+without a DSN, libpq's environment alone, what check-config shows, thresholds that make no sense.
 
 Everything runs the installed ``pgconn-agent`` command; the libpq-environment test diagnoses a
 real server. About 10 s.
