@@ -5,14 +5,14 @@ it, every declared number is read where it says, and every reader reads a declar
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from agent import alert_rules, config, contract, spec
+from agent import alert_rules, config, contract, docs, spec
 from agent.docs import twins_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,11 +28,17 @@ def test_threshold_names_are_unique_across_tables() -> None:
     assert len(names) == len(set(names))
 
 
-def test_config_thresholds_are_the_diagnose_thresholds_with_their_defaults() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(config.Thresholds)}
-    assert fields == {t.name: t.default for t in spec.DIAGNOSE_THRESHOLDS}
+def test_each_diagnose_threshold_is_a_constant_named_after_its_key() -> None:
+    constants = {name: v for name, v in vars(spec).items() if isinstance(v, spec.Threshold)}
+    assert constants == {t.name.upper(): t for t in spec.DIAGNOSE_THRESHOLDS}
+
+
+def test_config_thresholds_default_to_the_spec() -> None:
+    defaults = config.Thresholds()
+    assert dict(defaults) == {t: t.default for t in spec.DIAGNOSE_THRESHOLDS}
+    assert config.parse({}, "test").thresholds == defaults
     for t in spec.DIAGNOSE_THRESHOLDS:  # int vs float decides how the config reads the key
-        assert type(fields[t.name]) is type(t.default), t.name
+        assert t.is_count == isinstance(t.default, int), t.name
 
 
 def test_alert_rules_read_the_alert_thresholds() -> None:
@@ -57,7 +63,8 @@ def test_ordered_defaults(low: str, high: str) -> None:
 
 
 def _threshold_reads(globs: str) -> set[str]:
-    """Attributes read from a parameter annotated ``Thresholds`` in the functions of ``globs``."""
+    """Keys read as ``t[spec.KEY]`` from a parameter annotated ``Thresholds`` in the functions
+    of ``globs``."""
     names: set[str] = set()
     for path in sorted(ROOT.glob(globs)):
         for fn in ast.walk(ast.parse(path.read_text("utf-8"))):
@@ -65,8 +72,10 @@ def _threshold_reads(globs: str) -> set[str]:
                 continue
             params = {a.arg for a in fn.args.args
                       if a.annotation is not None and "Thresholds" in ast.unparse(a.annotation)}
-            names |= {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)
-                      and isinstance(n.value, ast.Name) and n.value.id in params}
+            names |= {n.slice.attr.lower() for n in ast.walk(fn) if isinstance(n, ast.Subscript)
+                      and isinstance(n.value, ast.Name) and n.value.id in params
+                      and isinstance(n.slice, ast.Attribute)
+                      and ast.unparse(n.slice.value) == "spec"}
     return names
 
 
@@ -117,12 +126,20 @@ def test_alerts_readme_shows_diagnose_beside_alert_thresholds() -> None:
         "paste agent.docs.twins_markdown() into alerts/README.md")
 
 
-def test_readme_thresholds_block_shows_every_key_with_its_default() -> None:
+def test_readme_example_config_is_accepted_and_shows_thresholds_at_their_defaults() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
-    block = readme.split("\n[thresholds]", 1)[1].split("\n\n", 1)[0]
-    shown = dict(re.findall(r"^(\w+) = ([0-9.]+)", block, re.M))
-    assert {k: float(v) for k, v in shown.items()} == {
-        t.name: float(t.default) for t in spec.DIAGNOSE_THRESHOLDS}
+    example = readme.split("```toml\n[agent]\n", 1)[1].split("```", 1)[0]
+    parsed = config.parse(tomllib.loads("[agent]\n" + example), "README.md")
+    shown = tomllib.loads("[agent]\n" + example)["thresholds"]
+    assert shown and all(parsed.thresholds[spec.DIAGNOSE[k]] == spec.DIAGNOSE[k].default
+                         for k in shown)
+    assert "docs/thresholds.md" in example  # where the rest are
+
+
+@pytest.mark.parametrize("name", docs.GENERATED)
+def test_generated_docs_are_current(name: str) -> None:
+    assert (ROOT / name).read_text("utf-8") == docs.GENERATED[name](), (
+        "run: .venv/bin/python -m agent.docs --write")
 
 
 def test_every_config_threshold_changes_a_finding() -> None:
