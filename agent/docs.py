@@ -1,12 +1,8 @@
-"""Generate ``docs/metrics.md`` from the contract and ``docs/thresholds.md`` from the spec
-(``python -m agent.docs --write``; ``--check`` names stale files; no argument prints
-``docs/metrics.md``), and the spec's table of diagnose vs alert thresholds kept in
-``alerts/README.md``."""
+"""``docs/metrics.md`` from the contract and ``docs/thresholds.md`` from the spec (written by
+``scripts/generate.py``; ``python -m agent.docs`` prints ``docs/metrics.md``), and the spec's
+table of diagnose vs alert thresholds in ``alerts/README.md``."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 from . import contract as c
 from . import spec
@@ -141,8 +137,8 @@ def thresholds_markdown() -> str:
     """``docs/thresholds.md``: every tunable number of the spec, where it is set and read."""
     lines = [
         "# Thresholds", "",
-        "Generated from `agent/spec.py` by `python -m agent.docs --write`; do not edit. Every",
-        "tunable number is declared there once, with its default, unit, meaning and readers.", "",
+        "Generated from `agent/spec.py` by `scripts/generate.py`; do not edit. Every tunable",
+        "number is declared there once, with its default, unit, meaning and readers.", "",
         "## `[thresholds]`: where `diagnose` findings start", "",
         "Set in the config file's `[thresholds]` table (Helm: `thresholds`, typed by",
         "`values.schema.json`); `pgconn-agent check-config FILE` prints the effective values.",
@@ -166,24 +162,8 @@ def thresholds_markdown() -> str:
 
 
 GENERATED = {"docs/metrics.md": metrics_markdown, "docs/thresholds.md": thresholds_markdown}
-"""Files written from the contract and the spec (tests/test_spec.py checks they are current)."""
-
-
-def _write(check: bool) -> int:
-    root = Path(__file__).resolve().parent.parent
-    stale = [name for name, render in GENERATED.items()
-             if not (root / name).is_file() or (root / name).read_text("utf-8") != render()]
-    if check:
-        for name in stale:
-            print(f"{name} is stale: run python -m agent.docs --write", file=sys.stderr)
-        return 1 if stale else 0
-    for name in stale:
-        (root / name).write_text(GENERATED[name](), "utf-8")
-        print(f"wrote {name}")
-    return 0
+"""Files written from the contract and the spec by ``scripts/generate.py``."""
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] in (["--write"], ["--check"]):
-        sys.exit(_write(check=sys.argv[1] == "--check"))
     print(metrics_markdown(), end="")
