@@ -32,27 +32,24 @@ from .alerts.rule import Alert
 from .alerts.settings import (
     DEFAULT_SETTINGS,
     DEFAULTS,
-    LABEL_PATTERN,
     ORDERED_PAIRS,
-    RESERVED_LABELS,
     RUNBOOK_BASE,
-    SELECTOR_PATTERN,
-    SETTING_NAMES,
     THRESHOLDS,
     Settings,
     changed,
     duration,
+    helm_settings,
+    helm_settings_schema,
     number,
     parse_sets,
     validate_overrides,
 )
 from .alerts.yaml_text import dump
 
-__all__ = ["ALERTS", "ALERT_NAMES", "DEFAULTS", "HELM_VALUES_PATH", "LABEL_PATTERN",
-           "ORDERED_PAIRS", "RESERVED_LABELS", "RULE_FILE", "RUNBOOK_BASE", "SELECTOR_PATTERN",
-           "SETTING_NAMES", "THRESHOLDS", "Alert", "Settings", "duration", "helm_settings",
-           "helm_values", "parse_sets", "render_rules", "render_rules_helm", "rule_groups",
-           "thresholds_markdown", "validate_overrides"]
+__all__ = ["ALERTS", "ALERT_NAMES", "DEFAULTS", "HELM_VALUES_PATH", "ORDERED_PAIRS", "RULE_FILE",
+           "RUNBOOK_BASE", "THRESHOLDS", "Alert", "Settings", "duration", "helm_settings",
+           "helm_settings_schema", "helm_values", "parse_sets", "render_rules",
+           "render_rules_helm", "rule_groups", "thresholds_markdown", "validate_overrides"]
 
 RULE_FILE = "alerts/pgconn-agent.rules.yml"
 HELM_VALUES_PATH = ".Values.alerts"
@@ -110,12 +107,6 @@ def helm_values() -> dict[str, float | int]:
     """Defaults for ``.Values.alerts.thresholds`` (whole numbers as ints)."""
     return {t.name: int(t.default) if t.default == int(t.default) else t.default
             for t in THRESHOLDS}
-
-
-def helm_settings() -> dict[str, Any]:
-    """Defaults for ``.Values.alerts`` besides the thresholds (the ``Settings``)."""
-    d = DEFAULT_SETTINGS
-    return {"selector": d.selector, "groupBy": list(d.group_by), "runbookBase": d.runbook_base}
 
 
 def thresholds_markdown() -> str:

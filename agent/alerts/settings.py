@@ -34,6 +34,8 @@ RESERVED_LABELS: frozenset[str] = frozenset(
     ("target", "pid", "error", "scope", "name", "le", "alertname", "severity",
      *c.GROUP_DIMENSIONS, "database", "user"))
 """Labels the alerts aggregate by themselves: not grouping labels."""
+RUNBOOK_PATTERN = r"^https?://[^\s#]+$"
+"""An http(s) URL without ``#`` (the alert's anchor is appended)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class Settings:
                                   f"not use themselves, found {label!r}")
         if len(set(self.group_by)) != len(self.group_by):
             raise ConfigError(f"alert setting group_by: repeated label in {self.group_by!r}")
-        if not re.match(r"^https?://\S+$", self.runbook_base) or "#" in self.runbook_base:
+        if not re.match(RUNBOOK_PATTERN, self.runbook_base):
             raise ConfigError(f"alert setting runbook_base: expected an http(s) URL without "
                               f"'#', found {self.runbook_base!r}")
 
@@ -87,6 +89,26 @@ def duration(seconds: float) -> str:
         if n:
             out += f"{n}{unit}"
     return out
+
+
+def helm_settings() -> dict[str, Any]:
+    """Defaults for ``.Values.alerts`` besides the thresholds (the ``Settings``)."""
+    d = DEFAULT_SETTINGS
+    return {"selector": d.selector, "groupBy": list(d.group_by), "runbookBase": d.runbook_base}
+
+
+def helm_settings_schema() -> dict[str, Any]:
+    """JSON-schema properties for those values: the checks ``Settings`` makes, for Helm."""
+    return {
+        "selector": {"type": "string", "pattern": SELECTOR_PATTERN,
+                     "description": "PromQL label matchers added to every metric the rules read"},
+        "groupBy": {"type": "array", "uniqueItems": True,
+                    "items": {"type": "string", "pattern": LABEL_PATTERN,
+                              "not": {"enum": sorted(RESERVED_LABELS)}},
+                    "description": "Labels kept apart in every aggregation next to target"},
+        "runbookBase": {"type": "string", "pattern": RUNBOOK_PATTERN,
+                        "description": "Base URL of the runbooks"},
+    }
 
 
 _BY_NAME: dict[str, Threshold] = {t.name: t for t in THRESHOLDS}
