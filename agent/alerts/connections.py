@@ -36,8 +36,7 @@ _LARGEST_HOLDER = first(
     _TOP_APP,
     "Largest holder: application_name {{ .Labels.application_name }} with "
     "{{ .Value | humanize }} connections, "
-    + scalar("sum(@count@{target=%q,application_name=%q," + IDLE + "})",
-             "$labels.target", ".Labels.application_name")
+    + scalar(f"sum(@count@{{{_APP_SEL},{IDLE}}})", "$labels.target", ".Labels.application_name")
     + " of them idle.")
 _HOLDER = ("application_name {{ $labels.application_name }} "
            "from {{ $labels.client_addr }}")
@@ -118,8 +117,8 @@ def application_holds_most() -> Alert:
     return _holds_most(
         "PostgreSQLApplicationHoldsMostSlots", _APP_BY, "app_share_ratio",
         "application_name {{ $labels.application_name }}", _APP_SEL, _APP_ARGS, None,
-        "Largest hosts:" + listing("topk(3, sum by (client_addr) "
-                                   "(@count@{target=%q,application_name=%q}))", _APP_ARGS,
+        "Largest hosts:" + listing(f"topk(3, sum by (client_addr) (@count@{{{_APP_SEL}}}))",
+                                   _APP_ARGS,
                                    "{{ $s.Labels.client_addr }} ({{ $s.Value | humanize }})",
                                    "client_addr")
         + ". Mostly idle connections mean several client instances each with its own pool "
