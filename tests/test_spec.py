@@ -195,3 +195,38 @@ def test_rules_and_dashboards_select_states_by_the_spec_not_by_literals() -> Non
     literal = re.findall(r"state\s*(?:=|!=|=~|!~)\s*\\?[\"']([a-z][^\"'\\]*)", source)
     assert literal == []
     assert "spec.State.IDLE" in source and "spec.IDLE_IN_TRANSACTION_REGEX" in source
+
+
+# --- prose quoting a threshold ----------------------------------------------------------------
+
+_QUOTED = re.compile(r"`(\w+)`\s*\(([^),;]*)")
+_AMOUNT = re.compile(r"(half|\d+(?:\.\d+)?)\s*(%|s|min|h)?")
+_SCALE = {"%": 0.01, "s": 1, "min": 60, "h": 3600, None: 1}
+
+
+def _quoted_defaults(text: str) -> list[tuple[str, float]]:
+    """``(name, value)`` for every "`name` (80 %)" or "`name` (5 min, ...)" in ``text``."""
+    found = []
+    for name, said in _QUOTED.findall(text):
+        amount = _AMOUNT.fullmatch(said.strip())
+        if name in {t.name for t in ALL} and amount:
+            number = 0.5 if amount[1] == "half" else float(amount[1])
+            found.append((name, number * _SCALE[amount[2]]))
+    return found
+
+
+def test_quoting_finds_the_forms_the_runbooks_use() -> None:
+    text = ("`near_limit_ratio` (80 %) for `near_limit_for_seconds` (5 min, warning), "
+            "`app_share_ratio` (half), `churn_per_second` (5), `exhausted_ratio` (then ...)")
+    assert _quoted_defaults(text) == [("near_limit_ratio", 0.8), ("near_limit_for_seconds", 300),
+                                      ("app_share_ratio", 0.5), ("churn_per_second", 5)]
+
+
+@pytest.mark.parametrize("doc", ["docs/runbooks.md", "alerts/README.md", "README.md",
+                                 "dashboards/README.md", "helm/pgconn-agent/README.md"])
+def test_prose_quotes_thresholds_at_their_defaults(doc: str) -> None:
+    defaults = {t.name: t.default for t in ALL}
+    wrong = [(name, said, defaults[name])
+             for name, said in _quoted_defaults((ROOT / doc).read_text("utf-8"))
+             if abs(said - defaults[name]) > 1e-9]
+    assert not wrong, f"{doc} quotes (name, value, spec default): {wrong}"
