@@ -22,7 +22,7 @@ import yaml
 from rule_support import install_helm, normalized
 
 from agent import config as agent_config
-from agent.spec import DIAGNOSE
+from agent.spec import DIAGNOSE, DIAGNOSE_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "pgconn-agent"
@@ -45,6 +45,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                   "logFormat": "text"},
         "extraVolumes": [{"name": "pg-ca", "secret": {"secretName": "pg-ca"}}],
         "extraVolumeMounts": [{"name": "pg-ca", "mountPath": "/etc/pg-ca", "readOnly": True}],
+    },
+    "every-threshold": {  # each [thresholds] key of the spec, moved off its default
+        "thresholds": {t.name: round(t.default * 0.9, 3) if t.is_ratio else t.default * 2
+                       for t in DIAGNOSE_THRESHOLDS},
     },
     "servicemonitor": {
         "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
