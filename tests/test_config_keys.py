@@ -113,6 +113,12 @@ def test_every_accepted_key_has_a_test_of_its_effect(monkeypatch: pytest.MonkeyP
             f"{pointer} does not mention {leaf}")
 
 
+
+def test_every_environment_variable_sets_an_accepted_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PGCONN_AGENT_*`` variables override ``[agent]`` keys (``DSN`` replaces the targets)."""
+    keys = accepted_keys(monkeypatch)
+    assert {f"agent.{key}" for key, _ in cfg._ENV.values() if key != "dsns"} <= keys
+
 # --- [thresholds]: each key moves a finding ---------------------------------------------------
 
 Scenario = Callable[[cfg.Thresholds], list[Finding]]
