@@ -11,7 +11,7 @@ from grafana_foundation_sdk.builders import dashboard as gd
 from agent import contract as c
 from dashboards import measures as m
 from dashboards import thresholds as t
-from dashboards.layout import Row, application_variable, dashboard
+from dashboards.layout import Panel, Row, application_variable, dashboard
 from dashboards.links import DRILLDOWN_UID, runbook
 from dashboards.panels import holders_table, query, single_stat
 from dashboards.promql import IDLE, THE_APP, sel, usable
@@ -35,8 +35,30 @@ def _per_target(expr: str) -> str:
 
 
 def _holdings() -> Row:
-    held = _per_target(sel(COUNT, THE_APP))
     return Row("Holdings", [
+        *_holding_stats(),
+        m.CONNECTIONS.panel(
+            "Connections by host and state",
+            "This application's client backends per client host and state, stacked.",
+            (*BY_HOST, "state"), THE_APP, w=16, h=9)
+        .links(runbook("PostgreSQLApplicationHostHoldsMostSlots")),
+        m.CONNECTIONS.panel(
+            "Connections by user and database",
+            "This application's client backends per role and database.",
+            ("target", "usename", "datname"), THE_APP, w=8, h=9),
+        holders_table(
+            "Holder groups",
+            "This application's groups (host, user, database, state) with the oldest time in "
+            "state and the oldest open transaction.",
+            ("target", "application_name", "client_addr", "usename", "datname", "state"),
+            THE_APP, w=24, h=9),
+    ])
+
+
+def _holding_stats() -> list[Panel]:
+    """How much of the server the application holds now, and how idly."""
+    held = _per_target(sel(COUNT, THE_APP))
+    return [
         single_stat(
             "Connections held",
             "Client backends of this application now.",
@@ -62,22 +84,7 @@ def _holdings() -> Row:
             "Distinct client hosts holding connections for this application.",
             query(f"count by (target) ({m.CONNECTIONS.expr(BY_HOST, THE_APP)})", "{{target}}"),
             unit="none", thresholds=NEUTRAL, w=6, h=6),
-        m.CONNECTIONS.panel(
-            "Connections by host and state",
-            "This application's client backends per client host and state, stacked.",
-            (*BY_HOST, "state"), THE_APP, w=16, h=9)
-        .links(runbook("PostgreSQLApplicationHostHoldsMostSlots")),
-        m.CONNECTIONS.panel(
-            "Connections by user and database",
-            "This application's client backends per role and database.",
-            ("target", "usename", "datname"), THE_APP, w=8, h=9),
-        holders_table(
-            "Holder groups",
-            "This application's groups (host, user, database, state) with the oldest time in "
-            "state and the oldest open transaction.",
-            ("target", "application_name", "client_addr", "usename", "datname", "state"),
-            THE_APP, w=24, h=9),
-    ])
+    ]
 
 
 def _ages() -> Row:

@@ -7,14 +7,14 @@ table of panels.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as gd
-from grafana_foundation_sdk.builders import gauge
+from grafana_foundation_sdk.builders import gauge, stat, table
 from grafana_foundation_sdk.models import common as gc
 from grafana_foundation_sdk.models import dashboard as gm
 
 from agent import contract as c
 from dashboards import measures as m
 from dashboards import thresholds as t
-from dashboards.layout import Row, application_variable, dashboard
+from dashboards.layout import Panel, Row, application_variable, dashboard
 from dashboards.links import OVERVIEW_UID, holder_links, runbook
 from dashboards.panels import (
     DATASOURCE,
@@ -62,16 +62,7 @@ def connections_overview() -> gd.Dashboard:
 
 def _capacity() -> Row:
     return Row("Capacity", [
-        gauge.Panel().title("Usable slots in use").datasource(DATASOURCE)
-        .description("Client backends divided by usable slots (max_connections minus the "
-                     "superuser/reserved slots). " + t.UTILIZATION.said()
-                     + ": at 100 % clients get 'remaining connection slots are reserved' "
-                     "or 'too many clients'.")
-        .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
-        .thresholds(t.UTILIZATION.steps())
-        .show_threshold_markers(True).reduce_options(reduce_last())
-        .links(runbook("PostgreSQLConnectionsNearLimit", "PostgreSQLConnectionsExhausted"))
-        .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")),
+        _usable_in_use(),
         single_stat(
             "Used / usable slots",
             "Client backends now, and the slots clients may use (max_connections minus "
@@ -136,7 +127,11 @@ def _holders() -> Row:
 
 
 def _idle_transactions_and_locks() -> Row:
-    return Row("Idle in transaction and locks", [
+    return Row("Idle in transaction and locks", [*_idle_transactions(), *_locks()])
+
+
+def _idle_transactions() -> list[Panel]:
+    return [
         m.IDLE_IN_TX_COUNT.panel(
             "Idle in transaction by application",
             "Sessions inside an open transaction doing nothing: they hold their slot and "
@@ -155,6 +150,11 @@ def _idle_transactions_and_locks() -> Row:
             "Waiting sessions by wait event type",
             "Active sessions that are waiting, by wait_event_type (Lock, LWLock, IO, "
             "Client...).", ("target", "wait_event_type"), APPS),
+    ]
+
+
+def _locks() -> list[Panel]:
+    return [
         m.LOCK_WAITERS.panel(
             "Lock waiters by application",
             "Sessions waiting for a heavyweight lock, by the waiting application and lock "
@@ -178,7 +178,7 @@ def _idle_transactions_and_locks() -> Row:
             "Longest current heavyweight-lock wait per waiting application. "
             + t.LOCK_WAIT.said() + ".", BY_APP, APPS, w=8),
         m.root_blockers_table(APPS, w=16, h=8),
-    ])
+    ]
 
 
 def _churn() -> Row:
@@ -212,43 +212,15 @@ def _churn() -> Row:
 
 def _settings_and_limits() -> Row:
     return Row("Settings and limits", [
-        stat_base("Connection settings",
-                  "Connection-relevant server settings (session defaults). Durations in "
-                  "seconds; 0 means disabled.", "none", 16, 8, NEUTRAL)
-        .color_mode(gc.BigValueColorMode.NONE).graph_mode(gc.BigValueGraphMode.NONE)
-        .with_target(query(f"max by (target, name) ({sel(c.SETTING)})",
-                           "{{name}} ({{target}})", instant=True))
-        .override_by_regexp(".*(timeout|_idle|_interval) .*",
-                            [*unit_override("s"), *value_text(0, "disabled")]),
-        instant_table(
-            "Role and database connection limits",
-            "Connection limits set on roles (rolconnlimit) or databases (datconnlimit), with "
-            "the client backends of that role or database now; 'none set' when a target has "
-            "no limit of that scope (In use then counts all its client backends). A limit "
-            "reached gives 'too many connections for role/database'. Usage is summed over the "
-            "agent's groups, so it needs usename/datname among the configured group "
-            "dimensions.",
-            ("target", "scope", "name"),
-            [("A", limits(), "Limit"), ("B", limit_usage(), "In use")], sort="In use",
-            w=8, h=8)
-        .links(runbook("PostgreSQLConnectionLimitNearlyReached"))
-        .override_by_name("Limit", value_text(NONE_SET, "none set")),
+        _connection_settings(),
+        _limits_table(),
     ])
 
 
 def _agent_health() -> Row:
     bucket = sel(c.POLL_DURATION, suffix="_bucket")
     return Row("Agent health", [
-        stat_base("Agent up",
-                  "1 when the agent's last poll of the target succeeded. Down means the "
-                  "dashboard's other panels show no current data for that target.",
-                  "none", 4, 7, steps((None, "red"), (1, "green")))
-        .color_mode(gc.BigValueColorMode.BACKGROUND).graph_mode(gc.BigValueGraphMode.NONE)
-        .mappings([gm.ValueMap(options={
-            "0": gm.ValueMappingResult(text="down", color="red", index=0),
-            "1": gm.ValueMappingResult(text="up", color="green", index=1)})])
-        .links(runbook("PgconnAgentTargetDown", "PgconnAgentPollsStalled"))
-        .with_target(query(f"max by (target) ({sel(c.AGENT_UP)})", "{{target}}")),
+        _agent_up(),
         series(
             "Poll duration",
             "Time one poll of the target takes (p50 and p95 from the histogram). Polls near "
@@ -287,6 +259,82 @@ def _agent_health() -> Row:
 
 def _client_processes() -> Row:
     return Row("Client processes on the agent's host", [
+        _client_process_table(),
+        series(
+            "Connections not matched to a process",
+            "Connections from the agent's host that no readable process owns: closed since "
+            "the poll, another network namespace, or an agent without CAP_SYS_PTRACE.",
+            query(f"max by (target) ({sel(c.CLIENT_PROCESS_UNRESOLVED)})",
+                  "{{target}} unresolved"),
+            unit="none", w=8, h=8, thresholds=steps((None, "green"), (1, "orange"))),
+    ])
+
+
+
+def _usable_in_use() -> gauge.Panel:
+    """The utilization gauge, coloured at the agent's finding thresholds."""
+    return (
+        gauge.Panel().title("Usable slots in use").datasource(DATASOURCE)
+        .description("Client backends divided by usable slots (max_connections minus the "
+                     "superuser/reserved slots). " + t.UTILIZATION.said()
+                     + ": at 100 % clients get 'remaining connection slots are reserved' "
+                     "or 'too many clients'.")
+        .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
+        .thresholds(t.UTILIZATION.steps())
+        .show_threshold_markers(True).reduce_options(reduce_last())
+        .links(runbook("PostgreSQLConnectionsNearLimit", "PostgreSQLConnectionsExhausted"))
+        .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")))
+
+
+def _connection_settings() -> stat.Panel:
+    """The connection settings as values; durations in seconds, 0 as disabled."""
+    return (
+        stat_base("Connection settings",
+                  "Connection-relevant server settings (session defaults). Durations in "
+                  "seconds; 0 means disabled.", "none", 16, 8, NEUTRAL)
+        .color_mode(gc.BigValueColorMode.NONE).graph_mode(gc.BigValueGraphMode.NONE)
+        .with_target(query(f"max by (target, name) ({sel(c.SETTING)})",
+                           "{{name}} ({{target}})", instant=True))
+        .override_by_regexp(".*(timeout|_idle|_interval) .*",
+                            [*unit_override("s"), *value_text(0, "disabled")]))
+
+
+def _limits_table() -> table.Panel:
+    """Role and database limits with their usage; "none set" where a target has none."""
+    return (
+        instant_table(
+            "Role and database connection limits",
+            "Connection limits set on roles (rolconnlimit) or databases (datconnlimit), with "
+            "the client backends of that role or database now; 'none set' when a target has "
+            "no limit of that scope (In use then counts all its client backends). A limit "
+            "reached gives 'too many connections for role/database'. Usage is summed over the "
+            "agent's groups, so it needs usename/datname among the configured group "
+            "dimensions.",
+            ("target", "scope", "name"),
+            [("A", limits(), "Limit"), ("B", limit_usage(), "In use")], sort="In use",
+            w=8, h=8)
+        .links(runbook("PostgreSQLConnectionLimitNearlyReached"))
+        .override_by_name("Limit", value_text(NONE_SET, "none set")))
+
+
+def _agent_up() -> stat.Panel:
+    """Up or down per target, from the agent's own up metric."""
+    return (
+        stat_base("Agent up",
+                  "1 when the agent's last poll of the target succeeded. Down means the "
+                  "dashboard's other panels show no current data for that target.",
+                  "none", 4, 7, steps((None, "red"), (1, "green")))
+        .color_mode(gc.BigValueColorMode.BACKGROUND).graph_mode(gc.BigValueGraphMode.NONE)
+        .mappings([gm.ValueMap(options={
+            "0": gm.ValueMappingResult(text="down", color="red", index=0),
+            "1": gm.ValueMappingResult(text="up", color="green", index=1)})])
+        .links(runbook("PgconnAgentTargetDown", "PgconnAgentPollsStalled"))
+        .with_target(query(f"max by (target) ({sel(c.AGENT_UP)})", "{{target}}")))
+
+
+def _client_process_table() -> table.Panel:
+    """The agent host's client processes and their connections, largest first."""
+    return (
         table_base("Connections by client process",
                    "Connections held by each process on the agent's own host, matched "
                    "through /proc (only clients whose client_addr is one of that host's "
@@ -300,12 +348,4 @@ def _client_processes() -> Row:
             "renameByName": {"Value": "Connections", "target": "Target", "pid": "PID",
                              "command": "Command"},
         }))
-        .sort_by(sorted_desc("Connections")),
-        series(
-            "Connections not matched to a process",
-            "Connections from the agent's host that no readable process owns: closed since "
-            "the poll, another network namespace, or an agent without CAP_SYS_PTRACE.",
-            query(f"max by (target) ({sel(c.CLIENT_PROCESS_UNRESOLVED)})",
-                  "{{target}} unresolved"),
-            unit="none", w=8, h=8, thresholds=steps((None, "green"), (1, "orange"))),
-    ])
+        .sort_by(sorted_desc("Connections")))
