@@ -19,6 +19,7 @@ from dashboards.thresholds import NEUTRAL
 
 BY_HOST = ("target", "client_addr")
 COUNT = c.CONNECTION_COUNT
+APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
 
 
 def application_drilldown() -> gd.Dashboard:
@@ -40,8 +41,8 @@ def _holdings() -> Row:
         m.CONNECTIONS.panel(
             "Connections by host and state",
             "This application's client backends per client host and state, stacked.",
-            (*BY_HOST, "state"), THE_APP, w=16, h=9)
-        .links(runbook("PostgreSQLApplicationHostHoldsMostSlots")),
+            (*BY_HOST, "state"), THE_APP, w=16, h=9,
+            runbooks=("PostgreSQLApplicationHostHoldsMostSlots", APP_HOLDS)),
         m.CONNECTIONS.panel(
             "Connections by user and database",
             "This application's client backends per role and database.",
@@ -62,14 +63,15 @@ def _holding_stats() -> list[Panel]:
         single_stat(
             "Connections held",
             "Client backends of this application now.",
-            query(held, "{{target}}"), unit="none", thresholds=NEUTRAL, w=6, h=6),
+            query(held, "{{target}}"), unit="none", thresholds=NEUTRAL, w=6, h=6)
+        .links(runbook(APP_HOLDS)),
         single_stat(
             "Share of usable slots",
             "This application's client backends divided by the target's usable slots. "
             + t.HOLDER_SHARE.said() + ": one client holding most of the server.",
             query(f"{held} / on (target) {usable()}", "{{target}}"),
             unit="percentunit", thresholds=t.HOLDER_SHARE.steps(), w=6, h=6)
-        .links(runbook("PostgreSQLApplicationHoldsMostSlots")),
+        .links(runbook(APP_HOLDS)),
         single_stat(
             "Idle share",
             "Fraction of this application's connections that are idle: high means its pools "
@@ -78,7 +80,7 @@ def _holding_stats() -> list[Panel]:
             query(f"({_per_target(sel(COUNT, THE_APP, IDLE))} or on (target) 0 * {held})"
                   f" / on (target) {held}", "{{target}}"),
             unit="percentunit", thresholds=t.IDLE_SHARE.steps(), w=6, h=6)
-        .links(runbook("PostgreSQLIdleConnectionHoarding")),
+        .links(runbook(APP_HOLDS, *m.HOARDING)),
         single_stat(
             "Client hosts",
             "Distinct client hosts holding connections for this application.",
@@ -99,8 +101,7 @@ def _ages() -> Row:
             "Longest time one of this application's sessions has been idle in transaction, "
             "per host. " + t.IDLE_IN_TX.said()
             + ": a transaction left open across an await or a network call.",
-            BY_HOST, THE_APP, w=8)
-        .links(runbook("PostgreSQLIdleInTransaction")),
+            BY_HOST, THE_APP, w=8),
         m.XACT_AGE.panel(
             "Oldest open transaction by host and state",
             "Longest-running transaction of this application (now - xact_start) per host and "
@@ -114,8 +115,7 @@ def _locks() -> Row:
             "Sessions queued behind this application's root blockers",
             "Sessions (of any application) queued, directly or behind other waiters, behind "
             "this application's root blockers, per host and state." + m.ROOT_NOTE,
-            (*BY_HOST, "state"), THE_APP, w=8)
-        .links(runbook("PostgreSQLBlockedByIdleInTransaction")),
+            (*BY_HOST, "state"), THE_APP, w=8),
         m.DIRECT_BLOCKING.panel(
             "Sessions this application blocks",
             "Sessions (of any application) blocked directly by this application's sessions, "

@@ -10,21 +10,28 @@ from dashboards.links import application_cell_link, runbook
 from dashboards.panels import Measure, instant_table
 from dashboards.promql import IDLE, IDLE_IN_TX, sel
 
+HOARDING = ("PostgreSQLIdleConnectionHoarding",)
+IDLE_IN_TRANSACTION = ("PostgreSQLIdleInTransaction",)
+LOCK_WAITS = ("PostgreSQLLockWaitsPilingUp",)
+BLOCKERS = ("PostgreSQLBlockedByIdleInTransaction", "PostgreSQLLockWaitsPilingUp")
+
 CONNECTIONS = Measure(c.CONNECTION_COUNT, "sum", "none")
-IDLE_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE,))
-IDLE_IN_TX_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE_IN_TX,))
-IDLE_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE,), stacked=False)
+IDLE_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE,), runbooks=HOARDING)
+IDLE_IN_TX_COUNT = Measure(c.CONNECTION_COUNT, "sum", "none", (IDLE_IN_TX,),
+                           runbooks=IDLE_IN_TRANSACTION)
+IDLE_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE,), stacked=False, runbooks=HOARDING)
 IDLE_IN_TX_AGE = Measure(c.STATE_AGE_MAX, "max", "s", (IDLE_IN_TX,), stacked=False,
-                         thresholds=t.IDLE_IN_TX.steps())
+                         thresholds=t.IDLE_IN_TX.steps(), runbooks=IDLE_IN_TRANSACTION)
 XACT_AGE = Measure(c.TRANSACTION_AGE_MAX, "max", "s", stacked=False,
-                   thresholds=t.XACT_AGE.steps())
+                   thresholds=t.XACT_AGE.steps(), runbooks=("PostgreSQLLongTransaction",))
 WAITING = Measure(c.CONNECTION_WAITING, "sum", "none")
-LOCK_WAITERS = Measure(c.LOCK_WAITING, "sum", "none")
+LOCK_WAITERS = Measure(c.LOCK_WAITING, "sum", "none", runbooks=LOCK_WAITS)
 LOCK_WAIT_AGE = Measure(c.LOCK_WAIT_TIME_MAX, "max", "s", stacked=False,
-                        thresholds=t.LOCK_WAIT.steps())
-ROOT_BLOCKING = Measure(c.LOCK_ROOT_BLOCKING, "sum", "none")
-DIRECT_BLOCKING = Measure(c.LOCK_BLOCKING, "sum", "none")
-OPENED = Measure(c.CONNECTION_OPENED, "sum", "cps", stacked=False, rate=True)
+                        thresholds=t.LOCK_WAIT.steps(), runbooks=LOCK_WAITS)
+ROOT_BLOCKING = Measure(c.LOCK_ROOT_BLOCKING, "sum", "none", runbooks=BLOCKERS)
+DIRECT_BLOCKING = Measure(c.LOCK_BLOCKING, "sum", "none", runbooks=BLOCKERS)
+OPENED = Measure(c.CONNECTION_OPENED, "sum", "cps", stacked=False, rate=True,
+                 runbooks=("PostgreSQLConnectionChurn",))
 
 ROOT_NOTE = (" A root blocker holds the lock without waiting for one itself: end it and the "
              "whole queue moves. 'idle in transaction' there is a client that left a "

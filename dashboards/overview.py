@@ -45,6 +45,10 @@ from dashboards.thresholds import NEUTRAL, steps
 COUNT = c.CONNECTION_COUNT
 BY_APP = ("target", "application_name")
 BY_HOLDER = ("target", "application_name", "client_addr")
+NEAR_LIMIT = "PostgreSQLConnectionsNearLimit"
+EXHAUSTED = "PostgreSQLConnectionsExhausted"
+APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
+HOST_HOLDS = "PostgreSQLApplicationHostHoldsMostSlots"
 GROUP = ("target", "application_name", "client_addr", "usename", "datname", "state")
 """A holder group's labels, as the agent groups client backends by default."""
 
@@ -70,13 +74,15 @@ def _capacity() -> Row:
             "below first.",
             query(f"sum by (target) ({sel(COUNT)})", "used {{target}}", ref="A"),
             query(usable(), "usable {{target}}", ref="B"),
-            unit="none", thresholds=NEUTRAL, w=5, h=7),
+            unit="none", thresholds=NEUTRAL, w=5, h=7)
+        .links(runbook(NEAR_LIMIT, EXHAUSTED)),
         single_stat(
             "Free usable slots",
             "Usable slots minus client backends. Red under 3, orange under 10.",
             query(f"{usable()} - sum by (target) ({sel(COUNT)})", "{{target}}"),
             unit="none", thresholds=steps((None, "red"), (3, "orange"), (10, "green")),
-            w=4, h=7),
+            w=4, h=7)
+        .links(runbook(EXHAUSTED)),
         series(
             "All backends by type",
             "Every backend of the server by backend_type (client backends, autovacuum "
@@ -101,28 +107,28 @@ def _holders() -> Row:
             "Client backends by application",
             "Client backends per application_name (filtered by the Application variable). "
             "'(unset)' means the client sends no application_name: look at the host panel. "
-            "Click a series to drill down into that application.", BY_APP, APPS, h=9)
-        .data_links(holder_links())
-        .links(runbook("PostgreSQLApplicationHoldsMostSlots")),
+            "Click a series to drill down into that application.", BY_APP, APPS, h=9,
+            runbooks=(APP_HOLDS, NEAR_LIMIT))
+        .data_links(holder_links()),
         m.CONNECTIONS.panel(
             "Client backends by client host",
             "Client backends per client address ('local' for unix sockets). Several hosts "
             "with the same count usually mean one pool per instance multiplied by replicas.",
-            ("target", "client_addr"), APPS, h=9),
+            ("target", "client_addr"), APPS, h=9, runbooks=(HOST_HOLDS,)),
         m.IDLE_COUNT.panel(
             "Idle client backends by application and host",
             "Idle sessions per application and host: connections a pool keeps open without "
             "using them. A holder with many idle sessions for minutes is hoarding slots. "
             "Click a series to drill down.", BY_HOLDER, APPS, h=9)
-        .data_links(holder_links())
-        .links(runbook("PostgreSQLIdleConnectionHoarding")),
+        .data_links(holder_links()),
         holders_table(
             "Top holders",
             "One row per holder group (target, application, host, user, database, state), "
             "largest first, with the oldest time in that state and the oldest open "
             "transaction. Click an application to drill down into it. Groups the agent's "
             "cardinality cap folded appear as '(other: folded by cardinality cap)'.",
-            GROUP, APPS, w=24, h=11),
+            GROUP, APPS, w=24, h=11)
+        .links(runbook(NEAR_LIMIT, HOST_HOLDS)),
     ])
 
 
@@ -135,8 +141,7 @@ def _idle_transactions() -> list[Panel]:
         m.IDLE_IN_TX_COUNT.panel(
             "Idle in transaction by application",
             "Sessions inside an open transaction doing nothing: they hold their slot and "
-            "their locks until the client commits, rolls back or disconnects.", BY_APP, APPS)
-        .links(runbook("PostgreSQLIdleInTransaction")),
+            "their locks until the client commits, rolls back or disconnects.", BY_APP, APPS),
         m.IDLE_IN_TX_AGE.panel(
             "Oldest idle in transaction by application",
             "Longest time a session of the application has been idle in transaction (now - "
@@ -145,7 +150,7 @@ def _idle_transactions() -> list[Panel]:
             "Oldest open transaction by application",
             "Longest-running transaction per application (now - xact_start), any state. Long "
             "transactions hold locks and hold back vacuum. " + t.XACT_AGE.said() + ".",
-            BY_APP, APPS).links(runbook("PostgreSQLLongTransaction")),
+            BY_APP, APPS),
         m.WAITING.panel(
             "Waiting sessions by wait event type",
             "Active sessions that are waiting, by wait_event_type (Lock, LWLock, IO, "
@@ -158,14 +163,12 @@ def _locks() -> list[Panel]:
         m.LOCK_WAITERS.panel(
             "Lock waiters by application",
             "Sessions waiting for a heavyweight lock, by the waiting application and lock "
-            "mode.", ("target", "application_name", "mode"), APPS, w=8)
-        .links(runbook("PostgreSQLLockWaitsPilingUp")),
+            "mode.", ("target", "application_name", "mode"), APPS, w=8),
         m.ROOT_BLOCKING.panel(
             "Root blockers by application",
             "Sessions queued behind each holder group's root blockers, directly or behind "
             "other waiters, by the root's application, host and state." + m.ROOT_NOTE,
-            (*BY_HOLDER, "state"), APPS, w=8, suffix=" holds up")
-        .links(runbook("PostgreSQLBlockedByIdleInTransaction")),
+            (*BY_HOLDER, "state"), APPS, w=8, suffix=" holds up"),
         m.DIRECT_BLOCKING.panel(
             "Blocked directly by application",
             "Sessions blocked directly (pg_blocking_pids) by each holder group's sessions, "
@@ -187,7 +190,7 @@ def _churn() -> Row:
             "New connections per second by application and host",
             "Client backends opened per second (new backends seen by the agent's polls). A "
             "steady high rate means a client connects per request or a pool that keeps "
-            "recycling.", BY_HOLDER, APPS).links(runbook("PostgreSQLConnectionChurn")),
+            "recycling.", BY_HOLDER, APPS),
         series(
             "Session outcomes per second",
             "pg_stat_database session counters per second by outcome: all sessions, "
@@ -196,7 +199,8 @@ def _churn() -> Row:
             "PostgreSQL 14+.",
             query(f"sum by (target, outcome) (rate({sel(c.SESSIONS)}[$__rate_interval]))",
                   "{{target}} {{outcome}}"),
-            unit="cps", w=12, h=8),
+            unit="cps", w=12, h=8)
+        .links(runbook(EXHAUSTED)),
         series(
             "Short-lived sessions per second by holder (churn)",
             "Sessions that opened and closed again, per second over the last minute: the "
@@ -206,7 +210,8 @@ def _churn() -> Row:
             query(f"sum by (target, datname, application_name, client_addr) "
                   f"({sel(c.CONNECTION_OPEN_RATE, APPS)})",
                   "{{target}} {{datname}} {{application_name}} @ {{client_addr}}"),
-            unit="cps", w=24, h=8),
+            unit="cps", w=24, h=8)
+        .links(runbook("PostgreSQLConnectionChurn")),
     ])
 
 
@@ -228,7 +233,8 @@ def _agent_health() -> Row:
             *(query(f"histogram_quantile({q}, sum by (target, le) "
                     f"(rate({bucket}[$__rate_interval])))", f"{{{{target}}}} p{q * 100:g}",
                     ref=ref) for ref, q in (("A", 0.95), ("B", 0.5))),
-            unit="s", w=7, h=7, thresholds=t.POLL_DURATION.steps()),
+            unit="s", w=7, h=7, thresholds=t.POLL_DURATION.steps())
+        .links(runbook("PgconnAgentPollsStalled", "PgconnAgentPollsFailing")),
         series(
             "Poll errors and skipped polls",
             "Failed polls by kind (connect, auth, timeout, too_many_connections, query) and "
@@ -242,7 +248,8 @@ def _agent_health() -> Row:
                   f" or on (target) {zero_per_target()}",
                   "{{target}} skipped", ref="B"),
             unit="none", w=7, h=7, thresholds=steps((None, "green"), (1, "red")))
-        .links(runbook("PgconnAgentPollsFailing", "PgconnAgentPollsStalled")),
+        .links(runbook("PgconnAgentPollsFailing", "PgconnAgentPollsStalled",
+                       "PgconnAgentTargetDown")),
         series(
             "Folded groups and hidden sessions",
             "Groups folded into '(other: folded by cardinality cap)' (raise the cap or drop a "
@@ -282,7 +289,7 @@ def _usable_in_use() -> gauge.Panel:
         .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
         .thresholds(t.UTILIZATION.steps())
         .show_threshold_markers(True).reduce_options(reduce_last())
-        .links(runbook("PostgreSQLConnectionsNearLimit", "PostgreSQLConnectionsExhausted"))
+        .links(runbook(NEAR_LIMIT, EXHAUSTED))
         .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")))
 
 

@@ -23,7 +23,7 @@ from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent import contract as c
-from dashboards.links import application_cell_link
+from dashboards.links import application_cell_link, runbook
 from dashboards.promql import sel
 from dashboards.thresholds import NEUTRAL
 
@@ -172,6 +172,8 @@ class Measure:
     thresholds: gd.ThresholdsConfig | None = None
     stacked: bool = True
     rate: bool = False
+    runbooks: tuple[str, ...] = ()
+    """The alerts this measure helps confirm, linked from each of its panels."""
 
     def expr(self, by: Sequence[str], *matchers: str) -> str:
         selector = sel(self.metric, *self.matchers, *matchers)
@@ -179,9 +181,14 @@ class Measure:
         return f"{self.agg} by ({', '.join(by)}) ({inner})"
 
     def panel(self, title: str, description: str, by: Sequence[str], *matchers: str,
-              w: int = 12, h: int = 8, suffix: str = "", legend: str = "") -> timeseries.Panel:
-        """The panel; the legend names the ``by`` labels (then ``suffix``) unless given."""
+              w: int = 12, h: int = 8, suffix: str = "", legend: str = "",
+              runbooks: Sequence[str] = ()) -> timeseries.Panel:
+        """The panel; the legend names the ``by`` labels (then ``suffix``) unless given.
+
+        It links the measure's runbooks, then ``runbooks`` (what this grouping confirms).
+        """
         legend = legend or " ".join("{{" + label + "}}" for label in by) + suffix
-        return series(title, description, query(self.expr(by, *matchers), legend),
-                      unit=self.unit, w=w, h=h, stacked=self.stacked,
-                      thresholds=self.thresholds)
+        p = series(title, description, query(self.expr(by, *matchers), legend),
+                   unit=self.unit, w=w, h=h, stacked=self.stacked, thresholds=self.thresholds)
+        alerts = (*self.runbooks, *runbooks)
+        return p.links(runbook(*alerts)) if alerts else p
