@@ -141,6 +141,7 @@ def _locks() -> Row:
             "Waiting sessions by wait event",
             "This application's active sessions that are waiting, by wait event type and "
             "event.", ("target", "wait_event_type", "wait_event"), THE_APP, w=8),
+        m.root_blockers_table(w=24, h=8),
     ])
 
 

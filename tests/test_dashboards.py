@@ -187,6 +187,7 @@ def test_panels_the_issue_asks_for() -> None:
         "Oldest idle in transaction by host", "Sessions this application blocks",
         "This application's lock waits", "Blockers on the same targets (what may block it)",
         "Sessions queued behind this application's root blockers",
+        "Root blockers (pid)",  # the candidates' pids, which "Blockers on the same targets" cites
     } <= titles["application-drilldown.json"]
 
 
@@ -253,7 +254,8 @@ def test_application_filter_reaches_every_application_panel() -> None:
             "Used / usable slots", "Free usable slots", "Client backends by state",
             "Role and database connection limits",
         },
-        "application-drilldown.json": {"Blockers on the same targets (what may block it)"},
+        "application-drilldown.json": {"Blockers on the same targets (what may block it)",
+                                       "Root blockers (pid)"},
         "pgbouncer-pools.json": {"Client connections of max_client_conn"},
     }
     for name, model in dashboards().items():
