@@ -51,8 +51,7 @@ def _holdings() -> Row:
             "Holder groups",
             "This application's groups (host, user, database, state) with the oldest time in "
             "state and the oldest open transaction.",
-            ("target", "application_name", "client_addr", "usename", "datname", "state"),
-            THE_APP, w=24, h=9),
+            m.HOLDER_GROUP, THE_APP, w=24, h=9),
     ])
 
 

@@ -10,6 +10,9 @@ from dashboards.links import application_cell_link, runbook
 from dashboards.panels import Measure, instant_table
 from dashboards.promql import IDLE, IDLE_IN_TX, sel
 
+HOLDER_GROUP = ("target", "application_name", "client_addr", "usename", "datname", "state")
+"""A holder group's labels, as the agent groups client backends by default: one table row."""
+
 HOARDING = ("PostgreSQLIdleConnectionHoarding",)
 IDLE_IN_TRANSACTION = ("PostgreSQLIdleInTransaction",)
 LOCK_WAITS = ("PostgreSQLLockWaitsPilingUp",)

@@ -49,8 +49,6 @@ NEAR_LIMIT = "PostgreSQLConnectionsNearLimit"
 EXHAUSTED = "PostgreSQLConnectionsExhausted"
 APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
 HOST_HOLDS = "PostgreSQLApplicationHostHoldsMostSlots"
-GROUP = ("target", "application_name", "client_addr", "usename", "datname", "state")
-"""A holder group's labels, as the agent groups client backends by default."""
 
 
 def connections_overview() -> gd.Dashboard:
@@ -127,7 +125,7 @@ def _holders() -> Row:
             "largest first, with the oldest time in that state and the oldest open "
             "transaction. Click an application to drill down into it. Groups the agent's "
             "cardinality cap folded appear as '(other: folded by cardinality cap)'.",
-            GROUP, APPS, w=24, h=11)
+            m.HOLDER_GROUP, APPS, w=24, h=11)
         .links(runbook(NEAR_LIMIT, HOST_HOLDS)),
     ])
 
