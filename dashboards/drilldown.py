@@ -12,14 +12,13 @@ from agent import contract as c
 from dashboards import measures as m
 from dashboards import thresholds as t
 from dashboards.layout import Panel, Row, application_variable, dashboard
-from dashboards.links import DRILLDOWN_UID, runbook
+from dashboards.links import DRILLDOWN_UID, Alert, runbook
 from dashboards.panels import holders_table, query, single_stat
 from dashboards.promql import IDLE, THE_APP, sel, usable
 from dashboards.thresholds import NEUTRAL
 
 BY_HOST = ("target", "client_addr")
 COUNT = c.CONNECTION_COUNT
-APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
 
 
 def application_drilldown() -> gd.Dashboard:
@@ -42,7 +41,7 @@ def _holdings() -> Row:
             "Connections by host and state",
             "This application's client backends per client host and state, stacked.",
             (*BY_HOST, "state"), THE_APP, w=16, h=9,
-            runbooks=("PostgreSQLApplicationHostHoldsMostSlots", APP_HOLDS)),
+            runbooks=(Alert.HOST_HOLDS, Alert.APP_HOLDS)),
         m.CONNECTIONS.panel(
             "Connections by user and database",
             "This application's client backends per role and database.",
@@ -63,14 +62,14 @@ def _holding_stats() -> list[Panel]:
             "Connections held",
             "Client backends of this application now.",
             query(held, "{{target}}"), unit="none", thresholds=NEUTRAL, w=6, h=6)
-        .links(runbook(APP_HOLDS)),
+        .links(runbook(Alert.APP_HOLDS)),
         single_stat(
             "Share of usable slots",
             "This application's client backends divided by the target's usable slots. "
             + t.HOLDER_SHARE.said() + ": one client holding most of the server.",
             query(f"{held} / on (target) {usable()}", "{{target}}"),
             unit="percentunit", thresholds=t.HOLDER_SHARE.steps(), w=6, h=6)
-        .links(runbook(APP_HOLDS)),
+        .links(runbook(Alert.APP_HOLDS)),
         single_stat(
             "Idle share",
             "Fraction of this application's connections that are idle: high means its pools "
@@ -79,7 +78,7 @@ def _holding_stats() -> list[Panel]:
             query(f"({_per_target(sel(COUNT, THE_APP, IDLE))} or on (target) 0 * {held})"
                   f" / on (target) {held}", "{{target}}"),
             unit="percentunit", thresholds=t.IDLE_SHARE.steps(), w=6, h=6)
-        .links(runbook(APP_HOLDS, *m.HOARDING)),
+        .links(runbook(Alert.APP_HOLDS, Alert.HOARDING)),
         single_stat(
             "Client hosts",
             "Distinct client hosts holding connections for this application.",

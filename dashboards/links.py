@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.models import dashboard as gm
 
@@ -12,6 +14,29 @@ DRILLDOWN_UID = "pgconn-application-drilldown"
 PGBOUNCER_UID = "pgconn-pgbouncer-pools"
 TAG = "pgconn-agent"
 """The tag of every dashboard here; the dashboard links list the dashboards carrying it."""
+
+
+class Alert(StrEnum):
+    """The alerts whose runbook sections the panels link (declared in :mod:`agent.alerts`)."""
+
+    NEAR_LIMIT = "PostgreSQLConnectionsNearLimit"
+    EXHAUSTED = "PostgreSQLConnectionsExhausted"
+    APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
+    HOST_HOLDS = "PostgreSQLApplicationHostHoldsMostSlots"
+    HOARDING = "PostgreSQLIdleConnectionHoarding"
+    CHURN = "PostgreSQLConnectionChurn"
+    LIMIT = "PostgreSQLConnectionLimitNearlyReached"
+    IDLE_IN_TRANSACTION = "PostgreSQLIdleInTransaction"
+    LONG_TRANSACTION = "PostgreSQLLongTransaction"
+    LOCK_WAITS = "PostgreSQLLockWaitsPilingUp"
+    BLOCKED_BY_IDLE = "PostgreSQLBlockedByIdleInTransaction"
+    TARGET_DOWN = "PgconnAgentTargetDown"
+    POLLS_STALLED = "PgconnAgentPollsStalled"
+    POLLS_FAILING = "PgconnAgentPollsFailing"
+    GROUPS_FOLDED = "PgconnAgentGroupsFolded"
+    SESSIONS_HIDDEN = "PgconnAgentSessionsHidden"
+    POOL_WAITS = "PgBouncerClientsWaiting"
+    POOL_CLIENT_LIMIT = "PgBouncerClientLimitNear"
 
 
 def drilldown_url(application: str, target: str) -> str:
@@ -36,7 +61,7 @@ def holder_links() -> list[gd.DashboardLink]:
                                "${__field.labels.target}"))]
 
 
-def runbook(*alerts: str) -> list[gd.DashboardLink]:
+def runbook(*alerts: Alert) -> list[gd.DashboardLink]:
     """Panel links to the runbook sections of the alerts a panel helps confirm."""
     return [gd.DashboardLink(f"Runbook: {name}").type(gm.DashboardLinkType.LINK)
             .url(f"{RUNBOOK_BASE}#{name.lower()}").target_blank(True) for name in alerts]

@@ -15,7 +15,7 @@ from agent import contract as c
 from dashboards import measures as m
 from dashboards import thresholds as t
 from dashboards.layout import Panel, Row, application_variable, dashboard
-from dashboards.links import OVERVIEW_UID, holder_links, runbook
+from dashboards.links import OVERVIEW_UID, Alert, holder_links, runbook
 from dashboards.panels import (
     DATASOURCE,
     holders_table,
@@ -45,10 +45,6 @@ from dashboards.thresholds import NEUTRAL, steps
 COUNT = c.CONNECTION_COUNT
 BY_APP = ("target", "application_name")
 BY_HOLDER = ("target", "application_name", "client_addr")
-NEAR_LIMIT = "PostgreSQLConnectionsNearLimit"
-EXHAUSTED = "PostgreSQLConnectionsExhausted"
-APP_HOLDS = "PostgreSQLApplicationHoldsMostSlots"
-HOST_HOLDS = "PostgreSQLApplicationHostHoldsMostSlots"
 
 
 def connections_overview() -> gd.Dashboard:
@@ -73,14 +69,14 @@ def _capacity() -> Row:
             query(f"sum by (target) ({sel(COUNT)})", "used {{target}}", ref="A"),
             query(usable(), "usable {{target}}", ref="B"),
             unit="none", thresholds=NEUTRAL, w=5, h=7)
-        .links(runbook(NEAR_LIMIT, EXHAUSTED)),
+        .links(runbook(Alert.NEAR_LIMIT, Alert.EXHAUSTED)),
         single_stat(
             "Free usable slots",
             "Usable slots minus client backends. Red under 3, orange under 10.",
             query(f"{usable()} - sum by (target) ({sel(COUNT)})", "{{target}}"),
             unit="none", thresholds=steps((None, "red"), (3, "orange"), (10, "green")),
             w=4, h=7)
-        .links(runbook(EXHAUSTED)),
+        .links(runbook(Alert.EXHAUSTED)),
         series(
             "All backends by type",
             "Every backend of the server by backend_type (client backends, autovacuum "
@@ -106,13 +102,13 @@ def _holders() -> Row:
             "Client backends per application_name (filtered by the Application variable). "
             "'(unset)' means the client sends no application_name: look at the host panel. "
             "Click a series to drill down into that application.", BY_APP, APPS, h=9,
-            runbooks=(APP_HOLDS, NEAR_LIMIT))
+            runbooks=(Alert.APP_HOLDS, Alert.NEAR_LIMIT))
         .data_links(holder_links()),
         m.CONNECTIONS.panel(
             "Client backends by client host",
             "Client backends per client address ('local' for unix sockets). Several hosts "
             "with the same count usually mean one pool per instance multiplied by replicas.",
-            ("target", "client_addr"), APPS, h=9, runbooks=(HOST_HOLDS,)),
+            ("target", "client_addr"), APPS, h=9, runbooks=(Alert.HOST_HOLDS,)),
         m.IDLE_COUNT.panel(
             "Idle client backends by application and host",
             "Idle sessions per application and host: connections a pool keeps open without "
@@ -126,7 +122,7 @@ def _holders() -> Row:
             "transaction. Click an application to drill down into it. Groups the agent's "
             "cardinality cap folded appear as '(other: folded by cardinality cap)'.",
             m.HOLDER_GROUP, APPS, w=24, h=11)
-        .links(runbook(NEAR_LIMIT, HOST_HOLDS)),
+        .links(runbook(Alert.NEAR_LIMIT, Alert.HOST_HOLDS)),
     ])
 
 
@@ -198,7 +194,7 @@ def _churn() -> Row:
             query(f"sum by (target, outcome) (rate({sel(c.SESSIONS)}[$__rate_interval]))",
                   "{{target}} {{outcome}}"),
             unit="cps", w=12, h=8)
-        .links(runbook(EXHAUSTED)),
+        .links(runbook(Alert.EXHAUSTED)),
         series(
             "Short-lived sessions per second by holder (churn)",
             "Sessions that opened and closed again, per second over the last minute: the "
@@ -209,7 +205,7 @@ def _churn() -> Row:
                   f"({sel(c.CONNECTION_OPEN_RATE, APPS)})",
                   "{{target}} {{datname}} {{application_name}} @ {{client_addr}}"),
             unit="cps", w=24, h=8)
-        .links(runbook("PostgreSQLConnectionChurn")),
+        .links(runbook(Alert.CHURN)),
     ])
 
 
@@ -232,7 +228,7 @@ def _agent_health() -> Row:
                     f"(rate({bucket}[$__rate_interval])))", f"{{{{target}}}} p{q * 100:g}",
                     ref=ref) for ref, q in (("A", 0.95), ("B", 0.5))),
             unit="s", w=7, h=7, thresholds=t.POLL_DURATION.steps())
-        .links(runbook("PgconnAgentPollsStalled", "PgconnAgentPollsFailing")),
+        .links(runbook(Alert.POLLS_STALLED, Alert.POLLS_FAILING)),
         series(
             "Poll errors and skipped polls",
             "Failed polls by kind (connect, auth, timeout, too_many_connections, query) and "
@@ -246,8 +242,8 @@ def _agent_health() -> Row:
                   f" or on (target) {zero_per_target()}",
                   "{{target}} skipped", ref="B"),
             unit="none", w=7, h=7, thresholds=steps((None, "green"), (1, "red")))
-        .links(runbook("PgconnAgentPollsFailing", "PgconnAgentPollsStalled",
-                       "PgconnAgentTargetDown")),
+        .links(runbook(Alert.POLLS_FAILING, Alert.POLLS_STALLED,
+                       Alert.TARGET_DOWN)),
         series(
             "Folded groups and hidden sessions",
             "Groups folded into '(other: folded by cardinality cap)' (raise the cap or drop a "
@@ -258,7 +254,7 @@ def _agent_health() -> Row:
             query(f"max by (target) ({sel(c.SESSIONS_HIDDEN)})", "{{target}} hidden sessions",
                   ref="B"),
             unit="none", w=6, h=7, thresholds=steps((None, "green"), (1, "orange")))
-        .links(runbook("PgconnAgentGroupsFolded", "PgconnAgentSessionsHidden")),
+        .links(runbook(Alert.GROUPS_FOLDED, Alert.SESSIONS_HIDDEN)),
     ])
 
 
@@ -287,7 +283,7 @@ def _usable_in_use() -> gauge.Panel:
         .unit("percentunit").min(0).max(1).decimals(1).span(5).height(7)
         .thresholds(t.UTILIZATION.steps())
         .show_threshold_markers(True).reduce_options(reduce_last())
-        .links(runbook(NEAR_LIMIT, EXHAUSTED))
+        .links(runbook(Alert.NEAR_LIMIT, Alert.EXHAUSTED))
         .with_target(query(f"max by (target) ({sel(c.CONNECTION_UTILIZATION)})", "{{target}}")))
 
 
@@ -318,7 +314,7 @@ def _limits_table() -> table.Panel:
             ("target", "scope", "name"),
             [("A", limits(), "Limit"), ("B", limit_usage(), "In use")], sort="In use",
             w=8, h=8)
-        .links(runbook("PostgreSQLConnectionLimitNearlyReached"))
+        .links(runbook(Alert.LIMIT))
         .override_by_name("Limit", value_text(NONE_SET, "none set")))
 
 
@@ -333,7 +329,7 @@ def _agent_up() -> stat.Panel:
         .mappings([gm.ValueMap(options={
             "0": gm.ValueMappingResult(text="down", color="red", index=0),
             "1": gm.ValueMappingResult(text="up", color="green", index=1)})])
-        .links(runbook("PgconnAgentTargetDown", "PgconnAgentPollsStalled"))
+        .links(runbook(Alert.TARGET_DOWN, Alert.POLLS_STALLED))
         .with_target(query(f"max by (target) ({sel(c.AGENT_UP)})", "{{target}}")))
 
 

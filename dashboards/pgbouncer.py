@@ -11,7 +11,7 @@ from agent import contract as c
 from agent import spec
 from dashboards import thresholds as t
 from dashboards.layout import Row, dashboard, label_variable
-from dashboards.links import PGBOUNCER_UID, runbook
+from dashboards.links import PGBOUNCER_UID, Alert, runbook
 from dashboards.panels import Measure, query, series
 from dashboards.promql import APPS, sel
 from dashboards.thresholds import steps
@@ -21,13 +21,12 @@ POOL = ("target", "database", "user")
 POOL_BY = ", ".join(POOL)
 POOL_LEGEND = "{{target}} {{database}}/{{user}}"
 CLIENTS_WAITING = f'state="{spec.PoolerClientState.WAITING}"'
-WAITS = "PgBouncerClientsWaiting"
-CLIENT_LIMIT = "PgBouncerClientLimitNear"
 
 WAITING_CLIENTS = Measure(c.POOLER_CLIENTS, "sum", "none", (CLIENTS_WAITING,), stacked=False,
-                          thresholds=steps((None, "green"), (1, "orange")), runbooks=(WAITS,))
+                          thresholds=steps((None, "green"), (1, "orange")),
+                          runbooks=(Alert.POOL_WAITS,))
 LONGEST_WAIT = Measure(c.POOLER_WAIT_MAX, "max", "s", stacked=False,
-                       thresholds=t.POOL_WAIT.steps(), runbooks=(WAITS,))
+                       thresholds=t.POOL_WAIT.steps(), runbooks=(Alert.POOL_WAITS,))
 SERVERS = Measure(c.POOLER_SERVERS, "sum", "none")
 CLIENTS = Measure(c.POOLER_CLIENT_COUNT, "sum", "none")
 
@@ -62,7 +61,7 @@ def _pools() -> Row:
             query(f"{SERVERS.expr(POOL)} / on ({POOL_BY}) "
                   f"max by ({POOL_BY}) ({sel(c.POOLER_POOL_SIZE)})", POOL_LEGEND),
             unit="percentunit", w=8, thresholds=t.POOL_SATURATION.steps())
-        .links(runbook(WAITS)),
+        .links(runbook(Alert.POOL_WAITS)),
         SERVERS.panel(
             "Server connections by state",
             "PgBouncer's server connections by state: active (held by a client), idle, used, "
@@ -87,7 +86,8 @@ def _clients() -> Row:
             "PgBouncer clients per application",
             "PgBouncer's client connections per application_name and state: who waits and "
             "who holds the pools' server connections.",
-            ("target", "application_name", "state"), APPS, runbooks=(WAITS, CLIENT_LIMIT)),
+            ("target", "application_name", "state"), APPS,
+            runbooks=(Alert.POOL_WAITS, Alert.POOL_CLIENT_LIMIT)),
         CLIENTS.panel(
             "PgBouncer clients per host",
             "PgBouncer's client connections per client address: the hosts PostgreSQL no "
@@ -99,5 +99,5 @@ def _clients() -> Row:
             query(f"sum by (target) ({sel(c.POOLER_CLIENT_COUNT)}) / on (target) "
                   f"max by (target) ({sel(c.POOLER_CLIENT_MAX)})", "{{target}}"),
             unit="percentunit", w=6, thresholds=t.UTILIZATION.steps())
-        .links(runbook(CLIENT_LIMIT)),
+        .links(runbook(Alert.POOL_CLIENT_LIMIT)),
     ])

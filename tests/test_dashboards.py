@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from prometheus_server import Prometheus
 
+from agent import alert_rules
 from agent import contract as c
 from dashboards import build
+from dashboards.links import Alert
 from dashboards.queries import builtin_intervals, panel_queries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -303,6 +305,10 @@ def test_runbook_links_point_at_existing_sections() -> None:
                 linked.add(anchor)
     assert {"postgresqlconnectionsexhausted", "postgresqlblockedbyidleintransaction",
             "pgconnagentpollsstalled"} <= linked
+
+
+def test_panels_link_the_runbooks_of_shipped_alerts() -> None:
+    assert set(Alert) <= set(alert_rules.ALERT_NAMES)
 
 
 def _confirm_paragraphs() -> dict[str, str]:
