@@ -66,7 +66,7 @@ def test_a_threshold_declared_once_is_read_where_it_says() -> None:
     """The spec side of a new threshold; tests/test_spec.py fails until its reader exists
     (diagnose: ``t[spec.NAME]``; alerts: ``[[name]]``; dashboards: ``spec.X["name"]``)."""
     readers = {spec.Use.DIAGNOSE: "agent/diagnose", spec.Use.ALERTS: "agent/alerts",
-               spec.Use.DASHBOARDS: "dashboards/build.py"}
+               spec.Use.DASHBOARDS: "dashboards"}
     for t in (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS):
         for use in t.used_in:
             path = ROOT / readers[use]
