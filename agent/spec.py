@@ -223,6 +223,12 @@ PANEL_THRESHOLDS: tuple[Threshold, ...] = (
        "Lock-wait panels turn orange: a wait users notice.", P),
     _t("lock_wait_critical", 60.0, "seconds",
        "Lock-wait panels turn red: a request that has most likely timed out upstream.", P),
+    _t("free_slots_warning", 10, "connections",
+       "Free usable slots panels turn orange below this many: the next pool to grow fills "
+       "the server.", P),
+    _t("free_slots_critical", 3, "connections",
+       "Free usable slots panels turn red below this many: new connections are about to be "
+       "refused.", P),
 )
 
 ORDERED: tuple[tuple[str, str], ...] = (
@@ -237,6 +243,7 @@ ORDERED: tuple[tuple[str, str], ...] = (
     ("idle_share_warning", "idle_share_critical"),
     ("holder_share", "holder_share_red"),
     ("pgbouncer_wait_seconds", "pool_wait_critical"),
+    ("free_slots_critical", "free_slots_warning"),
 )
 """Pairs (warning, critical): the first must stay below the second (checked in the config
 and in ``rules --set`` where both are in one table; tests check the defaults of the rest)."""

@@ -72,9 +72,9 @@ def _capacity() -> Row:
         .links(runbook(Alert.NEAR_LIMIT, Alert.EXHAUSTED)),
         single_stat(
             "Free usable slots",
-            "Usable slots minus client backends. Red under 3, orange under 10.",
+            f"Usable slots minus client backends. {t.FREE_SLOTS.said()}.",
             query(f"{usable()} - sum by (target) ({sel(COUNT)})", "{{target}}"),
-            unit="none", thresholds=steps((None, "red"), (3, "orange"), (10, "green")),
+            unit="none", thresholds=t.FREE_SLOTS.steps(),
             w=4, h=7)
         .links(runbook(Alert.EXHAUSTED)),
         series(

@@ -40,6 +40,21 @@ class Band:
         return f"Orange from {_amount(self.warning)}, red from {_amount(self.critical)}"
 
 
+@dataclass(frozen=True, slots=True)
+class LowBand:
+    """Red under ``critical``, orange under ``warning``, green above: a quantity that runs out."""
+
+    warning: spec.Threshold
+    critical: spec.Threshold
+
+    def steps(self) -> gd.ThresholdsConfig:
+        return steps((None, "red"), (self.critical.default, "orange"),
+                     (self.warning.default, "green"))
+
+    def said(self) -> str:
+        return f"Red under {_amount(self.critical)}, orange under {_amount(self.warning)}"
+
+
 def _amount(t: spec.Threshold) -> str:
     if t.is_ratio:
         return f"{t.default * 100:g} %"
@@ -61,3 +76,4 @@ POOL_WAIT = Band(spec.ALERTS["pgbouncer_wait_seconds"], spec.DIAGNOSE["pool_wait
 POLL_DURATION = Band(spec.PANELS["poll_duration_warning"], spec.PANELS["poll_duration_critical"])
 POOL_SATURATION = Band(spec.PANELS["pool_saturation_warning"],
                        spec.PANELS["pool_saturation_critical"])
+FREE_SLOTS = LowBand(spec.PANELS["free_slots_warning"], spec.PANELS["free_slots_critical"])
