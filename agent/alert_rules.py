@@ -6,8 +6,9 @@ explains its own idle-in-transaction and lock-wait alerts), the other alert's ex
 ``unless`` that cause, so the page carries one alert per cause without Alertmanager inhibitions.
 The alerts themselves are small factories in ``agent/alerts/``, one module per family.
 
-The committed ``alerts/pgconn-agent.rules.yml`` is ``render_rules({})``; a test fails when it
-drifts. Public surface:
+The committed ``alerts/pgconn-agent.rules.yml`` is ``render_rules({})``, written by
+``scripts/generate.py`` with the tables of ``alerts/README.md`` (``alerts_markdown``,
+``thresholds_markdown``). Public surface:
 
 - ``THRESHOLDS`` / ``DEFAULTS``: every tunable (thresholds and ``for`` durations), documented.
 - ``Settings``: mixin-style settings (a selector, grouping labels, the runbook base URL).
@@ -23,6 +24,7 @@ Metric names are read from ``agent.contract`` only; nothing here spells one out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,10 +48,32 @@ from .alerts.settings import (
 )
 from .alerts.yaml_text import dump
 
-__all__ = ["ALERTS", "ALERT_NAMES", "DEFAULTS", "HELM_VALUES_PATH", "ORDERED_PAIRS", "RULE_FILE",
-           "RUNBOOK_BASE", "THRESHOLDS", "Alert", "Settings", "duration", "helm_settings",
-           "helm_settings_schema", "helm_values", "parse_sets", "render_rules",
-           "render_rules_helm", "rule_groups", "thresholds_markdown", "validate_overrides"]
+DEFAULTS_BY_NAME = {t.name: t for t in THRESHOLDS}
+
+__all__ = [
+    "ALERTS",
+    "ALERT_NAMES",
+    "DEFAULTS",
+    "FIRES",
+    "HELM_VALUES_PATH",
+    "ORDERED_PAIRS",
+    "RULE_FILE",
+    "RUNBOOK_BASE",
+    "THRESHOLDS",
+    "Alert",
+    "Settings",
+    "alerts_markdown",
+    "duration",
+    "helm_settings",
+    "helm_settings_schema",
+    "helm_values",
+    "parse_sets",
+    "render_rules",
+    "render_rules_helm",
+    "rule_groups",
+    "thresholds_markdown",
+    "validate_overrides",
+]
 
 RULE_FILE = "alerts/pgconn-agent.rules.yml"
 HELM_VALUES_PATH = ".Values.alerts"
@@ -57,6 +81,64 @@ HELM_VALUES_PATH = ".Values.alerts"
 ALERTS: tuple[Alert, ...] = (*connections.alerts(), *transactions.alerts(),
                              *agent_health.alerts(), *pgbouncer.alerts())
 ALERT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(a.name for a in ALERTS))
+
+FIRES: dict[str, str] = {
+    "PostgreSQLConnectionsNearLimit":
+        "client backends > [[near_limit_ratio]] (and <= [[exhausted_ratio]]) of usable slots "
+        "for [[near_limit_for_seconds]], no single application holding most",
+    "PostgreSQLConnectionsExhausted":
+        "client backends > [[exhausted_ratio]] of usable slots for [[exhausted_for_seconds]]; "
+        "names the largest holder and its idle count",
+    "PostgreSQLApplicationHoldsMostSlots":
+        "one application_name holds > [[app_share_ratio]] of usable slots while the server is "
+        "> [[holder_filling_ratio]] (not exhausted) full (says how many are idle)",
+    "PostgreSQLApplicationHostHoldsMostSlots":
+        "the same for one application_name on one client_addr (> [[app_host_share_ratio]]), "
+        "when the application also has other hosts",
+    "PostgreSQLIdleConnectionHoarding":
+        "one application_name on one host keeps >= [[idle_hoarding_connections]] connections "
+        "idle, the oldest > [[idle_hoarding_age_seconds]], for [[idle_hoarding_for_seconds]] "
+        "(not while exhausted or while its application holds most slots)",
+    "PostgreSQLConnectionChurn":
+        "one application_name on one host opens > [[churn_per_second]] connections/s for "
+        "[[churn_for_seconds]]",
+    "PostgreSQLConnectionLimitNearlyReached":
+        "a role's or database's connections > [[connection_limit_ratio]] of its CONNECTION "
+        "LIMIT",
+    "PostgreSQLIdleInTransaction":
+        "a holder's sessions idle in transaction > [[idle_in_transaction_warning_seconds]] / "
+        "> [[idle_in_transaction_critical_seconds]] (critical replaces warning; quiet when the "
+        "holder blocks others)",
+    "PostgreSQLLongTransaction":
+        "a (non-idle) transaction open > [[long_transaction_seconds]]",
+    "PostgreSQLLockWaitsPilingUp":
+        ">= [[lock_waiting_sessions]] sessions of one application wait for locks, for "
+        "[[lock_waiting_for_seconds]] (names the root blockers; quiet when an "
+        "idle-in-transaction root blocks in that database)",
+    "PostgreSQLBlockedByIdleInTransaction":
+        ">= [[blocked_by_idle_in_transaction_sessions]] sessions queue behind a holder's root "
+        "blocker that is idle in transaction, for "
+        "[[blocked_by_idle_in_transaction_for_seconds]]; carries the root pid and "
+        "`SELECT pg_terminate_backend(pid)`",
+    "PgconnAgentTargetDown":
+        "the agent cannot poll a target (not stalled) for [[agent_down_for_seconds]]",
+    "PgconnAgentPollsStalled":
+        "a target's polls time out on the client side (up 0) or overrun into the next one",
+    "PgconnAgentPollsFailing": "polls of an up target fail repeatedly",
+    "PgconnAgentGroupsFolded": "the cardinality cap folds holder groups",
+    "PgconnAgentSessionsHidden":
+        "the agent's role cannot see some sessions (grant pg_monitor)",
+    "PgconnAgentAbsent":
+        "an agent (job, instance) that reported in the last hour no longer does, or none "
+        "reports",
+    "PgBouncerClientsWaiting":
+        "clients of a PgBouncer pool wait > [[pgbouncer_wait_seconds]] for a server "
+        "connection, for [[pgbouncer_wait_for_seconds]]",
+    "PgBouncerClientLimitNear":
+        "PgBouncer's client connections > [[pgbouncer_client_limit_ratio]] of max_client_conn",
+}
+"""When each alert fires, in words; ``[[name]]`` is a threshold, said with its default
+(``alerts_markdown``, the table in ``alerts/README.md``)."""
 
 
 def rule_groups(overrides: Mapping[str, float] | None = None,
@@ -107,6 +189,17 @@ def helm_values() -> dict[str, float | int]:
     """Defaults for ``.Values.alerts.thresholds`` (whole numbers as ints)."""
     return {t.name: int(t.default) if t.default == int(t.default) else t.default
             for t in THRESHOLDS}
+
+
+def alerts_markdown() -> str:
+    """The alerts as a Markdown table: name, severities and when it fires (defaults filled in)."""
+    rows = ["| alert | severity | fires when |", "|---|---|---|"]
+    for name in ALERT_NAMES:
+        severity = " / ".join(dict.fromkeys(a.severity for a in ALERTS if a.name == name))
+        fires = re.sub(r"\[\[(\w+)\]\]", lambda m: DEFAULTS_BY_NAME[m.group(1)].said,
+                       FIRES[name])
+        rows.append(f"| {name} | {severity} | {fires} |")
+    return "\n".join(rows) + "\n"
 
 
 def thresholds_markdown() -> str:

@@ -1,5 +1,5 @@
 """``docs/metrics.md`` from the contract and ``docs/thresholds.md`` from the spec (written by
-``scripts/generate.py``; ``python -m agent.docs`` prints ``docs/metrics.md``), and the spec's
+``scripts/generate.py``), and the spec's
 table of diagnose vs alert thresholds in ``alerts/README.md``."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def metrics_markdown() -> str:
     lines = [
         "# Metrics",
         "",
-        "Generated from `agent/contract.py` by `python -m agent.docs`; do not edit by hand.",
+        "Generated from `agent/contract.py` by `scripts/generate.py`; do not edit by hand.",
         "These names, units and attributes are pgconn-agent's public interface: they are only",
         "ever added to, never renamed.",
         "",
@@ -152,7 +152,7 @@ def thresholds_markdown() -> str:
         _kept_in_order(spec.ALERT_THRESHOLDS), "",
         *_threshold_rows(spec.ALERT_THRESHOLDS),
         "## Dashboard colour steps", "",
-        "Fixed in the dashboards (`dashboards/build.py`); the dashboards also colour by the",
+        "Fixed in the dashboards (`dashboards/`); the dashboards also colour by the",
         "diagnose and alert thresholds read by `dashboards` above.", "",
         *_threshold_rows(spec.PANEL_THRESHOLDS),
         "## Diagnose beside alerts", "",
@@ -164,6 +164,3 @@ def thresholds_markdown() -> str:
 GENERATED = {"docs/metrics.md": metrics_markdown, "docs/thresholds.md": thresholds_markdown}
 """Files written from the contract and the spec by ``scripts/generate.py``."""
 
-
-if __name__ == "__main__":
-    print(metrics_markdown(), end="")

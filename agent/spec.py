@@ -53,6 +53,17 @@ class Threshold:
         return self.unit == "ratio"
 
     @property
+    def said(self) -> str:
+        """The default as a person says it: "80 %", "5 minutes", "1 s", "20"."""
+        if self.is_ratio:
+            return f"{self.default * 100:g} %"
+        if self.unit == "seconds" and self.default >= 120:
+            return f"{self.default / 60:g} minutes"
+        if self.unit == "seconds":
+            return "1 minute" if self.default == 60 else f"{self.default:g} s"
+        return f"{self.default:g}"
+
+    @property
     def is_count(self) -> bool:
         """Whole numbers (config reads them as integers >= 1)."""
         return self.unit == "connections" and isinstance(self.default, int)

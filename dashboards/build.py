@@ -1,34 +1,25 @@
-"""Builds the Grafana dashboards from the metric contract (``python -m dashboards.build``).
+"""Builds the Grafana dashboards from the metric contract.
 
 Every metric name comes from :mod:`agent.contract`, every threshold from :mod:`agent.spec`;
-the committed JSON files are this module's output, and ``tests/test_dashboards.py`` fails
-when they differ. ``--check`` reports stale files without writing them. One module per
+the committed JSON files are this module's output, written (and checked for drift) by
+``scripts/generate.py`` with every other generated file. One module per
 dashboard (``overview``, ``drilldown``, ``pgbouncer``) made of the panel kinds in ``panels``
 and the measures they share in ``measures``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as gm
 
 from agent.alert_rules import RUNBOOK_BASE
-
-HERE = Path(__file__).resolve().parent
-if not __package__:  # run as a file (python dashboards/build.py): find the package as -m does
-    sys.path.insert(0, str(HERE.parent))
-
-from dashboards import drilldown, links, overview, pgbouncer, promql  # noqa: E402
+from dashboards import drilldown, links, overview, pgbouncer, promql
 
 __all__ = ["DASHBOARDS", "DRILLDOWN_UID", "NONE_SET", "PGBOUNCER_DASHBOARDS", "RUNBOOK_BASE",
-           "main", "render", "rendered"]
+           "render", "rendered"]
 
 DRILLDOWN_UID = links.DRILLDOWN_UID
 NONE_SET = promql.NONE_SET
@@ -70,31 +61,3 @@ def render(name: str) -> str:
 def rendered() -> dict[str, dict[str, Any]]:
     """Every dashboard as parsed JSON, by file name."""
     return {name: json.loads(render(name)) for name in DASHBOARDS}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE, help="output directory")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if a committed file differs, write nothing")
-    args = parser.parse_args(argv)
-    stale = []
-    for name in DASHBOARDS:
-        path: Path = args.out / name
-        text = render(name)
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(path)
-        if not args.check:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}", file=sys.stderr)
-    if args.check and stale:
-        print("stale (run python -m dashboards.build): " + ", ".join(map(str, stale)),
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

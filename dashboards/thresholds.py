@@ -37,7 +37,7 @@ class Band:
 
     def said(self) -> str:
         """The panel prose for :meth:`steps`, the amounts said as a person says them."""
-        return f"Orange from {_amount(self.warning)}, red from {_amount(self.critical)}"
+        return f"Orange from {self.warning.said}, red from {self.critical.said}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +52,7 @@ class LowBand:
                      (self.warning.default, "green"))
 
     def said(self) -> str:
-        return f"Red under {_amount(self.critical)}, orange under {_amount(self.warning)}"
-
-
-def _amount(t: spec.Threshold) -> str:
-    if t.is_ratio:
-        return f"{t.default * 100:g} %"
-    if t.unit == "seconds" and t.default >= 120:
-        return f"{t.default / 60:g} minutes"
-    if t.unit == "seconds":
-        return "1 minute" if t.default == 60 else f"{t.default:g} s"
-    return f"{t.default:g}"
+        return f"Red under {self.critical.said}, orange under {self.warning.said}"
 
 
 UTILIZATION = Band(spec.DIAGNOSE["utilization_warning"], spec.DIAGNOSE["utilization_critical"])

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from agent import alert_rules, config, contract, spec
-from agent.docs import twins_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS)
@@ -120,11 +119,6 @@ def test_helm_schema_of_agent_thresholds_is_the_spec() -> None:
         t = spec.DIAGNOSE[name]
         assert prop["type"] == ("integer" if t.is_count else "number")
         assert ("maximum" in prop) == t.is_ratio
-
-
-def test_alerts_readme_shows_diagnose_beside_alert_thresholds() -> None:
-    assert twins_markdown() in (ROOT / "alerts/README.md").read_text("utf-8"), (
-        "run scripts/generate.py")
 
 
 def test_readme_example_config_is_accepted_and_shows_thresholds_at_their_defaults() -> None:
