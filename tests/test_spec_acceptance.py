@@ -19,7 +19,7 @@ from agent.export.state import MetricsState
 from agent.export.text import render
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCERS = ("agent/aggregate/*.py", "agent/export/state.py")
+PRODUCERS = ("agent/collect/parts/*/__init__.py", "agent/aggregate/*.py", "agent/export/state.py")
 """Where collected data becomes points: the collection parts' point functions and the agent's
 own counters."""
 

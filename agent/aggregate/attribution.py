@@ -6,10 +6,16 @@ Pure: a Snapshot in, an Attribution out. Both the metrics and the diagnosis read
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from .. import spec
+from ..collect.parts import databases as _databases
+from ..collect.parts import limits as _limits
+from ..collect.parts import settings as _settings
+from ..collect.parts import statements as _statements
 from ..collect.snapshot import (
     ActiveStatements,
     ActivityGroup,
@@ -89,14 +95,27 @@ class Attribution:
     blocking: tuple[tuple[Key, int], ...]
     chains: tuple[Chain, ...]
     sessions: tuple[Session, ...]
-    settings: tuple[Setting, ...]
-    limits: tuple[ConnectionLimit, ...]
-    databases: tuple[DatabaseSessions, ...]
-    backend_types: tuple[tuple[str, int], ...]
     churn_window: float
-    statements: tuple[ActiveStatements, ...] = ()
+    parts: Mapping[str, tuple[Any, ...]]
+    """The snapshot's rows by part: the parts that need no attribution read theirs here."""
     processes: ProcessAttribution | None = None
     """This host's clients by holding process (None: attribution off)."""
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        return _settings.PART.of(self)
+
+    @property
+    def limits(self) -> tuple[ConnectionLimit, ...]:
+        return _limits.PART.of(self)
+
+    @property
+    def databases(self) -> tuple[DatabaseSessions, ...]:
+        return _databases.PART.of(self)
+
+    @property
+    def statements(self) -> tuple[ActiveStatements, ...]:
+        return _statements.PART.of(self)
 
     @property
     def usable(self) -> int | None:
@@ -160,12 +179,8 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         blocking=blocking,
         chains=chains(snapshot.sessions),
         sessions=snapshot.sessions,
-        settings=snapshot.settings,
-        limits=snapshot.limits,
-        databases=snapshot.databases,
-        backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
-        statements=snapshot.statements,
+        parts=snapshot.parts,
         processes=join(snapshot.client_ports, snapshot.host),
     )
 
