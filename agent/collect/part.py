@@ -79,14 +79,17 @@ class Part(Generic[R]):
 
 
 @cache
-def discover() -> tuple[Part[Any], ...]:
-    """Every part folder under ``agent/collect/parts``, by name; a folder that is not a whole
-    part (no SQL file, no ``PART``, no row dataclass, a wrong name) is an error naming it."""
-    package = importlib.import_module(PACKAGE)
+def discover(package: str = PACKAGE) -> tuple[Part[Any], ...]:
+    """Every part folder of ``package`` (``agent/collect/parts``), by name; a folder that is not
+    a whole part (no SQL file, no ``PART``, no row dataclass, a wrong name) is an error naming
+    it."""
     found = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{PACKAGE}.{info.name}")
-        where = f"{PACKAGE}.{info.name}"
+    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__),
+                       key=lambda m: m.name):
+        where = f"{package}.{info.name}"
+        if not info.ispkg:
+            raise PartError(f"{where}: a part is a folder (SQL files and __init__.py)")
+        module = importlib.import_module(where)
         part = getattr(module, "PART", None)
         if not isinstance(part, Part):
             raise PartError(f"{where}: no PART = Part(...) declared in its __init__.py")
@@ -99,7 +102,7 @@ def discover() -> tuple[Part[Any], ...]:
             raise PartError(f"{where}: PART.row must be a frozen, slotted dataclass "
                             f"(the row type), not {row!r}")
         if not any(f.name.endswith(".sql") and f.name.removesuffix(".sql").isdigit()
-                   for f in (resources.files(PACKAGE) / info.name).iterdir()):
+                   for f in (resources.files(package) / info.name).iterdir()):
             raise PartError(f"{where}: no <server_version_num>.sql file in its folder")
         found.append(part)
     return tuple(found)
