@@ -12,17 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from .. import spec
-from ..collect.parts import databases as _databases
-from ..collect.parts import limits as _limits
-from ..collect.parts import settings as _settings
-from ..collect.parts import statements as _statements
 from ..collect.snapshot import (
-    ActiveStatements,
     ActivityGroup,
-    ConnectionLimit,
-    DatabaseSessions,
+    PartRows,
     Session,
-    Setting,
     Snapshot,
     WaitCount,
 )
@@ -79,7 +72,7 @@ class Chain:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(PartRows):
     target: str
     taken_at: datetime
     server_version_num: int
@@ -102,22 +95,6 @@ class Attribution:
     """This host's clients by holding process (None: attribution off)."""
 
     @property
-    def settings(self) -> tuple[Setting, ...]:
-        return _settings.PART.of(self)
-
-    @property
-    def limits(self) -> tuple[ConnectionLimit, ...]:
-        return _limits.PART.of(self)
-
-    @property
-    def databases(self) -> tuple[DatabaseSessions, ...]:
-        return _databases.PART.of(self)
-
-    @property
-    def statements(self) -> tuple[ActiveStatements, ...]:
-        return _statements.PART.of(self)
-
-    @property
     def usable(self) -> int | None:
         if self.max_connections is None:
             return None
@@ -131,9 +108,6 @@ class Attribution:
     def value(self, key: Key, dim: str) -> str | None:
         """A group key's value for one dimension, or None if that dimension is configured out."""
         return key[self.dimensions.index(dim)] if dim in self.dimensions else None
-
-    def setting(self, name: str) -> float | None:
-        return next((s.value for s in self.settings if s.name == name), None)
 
     def by_state(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)

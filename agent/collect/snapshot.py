@@ -30,8 +30,35 @@ from .parts.waits import WaitCount
 from .processes import HostProcesses
 
 
+class PartRows:
+    """Typed rows of the parts that both a Snapshot and an Attribution (which keeps the
+    snapshot's ``parts``) give to their readers."""
+
+    __slots__ = ()
+    parts: Mapping[str, tuple[Any, ...]]
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        return _settings.PART.of(self)
+
+    @property
+    def limits(self) -> tuple[ConnectionLimit, ...]:
+        return _limits.PART.of(self)
+
+    @property
+    def databases(self) -> tuple[DatabaseSessions, ...]:
+        return _databases.PART.of(self)
+
+    @property
+    def statements(self) -> tuple[ActiveStatements, ...]:
+        return _statements.PART.of(self)
+
+    def setting(self, name: str) -> float | None:
+        return next((s.value for s in self.settings if s.name == name), None)
+
+
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(PartRows):
     """Everything one poll read, taken inside one read-only transaction."""
 
     target: str
@@ -42,10 +69,6 @@ class Snapshot:
     churn_window: float = CHURN_WINDOW_S
     host: HostProcesses | None = None
     """The local processes owning ``client_ports``' sockets (None: attribution off)."""
-
-    @property
-    def settings(self) -> tuple[Setting, ...]:
-        return _settings.PART.of(self)
 
     @property
     def groups(self) -> tuple[ActivityGroup, ...]:
@@ -64,26 +87,9 @@ class Snapshot:
         return _lock_waits.PART.of(self)
 
     @property
-    def limits(self) -> tuple[ConnectionLimit, ...]:
-        return _limits.PART.of(self)
-
-    @property
-    def databases(self) -> tuple[DatabaseSessions, ...]:
-        return _databases.PART.of(self)
-
-    @property
-    def statements(self) -> tuple[ActiveStatements, ...]:
-        return _statements.PART.of(self)
-
-    @property
     def client_ports(self) -> tuple[ClientPort, ...]:
         return _client_ports.PART.of(self)
 
-    def setting(self, name: str) -> float | None:
-        for s in self.settings:
-            if s.name == name:
-                return s.value
-        return None
 
 
 __all__ = ["ActiveStatements", "ActivityGroup", "BackendTypeCount", "ClientPort",
