@@ -39,7 +39,8 @@ SQL_TREES = ("agent/collect/parts", "agent/collect/sql")
 
 def sql_of(rev: str, into: Path) -> Path:
     tree = next(t for t in SQL_TREES if subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}:{t}"], check=False).returncode == 0)
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}:{t}"], capture_output=True,
+        check=False).returncode == 0)
     tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, tree],
                          check=True, capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(tar)) as archive:

@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from agent import contract
 from agent.collect import queries
 from agent.collect.client import QUERY_CHARS
-from agent.collect.part import discover
+from agent.collect.part import discover, part_params
 from agent.collect.parts import lock_waits, sessions
 from agent.pgserver import LocalServer
 from agent.workload import Workload
@@ -32,8 +32,7 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
             "local_nets": ["127.0.0.0/8"], "unix_clients": True,
             **{f"by_{dim}": True for dim in contract.GROUP_DIMENSIONS},
         }
-        for p in discover():
-            params.update(p.params(version))
+        params.update(part_params(version))
         statement, present = queries.poll(version)
         assert set(present) == {p.name for p in discover()
                                 if queries.load(p.name, version) is not None}

@@ -17,7 +17,7 @@ from ..errors import TargetError
 from ..spec import PollError
 from . import processes, queries
 from .deadline import Guarded
-from .part import Reader, discover
+from .part import Reader, discover, part_params
 from .parts import client_ports
 from .parts.activity_groups import CHURN_WINDOW_S
 from .snapshot import Snapshot
@@ -186,27 +186,34 @@ class TargetClient:
                 conn.info.hostaddr or conn.info.host, nets),
             **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},
         }
-        for part in discover():
-            params.update(part.params(version))
+        params.update(part_params(version))
         statement, present = queries.poll(version, with_cached=not self._cached)
         # One statement (its own read-only transaction): one read of pg_stat_activity and
         # pg_locks, consistent with each other (see queries.poll).
         row = conn.execute(statement, params, prepare=True).fetchone()
         assert row is not None
         taken_at: datetime = row[0]
-        read = dict(zip(present, row[2:], strict=True))
-        parts = {name: self._readers[name](rows) for name, rows in read.items()}
-        if self._cached and row[1] != self._conf_load_time:  # reloaded since: read them again
-            for part in discover():
-                sql = queries.load(part.name, version) if part.cached else None
-                if sql is not None:
-                    cursor = conn.cursor(row_factory=dict_row)
-                    parts[part.name] = part.build(cursor.execute(sql, params).fetchall())
-        self._cached.update((p.name, parts[p.name]) for p in discover()
-                            if p.cached and p.name in parts)
-        parts.update(self._cached)
-        self._conf_load_time = row[1]
+        parts = {name: self._readers[name](rows)
+                 for name, rows in zip(present, row[2:], strict=True)}
+        parts = self._with_cached(conn, params, parts, conf_load_time=row[1])
         snapshot = Snapshot(self.target.name, taken_at, version, parts, CHURN_WINDOW_S)
         if not self.client_processes:
             return snapshot
         return replace(snapshot, host=client_ports.host(client_ports.PART.of(snapshot)))
+
+    def _with_cached(self, conn: psycopg.Connection[Any], params: dict[str, Any],
+                     parts: dict[str, tuple[Any, ...]], *, conf_load_time: datetime
+                     ) -> dict[str, tuple[Any, ...]]:
+        """The parts with the cached ones (settings): as this poll read them, read again after
+        a configuration reload, or as kept since."""
+        if self._cached and conf_load_time != self._conf_load_time:
+            version = conn.info.server_version
+            with conn.cursor(row_factory=dict_row) as cur:
+                for part in discover():
+                    sql = queries.load(part.name, version) if part.cached else None
+                    if sql is not None:
+                        parts[part.name] = part.build(cur.execute(sql, params).fetchall())
+        self._conf_load_time = conf_load_time
+        self._cached.update((p.name, parts[p.name]) for p in discover()
+                            if p.cached and p.name in parts)
+        return {**parts, **self._cached}

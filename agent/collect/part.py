@@ -108,6 +108,21 @@ def discover(package: str = PACKAGE) -> tuple[Part[Any], ...]:
     return tuple(found)
 
 
+@cache
+def part_params(server_version_num: int, package: str = PACKAGE) -> Mapping[str, Any]:
+    """Every part's own SQL parameters for a server; two parts giving one name two values
+    is an error naming both."""
+    merged: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for part in discover(package):
+        for key, value in part.params(server_version_num).items():
+            if key in merged and merged[key] != value:
+                raise PartError(f"parameter {key}: part {part.name} sets {value!r}, "
+                                f"part {owner[key]} {merged[key]!r}")
+            merged[key], owner[key] = value, part.name
+    return merged
+
+
 def timestamp(value: str | None) -> datetime | None:
     """A timestamptz as json_agg writes it (ISO 8601 with offset)."""
     return datetime.fromisoformat(value) if value is not None else None
