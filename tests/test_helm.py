@@ -394,6 +394,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"alerts": {"thresholds": {"exhausted_ratio": 7}}}, "exhausted_ratio"),
     ({"alerts": {"selector": "job=x"}}, "selector"),
     ({"alerts": {"groupBy": ["target"]}}, "groupBy"),
+    ({"alerts": {"groupBy": ["user"]}}, "alerts.groupBy.0"),  # a PgBouncer pool label, as in --set
     ({"alerts": {"runbookBase": "ftp://wiki/runbooks"}}, "runbookBase"),
     ({"alerts": {"thresholds": {"near_limit_ratio": 0.96}}},
      "alerts.thresholds.near_limit_ratio: must be below alerts.thresholds.exhausted_ratio"),

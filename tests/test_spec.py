@@ -17,6 +17,7 @@ from agent.docs import twins_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS)
+ALERT_SOURCES = ("agent/alert_rules.py", "agent/alerts/*.py")
 
 
 def _text(*globs: str) -> str:
@@ -75,7 +76,7 @@ def _reads(t: spec.Threshold) -> set[spec.Use]:
     found = set()
     if t.name in _threshold_reads("agent/diagnose/*.py"):
         found.add(spec.Use.DIAGNOSE)
-    if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text("agent/alert_rules.py")):
+    if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text(*ALERT_SOURCES)):
         found.add(spec.Use.ALERTS)
     if re.search(rf"\[\"{t.name}\"\]", _text("dashboards/build.py")):
         found.add(spec.Use.DASHBOARDS)
@@ -91,7 +92,7 @@ def test_every_threshold_is_read_where_the_spec_says(threshold: spec.Threshold) 
 def test_nothing_reads_an_undeclared_threshold() -> None:
     declared = {t.name for t in ALL}
     diagnose = _threshold_reads("agent/diagnose/*.py")
-    alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text("agent/alert_rules.py")))
+    alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text(*ALERT_SOURCES)))
     panels = set(re.findall(r"spec\.[A-Z]+\[\"(\w+)\"\]", _text("dashboards/build.py")))
     assert diagnose | alerts | panels <= declared
 
@@ -179,7 +180,7 @@ def test_idle_in_transaction_regex_matches_exactly_the_states() -> None:
 
 
 def test_rules_and_dashboards_select_states_by_the_spec_not_by_literals() -> None:
-    source = _text("agent/alert_rules.py", "dashboards/build.py")
+    source = _text(*ALERT_SOURCES, "dashboards/build.py")
     literal = re.findall(r"state\s*(?:=|!=|=~|!~)\s*\\?[\"']([a-z][^\"'\\]*)", source)
     assert literal == []
     assert "spec.State.IDLE" in source and "spec.IDLE_IN_TRANSACTION_REGEX" in source

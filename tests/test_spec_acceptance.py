@@ -170,7 +170,7 @@ def test_a_threshold_declared_once_is_read_where_it_says() -> None:
     """The spec side of a new threshold; tests/test_spec.py fails until its reader exists
     (diagnose: ``t.<name>``; alerts: ``[[name]]``; dashboards: ``spec.X["name"]``) and, for a
     diagnose threshold, until ``config.Thresholds`` has the field with the same default."""
-    readers = {spec.Use.DIAGNOSE: "agent/diagnose", spec.Use.ALERTS: "agent/alert_rules.py",
+    readers = {spec.Use.DIAGNOSE: "agent/diagnose", spec.Use.ALERTS: "agent/alerts",
                spec.Use.DASHBOARDS: "dashboards/build.py"}
     for t in (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS):
         for use in t.used_in:
