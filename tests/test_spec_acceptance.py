@@ -11,16 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from agent import contract as c
 from agent import spec
 from agent.collect.part import PartError, discover
 from agent.pgserver import LocalServer
+from agent.pooler_server import LocalBouncer
 from agent.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCERS = ("agent/collect/parts/*/__init__.py", "agent/aggregate/*.py", "agent/export/state.py")
+PRODUCERS = ("agent/collect/parts/*/__init__.py", "agent/collect/pgbouncer/parts/*/__init__.py",
+             "agent/aggregate/*.py", "agent/export/state.py")
 """Where collected data becomes points: the collection parts' point functions and the agent's
 own counters."""
 
@@ -80,13 +83,51 @@ BACKEND_WAIT_EVENT_TYPE = _spec(
 )
 
 """
+CONSOLE_PART = """\
+\"\"\"``SHOW STATS``: queries per database since PgBouncer started.\"\"\"
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..... import contract as c
+from ....part import ConsolePart, ConsoleRows, Index, Point
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStats:
+    database: str
+    total_query_count: int
+
+
+def _stats(rows: ConsoleRows, ix: Index) -> tuple[DatabaseStats, ...]:
+    return tuple(DatabaseStats(r[ix["database"]], r[ix["total_query_count"]]) for r in rows)
+
+
+def _points(rows: tuple[DatabaseStats, ...]) -> Iterable[Point]:
+    for row in rows:
+        yield c.POOLER_QUERIES, (("database", row.database),), row.total_query_count
+
+
+PART = ConsolePart("stats", DatabaseStats, "STATS", _stats, _points)
+"""
+CONSOLE_DECLARATION = """\
+POOLER_QUERIES = _spec(
+    "pgbouncer.queries", C, "{query}", (*T, "database"),
+    "Queries PgBouncer has passed to the server, per database.",
+)
+
+"""
 POLL = """\
 import sys
 from opentelemetry.sdk.resources import Resource
 import agent
 from agent.aggregate.attribution import attribute
 from agent.aggregate.points import points
+from agent.aggregate.pooler import pooler_points
 from agent.collect.client import TargetClient
+from agent.collect.pgbouncer.console import ConsoleClient
 from agent.config import Target
 from agent.docs import metrics_markdown
 from agent.export.producer import Producer
@@ -94,13 +135,14 @@ from agent.export.state import MetricsState
 from agent.export.text import render
 
 print(agent.__file__)
-client = TargetClient(Target("db1", sys.argv[1]))
+kind, dsn = sys.argv[1:]
+client = (TargetClient if kind == "server" else ConsoleClient)(Target("db1", dsn))
 try:
     snapshot = client.poll()
 finally:
     client.close()
 state = MetricsState()
-state.publish("db1", points(attribute(snapshot)))
+state.publish("db1", points(attribute(snapshot)) if kind == "server" else pooler_points(snapshot))
 (resource,) = Producer(state, Resource.create()).get_metrics_data().resource_metrics
 print([(m.name, m.unit) for m in resource.scope_metrics[0].metrics])
 print(render(Producer(state, Resource.create())).decode())
@@ -108,36 +150,63 @@ print(metrics_markdown())
 """
 
 
-def test_a_new_part_is_one_folder_and_one_declaration(tmp_path: Path, pg: LocalServer,
-                                                      workload: Workload) -> None:
-    """A copy of the package with one new folder under ``collect/parts`` and one metric added
-    to the contract (its declaration and its place in METRICS), nothing else: polling a real
-    server publishes the part's points on /metrics and OTLP, and the docs list the metric."""
-    workload.idle(3, "acceptance")
+def polled_with_part(tmp_path: Path, parts: str, name: str, files: dict[str, str],
+                     declaration: str, kind: str, dsn: str) -> tuple[str, str]:
+    """Poll a real target with a copy of the package holding one more part folder (``files``
+    under ``parts/name``) and one more metric in the contract (its declaration and its place in
+    METRICS), nothing else; the OTLP metrics (name, unit) and the /metrics text plus docs."""
     shutil.copytree(ROOT / "agent", tmp_path / "agent",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    folder = tmp_path / "agent" / "collect" / "parts" / "wait_event_types"
+    folder = tmp_path / "agent" / parts / name
     folder.mkdir()
-    (folder / "120000.sql").write_text(NEW_PART_SQL, encoding="utf-8")
-    (folder / "__init__.py").write_text(NEW_PART, encoding="utf-8")
+    for file, text in files.items():
+        (folder / file).write_text(text, encoding="utf-8")
     contract = tmp_path / "agent" / "contract.py"
     metrics = "METRICS: tuple[MetricSpec, ...] = (\n"
     text = contract.read_text(encoding="utf-8")
     assert text.count(metrics) == 1
-    added = f"{DECLARATION}{metrics}    BACKEND_WAIT_EVENT_TYPE,\n"
-    contract.write_text(text.replace(metrics, added), encoding="utf-8")
-    run = subprocess.run([sys.executable, "-c", POLL, pg.dsn()], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    constant = declaration.split(" =", 1)[0]
+    contract.write_text(text.replace(metrics, f"{declaration}{metrics}    {constant},\n"),
+                        encoding="utf-8")
+    run = subprocess.run([sys.executable, "-c", POLL, kind, dsn], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)},
                          cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stderr
     where, otlp, out = run.stdout.split("\n", 2)
     assert where == str(tmp_path / "agent" / "__init__.py")
+    return otlp, out
+
+
+def test_a_new_part_is_one_folder_and_one_declaration(tmp_path: Path, pg: LocalServer,
+                                                      workload: Workload) -> None:
+    """A new server part: polling a real server publishes its points on /metrics and OTLP,
+    and the docs list its metric."""
+    workload.idle(3, "acceptance")
+    otlp, out = polled_with_part(
+        tmp_path, "collect/parts", "wait_event_types",
+        {"120000.sql": NEW_PART_SQL, "__init__.py": NEW_PART}, DECLARATION, "server", pg.dsn())
     assert "('postgresql.backend.wait_event_type.count', '{connection}')" in otlp
     waiting = {m["type"]: int(float(m["n"])) for m in re.finditer(
         r'^postgresql_backend_wait_event_type_count\{target="db1",wait_event_type="(?P<type>\w+)"\}'
         r" (?P<n>\S+)$", out, re.MULTILINE)}
     assert waiting.get("Client", 0) >= 3 and waiting.get("none", 0) >= 1, out  # idle; the poll
     assert "`postgresql.backend.wait_event_type.count`" in out
+
+
+def test_a_new_pgbouncer_part_is_one_folder_and_one_declaration(tmp_path: Path,
+                                                                pg: LocalServer) -> None:
+    """The issue's first test of the rule: a new PgBouncer console part (SHOW STATS) on a real
+    PgBouncer, its points on /metrics and OTLP, its metric in the docs."""
+    with LocalBouncer(pg, pool_mode="transaction", pool_size=2) as bouncer:
+        with psycopg.connect(bouncer.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        otlp, out = polled_with_part(
+            tmp_path, "collect/pgbouncer/parts", "stats", {"__init__.py": CONSOLE_PART},
+            CONSOLE_DECLARATION, "pgbouncer", bouncer.console_dsn())
+    assert "('pgbouncer.queries', '{query}')" in otlp
+    assert re.search(r'^pgbouncer_queries_total\{database="postgres",target="db1"\} \d',
+                     out, re.MULTILINE), out
+    assert "`pgbouncer.queries`" in out
 
 
 ABSOLUTE_PART = NEW_PART.replace(".... import contract", "agent import contract").replace(

@@ -78,21 +78,58 @@ class Part(Generic[R]):
         return rows
 
 
+ConsoleRows = list[tuple[Any, ...]]
+Index = dict[str, int]
+"""Column positions of a SHOW command's result by name: looked up once per command, since
+SHOW CLIENTS has a row per client (its rows are most of a PgBouncer poll's CPU at thousands)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolePart(Generic[R]):
+    """A PgBouncer admin-console part: one ``SHOW`` command instead of SQL files (the console
+    has no SQL, no server versions to gate on and no multi-part statement)."""
+
+    name: str
+    row: type[R]
+    command: str
+    """What follows ``SHOW``."""
+    build: Callable[[ConsoleRows, Index], tuple[R, ...]]
+    points: Callable[[tuple[R, ...]], Iterable[Point]] | None = None
+
+    def of(self, holder: HasParts) -> tuple[R, ...]:
+        rows: tuple[R, ...] = holder.parts.get(self.name, ())
+        return rows
+
+
+K = TypeVar("K", Part[Any], ConsolePart[Any])
+
+
 @cache
 def discover(package: str = PACKAGE) -> tuple[Part[Any], ...]:
     """Every part folder of ``package`` (``agent/collect/parts``), by name; a folder that is not
     a whole part (no SQL file, no ``PART``, no row dataclass, a wrong name) is an error naming
     it."""
+    return _found(package, Part)
+
+
+@cache
+def discover_console(package: str) -> tuple[ConsolePart[Any], ...]:
+    """Every PgBouncer console part folder of ``package``, checked as ``discover`` does."""
+    return _found(package, ConsolePart)
+
+
+def _found(package: str, kind: type[K]) -> tuple[K, ...]:
     found = []
     for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__),
                        key=lambda m: m.name):
         where = f"{package}.{info.name}"
         if not info.ispkg:
-            raise PartError(f"{where}: a part is a folder (SQL files and __init__.py)")
+            raise PartError(f"{where}: a part is a folder (its files and __init__.py)")
         module = importlib.import_module(where)
         part = getattr(module, "PART", None)
-        if not isinstance(part, Part):
-            raise PartError(f"{where}: no PART = Part(...) declared in its __init__.py")
+        if not isinstance(part, kind):
+            raise PartError(f"{where}: no PART = {kind.__name__}(...) declared in its "
+                            "__init__.py")
         if part.name != info.name:
             raise PartError(f"{where}: PART.name is {part.name!r}, not the folder's name")
         row = part.row
@@ -101,8 +138,9 @@ def discover(package: str = PACKAGE) -> tuple[Part[Any], ...]:
                 and hasattr(row, "__slots__")):
             raise PartError(f"{where}: PART.row must be a frozen, slotted dataclass "
                             f"(the row type), not {row!r}")
-        if not any(f.name.endswith(".sql") and f.name.removesuffix(".sql").isdigit()
-                   for f in (resources.files(package) / info.name).iterdir()):
+        if kind is Part and not any(
+                f.name.endswith(".sql") and f.name.removesuffix(".sql").isdigit()
+                for f in (resources.files(package) / info.name).iterdir()):
             raise PartError(f"{where}: no <server_version_num>.sql file in its folder")
         found.append(part)
     return tuple(found)
