@@ -87,7 +87,8 @@ SHOW CLIENTS has a row per client (its rows are most of a PgBouncer poll's CPU a
 @dataclass(frozen=True, slots=True)
 class ConsolePart(Generic[R]):
     """A PgBouncer admin-console part: one ``SHOW`` command instead of SQL files (the console
-    has no SQL, no server versions to gate on and no multi-part statement)."""
+    speaks no SQL, so there is nothing to gate by version or to join into one statement), and
+    its rows built from the command's tuples by column position."""
 
     name: str
     row: type[R]
