@@ -22,6 +22,7 @@ import yaml
 from rule_support import install_helm, normalized
 
 from agent import config as agent_config
+from agent.spec import DIAGNOSE, DIAGNOSE_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "pgconn-agent"
@@ -44,6 +45,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                   "logFormat": "text"},
         "extraVolumes": [{"name": "pg-ca", "secret": {"secretName": "pg-ca"}}],
         "extraVolumeMounts": [{"name": "pg-ca", "mountPath": "/etc/pg-ca", "readOnly": True}],
+    },
+    "every-threshold": {  # each [thresholds] key of the spec, moved off its default
+        "thresholds": {t.name: round(t.default * 0.9, 3) if t.is_ratio else t.default * 2
+                       for t in DIAGNOSE_THRESHOLDS},
     },
     "servicemonitor": {
         "targets": [{"name": "main", "dsn": "host=db user=pgconn_agent"}],
@@ -198,7 +203,7 @@ def test_rendered_config_is_accepted_by_the_agent(helm: list[str], tmp_path: Pat
         assert target.interval == spec.get("interval", values.get("agent", {}).get("interval",
                                                                                    15))
     for key, value in values.get("thresholds", {}).items():
-        assert getattr(cfg.thresholds, key) == value
+        assert cfg.thresholds[DIAGNOSE[key]] == value
     otlp = values.get("otlp", {})
     assert cfg.otlp.enabled == (True if otlp.get("enabled") else None)
     if otlp.get("tls", {}).get("caSecret"):
@@ -427,7 +432,7 @@ def test_bad_values_are_rejected(helm: list[str], tmp_path: Path, values: dict[s
 def test_schema_thresholds_match_the_agent() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     declared = set(schema["properties"]["thresholds"]["properties"])
-    assert declared == set(agent_config.Thresholds.__slots__)  # type: ignore[attr-defined]
+    assert declared == {t.name for t in agent_config.Thresholds()}
 
 
 def test_chart_alert_settings_default_to_the_rules_defaults() -> None:

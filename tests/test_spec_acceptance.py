@@ -4,7 +4,7 @@ plus the rule that reads it. Everything else (docs, OTLP, /metrics, Helm, drift 
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from agent_e2e import clean_env
 
 from agent import contract as c
 from agent import spec
@@ -168,9 +169,7 @@ def polled_with_part(tmp_path: Path, parts: str, name: str, files: dict[str, str
     constant = declaration.split(" =", 1)[0]
     contract.write_text(text.replace(metrics, f"{declaration}{metrics}    {constant},\n"),
                         encoding="utf-8")
-    run = subprocess.run([sys.executable, "-c", POLL, kind, dsn], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)},
-                         cwd=tmp_path, check=False)
+    run = _in(tmp_path, "-c", POLL, kind, dsn)
     assert run.returncode == 0, run.stderr
     where, otlp, out = run.stdout.split("\n", 2)
     assert where == str(tmp_path / "agent" / "__init__.py")
@@ -237,13 +236,76 @@ def test_a_folder_that_is_not_a_whole_part_is_refused(
 
 def test_a_threshold_declared_once_is_read_where_it_says() -> None:
     """The spec side of a new threshold; tests/test_spec.py fails until its reader exists
-    (diagnose: ``t.<name>``; alerts: ``[[name]]``; dashboards: ``spec.X["name"]``) and, for a
-    diagnose threshold, until ``config.Thresholds`` has the field with the same default."""
+    (diagnose: ``t[spec.NAME]``; alerts: ``[[name]]``; dashboards: ``spec.X["name"]``)."""
     readers = {spec.Use.DIAGNOSE: "agent/diagnose", spec.Use.ALERTS: "agent/alerts",
-               spec.Use.DASHBOARDS: "dashboards/build.py"}
+               spec.Use.DASHBOARDS: "dashboards"}
     for t in (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS):
         for use in t.used_in:
             path = ROOT / readers[use]
             text = "\n".join(p.read_text("utf-8") for p in
                              (sorted(path.glob("*.py")) if path.is_dir() else [path]))
-            assert t.name in text, (t.name, use)
+            read_as = f"spec.{t.name.upper()}" if use is spec.Use.DIAGNOSE else t.name
+            assert read_as in text, (t.name, use)
+
+
+NEW_THRESHOLDS = (
+    'WIDGET_AGE = _diagnose("widget_age", 30.0, "seconds", "Age of a widget (this test only).")\n'
+    'WIDGET_SHARE = _diagnose("widget_share", 0.5, "ratio", "Share of widgets (this test only).")\n'
+)
+"""One line per new ``[thresholds]`` key, as a developer adds it to agent/spec.py."""
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the package whose spec declares NEW_THRESHOLDS; nothing else is edited."""
+    root = tmp_path_factory.mktemp("extended")
+    shutil.copytree(ROOT / "agent", root / "agent",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "sync-chart-assets.py", root / "scripts")
+    spec_py = root / "agent" / "spec.py"
+    anchor = "\nDIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = tuple(_DIAGNOSE)\n"
+    text = spec_py.read_text("utf-8")
+    assert text.count(anchor) == 1
+    spec_py.write_text(text.replace(anchor, NEW_THRESHOLDS + anchor), "utf-8")
+    assert (root / "agent" / "config.py").read_bytes() == (ROOT / "agent" / "config.py"
+                                                           ).read_bytes()
+    return root
+
+
+def _in(root: Path, *args: str, config: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` importing the package at ``root``; ``config`` goes to ``cfg.toml``."""
+    if config is not None:
+        (root / "cfg.toml").write_text(config + '\n[[targets]]\ndsn = "host=db1"\n', "utf-8")
+    env = clean_env(PYTHONPATH=str(root))
+    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_a_new_threshold_is_one_spec_line_away_from_the_config_docs_and_helm(
+        extended: Path) -> None:
+    shown = _in(extended, "-m", "agent", "check-config", "cfg.toml",
+                config="[thresholds]\nwidget_age = 45\n")
+    assert shown.returncode == 0, shown.stderr
+    assert "widget_age 45.0, widget_share 0.5" in shown.stdout  # effective config, defaults too
+
+    for table, error in (("widget_age = -1", "thresholds.widget_age: expected a number > 0, "
+                                             "found -1.0"),
+                         ("widget_share = 1.5", "thresholds.widget_share: expected a ratio in "
+                                                "(0, 1], found 1.5"),
+                         ("widget_agee = 1", "thresholds.widget_agee: unknown key")):
+        bad = _in(extended, "-m", "agent", "check-config", "cfg.toml",
+                  config=f"[thresholds]\n{table}\n")
+        assert bad.returncode == 2, bad.stdout
+        assert bad.stderr.strip().splitlines() == [f"pgconn-agent: error: cfg.toml: {error}"]
+
+    docs = _in(extended, "-c", "from agent.docs import thresholds_markdown as m; print(m())")
+    assert ("| `widget_age` | 30 | seconds | Age of a widget (this test only). | diagnose |"
+            in docs.stdout), docs.stderr
+    schema = _in(extended, "-c", "import json, runpy; print(json.dumps(runpy.run_path("
+                 "'scripts/sync-chart-assets.py')['_schema_agent_thresholds']()))")
+    props = json.loads(schema.stdout)["properties"]
+    assert props["widget_share"] == {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 1,
+        "description": "[thresholds].widget_share (ratio, default 0.5): Share of widgets "
+                       "(this test only)."}
