@@ -11,6 +11,7 @@ import trove_classifiers
 import yaml
 
 import agent
+from agent.collect.part import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -50,3 +51,13 @@ def test_urls_and_classifiers() -> None:
     python = re.fullmatch(r">=3\.(\d+)", PYPROJECT["requires-python"])
     assert python is not None
     assert f"Programming Language :: Python :: 3.{python.group(1)}" in classifiers
+
+
+def test_the_package_data_ships_every_parts_sql() -> None:
+    """The wheel carries what ``package-data`` names: every part folder's SQL must match it."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    shipped = {p for pattern in tool["setuptools"]["package-data"]["agent"]
+               for p in (ROOT / "agent").glob(pattern)}
+    sql = set((ROOT / "agent").rglob("*.sql"))
+    assert sql and sql <= shipped, sorted(map(str, sql - shipped))
+    assert {p.parent.name for p in sql} == {part.name for part in discover()}

@@ -10,7 +10,7 @@ from snapshots import NOW, group, session, snapshot
 
 from agent.aggregate.attribution import attribute
 from agent.aggregate.join import address, pair, relabel
-from agent.collect.pgbouncer.console import timestamp
+from agent.collect.pgbouncer.rows import timestamp
 from agent.collect.pgbouncer.snapshot import (
     ClientConn,
     Pool,
@@ -36,13 +36,12 @@ def server(ptr: str, pid: int, *, link: str = "", started: float = -1.0) -> Serv
 def pooler(servers: tuple[ServerConn, ...], clients: tuple[ClientConn, ...], *,
            pool_size: int = 20, pools: int = 1, host: str = "/run/pg",
            max_client_conn: int = 1000) -> PoolerSnapshot:
-    return PoolerSnapshot(
-        "pgb", NOW, "1.18.0/bouncer", max_client_conn,
-        tuple(Pool("shop", "shop_app" if i == 0 else f"user{i}", 1, 0, 1, 0, 0, 0, 0, 0.0,
-                   "transaction")
-              for i in range(pools)),
-        clients, servers,
-        (PooledDatabase("shop", host, 5433, "shop", pool_size, 5, None, 0, len(servers)),))
+    return PoolerSnapshot("pgb", NOW, "1.18.0/bouncer", max_client_conn, {
+        "pools": tuple(Pool("shop", "shop_app" if i == 0 else f"user{i}", 1, 0, 1, 0, 0, 0, 0,
+                            0.0, "transaction") for i in range(pools)),
+        "clients": clients, "servers": servers,
+        "databases": (PooledDatabase("shop", host, 5433, "shop", pool_size, 5, None, 0,
+                                     len(servers)),)})
 
 
 def test_address_normalises_sockets_and_localhost() -> None:
@@ -67,7 +66,8 @@ def test_a_link_needs_the_same_start_or_the_same_address() -> None:
     assert paired is not None and [link.client.ptr for link in paired.links
                                    if link.client] == ["0xc1"]
     # A pid that happens to match a backend of another server (started much later) is not.
-    late = replace(p, servers=(server("0xs1", 101, link="0xc1", started=-3600),))
+    late = replace(p, parts={**p.parts,
+                             "servers": (server("0xs1", 101, link="0xc1", started=-3600),)})
     assert pair(srv, None, late) is None
     assert pair(srv, ("10.0.0.9", 5432), late) is None
     # ...unless the pooled database points at this server's address.
@@ -97,8 +97,8 @@ def test_a_transaction_mode_link_older_than_the_transaction_is_not_used() -> Non
                (client("0xc1", "billing", "10.1.2.3", link="0xs1"),))
     earlier = replace(p, taken_at=NOW - timedelta(seconds=10))
     for snap, mode, linked in ((p, "transaction", True), (earlier, "transaction", False),
-                               (replace(earlier, pools=tuple(replace(q, pool_mode="session")
-                                                             for q in earlier.pools)),
+                               (replace(earlier, parts={**earlier.parts, "pools": tuple(
+                                   replace(q, pool_mode="session") for q in earlier.pools)}),
                                 "session", True)):
         paired = pair(srv, AT, snap)
         assert paired is not None
