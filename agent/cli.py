@@ -191,8 +191,8 @@ def check_config(config_path: Path) -> None:
     click.echo(f"log format {config.log_format}, level {config.log_level}; web config "
                f"{config.web_config_file or 'off (plain HTTP, no authentication)'}")
     click.echo(_describe_otlp(config.otlp))
-    click.echo("thresholds: " + ", ".join(f"{name} {getattr(config.thresholds, name)}"
-                                          for name in cfg.Thresholds.__slots__))
+    click.echo("thresholds: " + ", ".join(f"{t.name} {value}"
+                                          for t, value in config.thresholds.items()))
     for t in config.targets:
         secret = ("credential " + t.password_credential if t.password_credential
                   else f"password file {t.password_file}" if t.password_file else "libpq")

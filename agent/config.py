@@ -10,9 +10,10 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from psycopg import conninfo
@@ -30,7 +31,6 @@ to 0.0.0.0:9188 without overriding a mounted config file (``PGCONN_AGENT_LISTEN`
 MAX_INTERVAL = 86400.0
 """Longest poll or export interval accepted (seconds); beyond it the scheduler's arithmetic
 overflows long before it would make sense."""
-RATIO_THRESHOLDS = tuple(t.name for t in spec.DIAGNOSE_THRESHOLDS if t.is_ratio)
 LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 """libpq variables that name a server: any of them alone makes a target (as for psql)."""
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")
@@ -64,23 +64,33 @@ class OtlpConfig:
     export_interval: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Where diagnosis findings start: the fields and defaults of
-    ``spec.DIAGNOSE_THRESHOLDS`` (tests/test_spec.py checks they agree)."""
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Thresholds(Mapping[spec.Threshold, float]):
+    """Where diagnosis findings start: every ``spec.DIAGNOSE_THRESHOLDS`` at its default unless
+    ``values`` (the ``[thresholds]`` table) says otherwise. Rules read ``t[spec.IDLE_HOARD_AGE]``,
+    so a threshold declared in the spec needs no field here."""
 
-    utilization_warning: float = 0.8
-    utilization_critical: float = 0.95
-    holder_share: float = 0.5
-    idle_hoard_count: int = 10
-    idle_hoard_age: float = 60.0
-    idle_in_transaction_warning: float = 60.0
-    idle_in_transaction_critical: float = 300.0
-    long_transaction: float = 300.0
-    churn_young: int = 20
-    churn_rate: float = 1.0
-    limit_share: float = 0.9
-    pool_wait_critical: float = 5.0
+    _values: Mapping[spec.Threshold, float]
+
+    def __init__(self, values: Mapping[spec.Threshold, float] | None = None) -> None:
+        given = dict(values or {})
+        unknown = [t.name for t in given if t not in spec.DIAGNOSE_THRESHOLDS]
+        if unknown:
+            raise ValueError(f"not a [thresholds] key of the spec: {', '.join(unknown)}")
+        object.__setattr__(self, "_values", MappingProxyType(
+            {t: given.get(t, t.default) for t in spec.DIAGNOSE_THRESHOLDS}))
+
+    def __getitem__(self, threshold: spec.Threshold) -> float:
+        return self._values[threshold]
+
+    def __iter__(self) -> Iterator[spec.Threshold]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Thresholds({', '.join(f'{t.name}={v!r}' for t, v in self._values.items())})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,25 +376,28 @@ def _parse_otlp(reader: _Reader) -> OtlpConfig:
 
 
 def _parse_thresholds(reader: _Reader) -> Thresholds:
-    defaults = Thresholds()
-    values: dict[str, Any] = {}
-    for name in Thresholds.__slots__:
-        default = getattr(defaults, name)
-        if isinstance(default, int):
-            value: float = reader.get(name, int, default)
-            if value < 1:
-                raise reader.fail(name, f"expected an integer >= 1, found {value}")
-        else:
-            value = reader.positive(name, default)
-        if name in RATIO_THRESHOLDS and value > 1:
-            raise reader.fail(name, f"expected a ratio in (0, 1], found {value!r}")
-        values[name] = value
-    for low, high in ((lo, hi) for lo, hi in spec.ORDERED if lo in values and hi in values):
-        if not values[low] < values[high]:
-            raise reader.fail(low, f"expected less than {high} ({values[high]!r}), "
-                                   f"found {values[low]!r}")
+    values = {t: _threshold(reader, t) for t in spec.DIAGNOSE_THRESHOLDS}
+    by_name = {t.name: v for t, v in values.items()}
+    for low, high in ((lo, hi) for lo, hi in spec.ORDERED if lo in by_name and hi in by_name):
+        if not by_name[low] < by_name[high]:
+            raise reader.fail(low, f"expected less than {high} ({by_name[high]!r}), "
+                                   f"found {by_name[low]!r}")
     reader.finish()
-    return Thresholds(**values)
+    return Thresholds(values)
+
+
+def _threshold(reader: _Reader, t: spec.Threshold) -> float:
+    """One ``[thresholds]`` key, checked as its spec says: counts are integers >= 1, ratios
+    in (0, 1], everything else a finite number > 0."""
+    if t.is_count:
+        count = reader.get(t.name, int, int(t.default))
+        if count < 1:
+            raise reader.fail(t.name, f"expected an integer >= 1, found {count}")
+        return count
+    value = reader.positive(t.name, t.default)
+    if t.is_ratio and value > 1:
+        raise reader.fail(t.name, f"expected a ratio in (0, 1], found {value!r}")
+    return value
 
 
 def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:

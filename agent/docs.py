@@ -1,5 +1,6 @@
-"""Generate ``docs/metrics.md`` from the contract: ``python -m agent.docs > docs/metrics.md``;
-and the spec's table of diagnose vs alert thresholds kept in ``alerts/README.md``."""
+"""``docs/metrics.md`` from the contract and ``docs/thresholds.md`` from the spec (written by
+``scripts/generate.py``), and the spec's
+table of diagnose vs alert thresholds in ``alerts/README.md``."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def metrics_markdown() -> str:
     lines = [
         "# Metrics",
         "",
-        "Generated from `agent/contract.py` by `python -m agent.docs`; do not edit by hand.",
+        "Generated from `agent/contract.py` by `scripts/generate.py`; do not edit by hand.",
         "These names, units and attributes are pgconn-agent's public interface: they are only",
         "ever added to, never renamed.",
         "",
@@ -115,5 +116,51 @@ def twins_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":
-    print(metrics_markdown(), end="")
+def _uses(t: spec.Threshold) -> str:
+    return ", ".join(u.value for u in spec.Use if u in t.used_in)
+
+
+def _threshold_rows(table: tuple[spec.Threshold, ...]) -> list[str]:
+    rows = ["| name | default | unit | meaning | read by |", "|---|---|---|---|---|"]
+    rows += [f"| `{t.name}` | {_number(t.default)} | {t.unit} | {t.description} | {_uses(t)} |"
+             for t in table]
+    return [*rows, ""]
+
+
+def _kept_in_order(table: tuple[spec.Threshold, ...]) -> str:
+    names = {t.name for t in table}
+    pairs = [f"`{lo}` < `{hi}`" for lo, hi in spec.ORDERED if lo in names and hi in names]
+    return f"Each warning stays below its critical: {', '.join(pairs)}."
+
+
+def thresholds_markdown() -> str:
+    """``docs/thresholds.md``: every tunable number of the spec, where it is set and read."""
+    lines = [
+        "# Thresholds", "",
+        "Generated from `agent/spec.py` by `scripts/generate.py`; do not edit. Every tunable",
+        "number is declared there once, with its default, unit, meaning and readers.", "",
+        "## `[thresholds]`: where `diagnose` findings start", "",
+        "Set in the config file's `[thresholds]` table (Helm: `thresholds`, typed by",
+        "`values.schema.json`); `pgconn-agent check-config FILE` prints the effective values.",
+        "Counts are integers >= 1, ratios in (0, 1], the rest numbers > 0.",
+        _kept_in_order(spec.DIAGNOSE_THRESHOLDS), "",
+        *_threshold_rows(spec.DIAGNOSE_THRESHOLDS),
+        "## Alert rules", "",
+        "Set with `pgconn-agent rules --set NAME=VALUE` (Helm: `alerts.thresholds.NAME`); "
+        "durations",
+        "(`*_for_seconds`) are whole seconds; see [`alerts/README.md`](../alerts/README.md).",
+        _kept_in_order(spec.ALERT_THRESHOLDS), "",
+        *_threshold_rows(spec.ALERT_THRESHOLDS),
+        "## Dashboard colour steps", "",
+        "Fixed in the dashboards (`dashboards/`); the dashboards also colour by the",
+        "diagnose and alert thresholds read by `dashboards` above.", "",
+        *_threshold_rows(spec.PANEL_THRESHOLDS),
+        "## Diagnose beside alerts", "",
+        twins_markdown(),
+    ]
+    return "\n".join(lines)
+
+
+GENERATED = {"docs/metrics.md": metrics_markdown, "docs/thresholds.md": thresholds_markdown}
+"""Files written from the contract and the spec by ``scripts/generate.py``."""
+

@@ -3,8 +3,10 @@
 Metrics live in ``agent.contract`` (which reads its attribute values from here). This module
 declares the rest of the public surface:
 
-- ``DIAGNOSE_THRESHOLDS``: the ``[thresholds]`` config keys where findings start
-  (``config.Thresholds`` has exactly these fields and defaults; a test checks it).
+- ``DIAGNOSE_THRESHOLDS``: the ``[thresholds]`` config keys where findings start, each a
+  constant (``IDLE_HOARD_AGE``) that diagnose reads as ``t[spec.IDLE_HOARD_AGE]``. One
+  ``_diagnose(...)`` line adds a key: ``config.Thresholds``, its checks, ``check-config``,
+  ``docs/thresholds.md`` and the Helm schema follow from it.
 - ``ALERT_THRESHOLDS``: the alert rules' tunables (``pgconn-agent rules --set``, Helm's
   ``alerts.thresholds``).
 - ``PANEL_THRESHOLDS``: colour steps of dashboard panels with no diagnose or alert twin.
@@ -51,6 +53,17 @@ class Threshold:
         return self.unit == "ratio"
 
     @property
+    def said(self) -> str:
+        """The default as a person says it: "80 %", "5 minutes", "1 s", "20"."""
+        if self.is_ratio:
+            return f"{self.default * 100:g} %"
+        if self.unit == "seconds" and self.default >= 120:
+            return f"{self.default / 60:g} minutes"
+        if self.unit == "seconds":
+            return "1 minute" if self.default == 60 else f"{self.default:g} s"
+        return f"{self.default:g}"
+
+    @property
     def is_count(self) -> bool:
         """Whole numbers (config reads them as integers >= 1)."""
         return self.unit == "connections" and isinstance(self.default, int)
@@ -63,39 +76,62 @@ def _t(name: str, default: float, unit: str, description: str, *uses: Use) -> Th
     return Threshold(name, default, unit, description, frozenset(uses))
 
 
-DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = (
-    _t("utilization_warning", 0.8, "ratio",
-       "Client backends / usable slots from which slots_high (and pgbouncer_client_limit, of "
-       "max_client_conn) is reported.", D, P),
-    _t("utilization_critical", 0.95, "ratio",
-       "Client backends / usable slots from which slots_exhausted is reported.", D, P),
-    _t("holder_share", 0.5, "ratio",
-       "Share of usable slots one application (and host) must hold for dominant_application.",
-       D, P),
-    _t("idle_hoard_count", 10, "connections",
-       "Idle connections of one holder for idle_hoarding (and the size from which "
-       "pool_saturated looks at a holder).", D),
-    _t("idle_hoard_age", 60.0, "seconds",
-       "How long the oldest of those idle connections must have been idle.", D),
-    _t("idle_in_transaction_warning", 60.0, "seconds",
-       "Age in state 'idle in transaction' from which idle_in_transaction is reported.", D, P),
-    _t("idle_in_transaction_critical", 300.0, "seconds",
-       "Age from which idle_in_transaction is critical.", D, P),
-    _t("long_transaction", 300.0, "seconds",
-       "Age of an open transaction (sessions not idle in transaction) from which "
-       "long_transaction is reported.", D, P),
-    _t("churn_young", 20, "connections",
-       "Backends younger than a minute from one holder that stayed open: connection_burst "
-       "(info).", D),
-    _t("churn_rate", 1.0, "connections per second",
-       "New sessions per second that close again, sustained over the window, from one holder "
-       "(or a database) for connection_churn.", D),
-    _t("limit_share", 0.9, "ratio",
-       "Share of a role's or database's connection limit for connection_limit.", D),
-    _t("pool_wait_critical", 5.0, "seconds",
-       "Longest wait of a PgBouncer pool's client from which pgbouncer_pool_waiting is "
-       "critical (warning from the first waiting client).", D, P),
-)
+_DIAGNOSE: list[Threshold] = []
+
+
+def _diagnose(name: str, default: float, unit: str, description: str, *uses: Use
+              ) -> Threshold:
+    """A ``[thresholds]`` key. Declaring it is all the config (parsing, checks, effective
+    config), the docs and the Helm schema need; the diagnose rule reads it as
+    ``t[spec.NAME]``."""
+    threshold = _t(name, default, unit, description, Use.DIAGNOSE, *uses)
+    _DIAGNOSE.append(threshold)
+    return threshold
+
+
+UTILIZATION_WARNING = _diagnose(
+    "utilization_warning", 0.8, "ratio",
+    "Client backends / usable slots from which slots_high (and pgbouncer_client_limit, of "
+    "max_client_conn) is reported.", P)
+UTILIZATION_CRITICAL = _diagnose(
+    "utilization_critical", 0.95, "ratio",
+    "Client backends / usable slots from which slots_exhausted is reported.", P)
+HOLDER_SHARE = _diagnose(
+    "holder_share", 0.5, "ratio",
+    "Share of usable slots one application (and host) must hold for dominant_application.", P)
+IDLE_HOARD_COUNT = _diagnose(
+    "idle_hoard_count", 10, "connections",
+    "Idle connections of one holder for idle_hoarding (and the size from which pool_saturated "
+    "looks at a holder).")
+IDLE_HOARD_AGE = _diagnose(
+    "idle_hoard_age", 60.0, "seconds",
+    "How long the oldest of those idle connections must have been idle.")
+IDLE_IN_TRANSACTION_WARNING = _diagnose(
+    "idle_in_transaction_warning", 60.0, "seconds",
+    "Age in state 'idle in transaction' from which idle_in_transaction is reported.", P)
+IDLE_IN_TRANSACTION_CRITICAL = _diagnose(
+    "idle_in_transaction_critical", 300.0, "seconds",
+    "Age from which idle_in_transaction is critical.", P)
+LONG_TRANSACTION = _diagnose(
+    "long_transaction", 300.0, "seconds",
+    "Age of an open transaction (sessions not idle in transaction) from which long_transaction "
+    "is reported.", P)
+CHURN_YOUNG = _diagnose(
+    "churn_young", 20, "connections",
+    "Backends younger than a minute from one holder that stayed open: connection_burst (info).")
+CHURN_RATE = _diagnose(
+    "churn_rate", 1.0, "connections per second",
+    "New sessions per second that close again, sustained over the window, from one holder (or a "
+    "database) for connection_churn.")
+LIMIT_SHARE = _diagnose(
+    "limit_share", 0.9, "ratio",
+    "Share of a role's or database's connection limit for connection_limit.")
+POOL_WAIT_CRITICAL = _diagnose(
+    "pool_wait_critical", 5.0, "seconds",
+    "Longest wait of a PgBouncer pool's client from which pgbouncer_pool_waiting is critical "
+    "(warning from the first waiting client).", P)
+
+DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = tuple(_DIAGNOSE)
 
 ALERT_THRESHOLDS: tuple[Threshold, ...] = (
     _t("near_limit_ratio", 0.8, "ratio",
@@ -198,6 +234,12 @@ PANEL_THRESHOLDS: tuple[Threshold, ...] = (
        "Lock-wait panels turn orange: a wait users notice.", P),
     _t("lock_wait_critical", 60.0, "seconds",
        "Lock-wait panels turn red: a request that has most likely timed out upstream.", P),
+    _t("free_slots_warning", 10, "connections",
+       "Free usable slots panels turn orange below this many: the next pool to grow fills "
+       "the server.", P),
+    _t("free_slots_critical", 3, "connections",
+       "Free usable slots panels turn red below this many: new connections are about to be "
+       "refused.", P),
 )
 
 ORDERED: tuple[tuple[str, str], ...] = (
@@ -212,6 +254,7 @@ ORDERED: tuple[tuple[str, str], ...] = (
     ("idle_share_warning", "idle_share_critical"),
     ("holder_share", "holder_share_red"),
     ("pgbouncer_wait_seconds", "pool_wait_critical"),
+    ("free_slots_critical", "free_slots_warning"),
 )
 """Pairs (warning, critical): the first must stay below the second (checked in the config
 and in ``rules --set`` where both are in one table; tests check the defaults of the rest)."""

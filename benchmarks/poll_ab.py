@@ -4,10 +4,11 @@
                                             [--statements]
 
 poll_cost.py measures one version at a time; on a shared, loaded machine two runs differ by
-more than the change being judged. This runs both versions' SQL (``agent/collect/sql`` of REV,
-default ``main``, and of the working tree) through the same client code, alternating poll by
-poll on one server holding poll_cost.py's session mix, and reads each connection's backend CPU
-from ``/proc`` (what the poll costs the database) besides wall and client CPU (medians).
+more than the change being judged. This runs both versions' SQL (``agent/collect/parts``, or
+``agent/collect/sql`` before parts were folders, of REV, default ``main``, and of the working
+tree) through the same client code, alternating poll by poll on one server holding
+poll_cost.py's session mix, and reads each connection's backend CPU from ``/proc`` (what the
+poll costs the database) besides wall and client CPU (medians).
 ``--statements`` also reads the busy-pool evidence part (on in the last poll of a diagnose
 window, and in the daemon only after it saw a busy holder).
 """
@@ -32,29 +33,32 @@ from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_QUERIES = queries.QUERIES
+SQL_TREES = ("agent/collect/parts", "agent/collect/sql")
+"""Where a revision keeps its ``<part>/<version>.sql`` files: part folders, or the older tree."""
 
 
 def sql_of(rev: str, into: Path) -> Path:
-    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "agent/collect/sql"],
+    tree = next(t for t in SQL_TREES if subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}:{t}"], capture_output=True,
+        check=False).returncode == 0)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, tree],
                          check=True, capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(tar)) as archive:
         archive.extractall(into, filter="data")
-    return into / "agent" / "collect" / "sql"
+    return into / tree
 
 
 def use(root: Path) -> None:
     """Point the loader at one SQL tree; a part the tree lacks is left out of the poll."""
     queries.SQL_ROOT = root  # type: ignore[assignment]
-    queries.QUERIES = tuple(q for q in ALL_QUERIES if (root / q).is_dir())
     queries.versions.cache_clear()
     queries.load.cache_clear()
     queries.poll.cache_clear()
 
 
 def backend_cpu_ticks(c: client.TargetClient) -> int:
-    assert c._conn is not None
-    fields = Path(f"/proc/{c._conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert c.backend_pid is not None
+    fields = Path(f"/proc/{c.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
 
 

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import conninfo  # noqa: E402
 
+from agent import contract  # noqa: E402
 from agent.demo.server import LocalServer, free_port  # noqa: E402
 from agent.demo.workload import Workload  # noqa: E402
 
@@ -371,8 +372,9 @@ def child_measure(args: argparse.Namespace) -> None:
         values.clear()
 
     backends = _backends(floor)
-    agent_pid = runner.client.backend_pid
-    watched = {"floor": [floor.info.backend_pid], "agent": [agent_pid] if agent_pid else [],
+    # The agent's connection belongs to its server's shared poll: found by its name.
+    watched = {"floor": [floor.info.backend_pid],
+               "agent": backends.get(contract.AGENT_APPLICATION_NAME, []),
                "exporter": backends.get("postgres_exporter", [])}
     server_cpu0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in watched.items()}
     exporter_cpu0 = cpu_seconds(args.exporter_pid) if args.exporter_pid else 0.0

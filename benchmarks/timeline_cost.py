@@ -43,8 +43,9 @@ def synthetic(i: int, holders: int) -> Attribution:
     groups = tuple(ActivityGroup("shop", "app", f"app-{h}", f"10.0.{h // 250}.{h % 250}", state,
                                  5, 12.0, None, (i + h) % 3 if state == "active" else 0, 1)
                    for h in range(holders) for state in ("idle", "active"))
-    snap = Snapshot("db1", START + timedelta(seconds=i / 4), 150000, SETTINGS, groups, (), (), (),
-                    (), (), (DatabaseSessions("shop", 1000 + i * 3, 0, 0, 0),))
+    snap = Snapshot("db1", START + timedelta(seconds=i / 4), 150000, {
+        "settings": SETTINGS, "activity_groups": groups,
+        "databases": (DatabaseSessions("shop", 1000 + i * 3, 0, 0, 0),)})
     return attribute(snap)
 
 

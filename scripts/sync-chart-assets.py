@@ -10,6 +10,8 @@ Single sources: ``dashboards/*.json`` and ``agent/alert_rules.py`` (which also w
   ``.Values.alerts.selector``, ``.groupBy`` and ``.runbookBase``.
 - The ``alerts.thresholds`` defaults in ``values.yaml``, their types in ``values.schema.json``
   and their rows in ``README.md`` (between ``BEGIN generated`` / ``END generated`` markers).
+- The schema of the settings (``alerts.selector``, ``.groupBy``, ``.runbookBase``): the
+  checks of ``agent.alert_rules.Settings`` (``helm_settings_schema()``).
 - The schema of ``thresholds`` (the agent's ``[thresholds]`` table) from
   ``agent.spec.DIAGNOSE_THRESHOLDS``.
 
@@ -145,7 +147,10 @@ def expected_files() -> dict[Path, bytes]:
                                  "<!-- END generated", _readme_rows(gen), str(readme)).encode()
     schema_path = CHART / "values.schema.json"
     schema = json.loads(schema_path.read_text("utf-8"))
-    schema["properties"]["alerts"]["properties"]["thresholds"] = _schema_thresholds(gen)
+    alerts_schema = schema["properties"]["alerts"]["properties"]
+    if gen is not None and hasattr(gen, "helm_settings_schema"):
+        alerts_schema.update(gen.helm_settings_schema())
+    alerts_schema["thresholds"] = _schema_thresholds(gen)
     agent_thresholds = _schema_agent_thresholds()
     if agent_thresholds is not None:
         schema["properties"]["thresholds"] = agent_thresholds

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.collect.part import discover
 from agent.collect.snapshot import (
     ActivityGroup,
     BackendTypeCount,
@@ -43,16 +44,24 @@ SETTINGS = (Setting("max_connections", 100, ""), Setting("superuser_reserved_con
             Setting("statement_timeout", 30, "s"))
 
 
+FIELDS = frozenset(("target", "taken_at", "server_version_num", "churn_window", "host"))
+
+
 def snapshot(groups: list[ActivityGroup], **kw: Any) -> Snapshot:
-    fields: dict[str, Any] = {
-        "target": "db1", "taken_at": NOW, "server_version_num": 150004, "settings": SETTINGS,
-        "groups": tuple(groups),
+    """A snapshot of these groups; other keywords are Snapshot fields or parts' rows by part
+    name."""
+    fields: dict[str, Any] = {"target": "db1", "taken_at": NOW, "server_version_num": 150004}
+    parts: dict[str, Any] = {
+        "settings": SETTINGS, "activity_groups": tuple(groups),
         "backend_types": (BackendTypeCount("client backend", sum(g.count for g in groups)),
                           BackendTypeCount("checkpointer", 1)),
         "waits": (), "sessions": (), "lock_waits": (), "limits": (), "databases": (),
     }
-    fields.update(kw)
-    return Snapshot(**fields)
+    names = {p.name for p in discover()}
+    for key, value in kw.items():
+        assert key in FIELDS | names, f"{key}: neither a Snapshot field nor a part"
+        (fields if key in FIELDS else parts)[key] = value
+    return Snapshot(**fields, parts=parts)
 
 
 __all__ = ["ConnectionLimit", "DatabaseSessions", "LockWait", "WaitCount", "group", "session",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent import config as cfg
+from agent import spec
 from agent.collect.client import connection_string
 from agent.errors import ConfigError
 
@@ -57,7 +58,8 @@ interval = 30
     assert c.interval == 5.0 and c.max_groups == 50 and c.log_format == "json"
     assert c.dimensions == ("datname", "application_name", "state")
     assert c.otlp.headers == {"authorization": "Bearer x"} and c.otlp.export_interval == 10
-    assert c.thresholds.utilization_warning == 0.7 and c.thresholds.idle_hoard_count == 20
+    assert c.thresholds[spec.UTILIZATION_WARNING] == 0.7
+    assert c.thresholds[spec.IDLE_HOARD_COUNT] == 20
     assert [(t.name, t.interval) for t in c.targets] == [("orders", 5.0), ("db2:6432/app", 30.0)]
     assert c.targets[0].password_file == Path("/run/secrets/pg")
 

@@ -16,6 +16,7 @@ import pytest
 from agent_e2e import AGENT, clean_env
 
 from agent import config as agent_config
+from agent import spec
 from agent.demo.server import LocalServer
 from agent.errors import ConfigError
 
@@ -137,4 +138,4 @@ def test_thresholds_at_the_edges_are_accepted() -> None:
     cfg = agent_config.parse({"thresholds": {"utilization_warning": 0.99,
                                              "utilization_critical": 1.0, "holder_share": 1}},
                              "agent.toml")
-    assert cfg.thresholds.utilization_critical == 1.0
+    assert cfg.thresholds[spec.UTILIZATION_CRITICAL] == 1.0

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from agent import contract as c
-from agent.docs import metrics_markdown
 
 G = ["datname", "usename", "application_name", "client_addr", "state"]
 
@@ -142,8 +139,3 @@ def test_counts_are_non_monotonic_sums_that_prometheus_sees_as_gauges() -> None:
 def test_dropping_a_dimension_removes_it_from_g() -> None:
     dims = ("datname", "application_name", "state")
     assert c.CONNECTION_COUNT.attribute_names(dims) == ("target", *dims)
-
-
-def test_docs_metrics_md_is_generated_from_the_contract() -> None:
-    committed = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
-    assert committed == metrics_markdown(), "run: .venv/bin/python -m agent.docs > docs/metrics.md"

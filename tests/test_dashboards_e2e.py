@@ -190,6 +190,7 @@ def test_key_panels_show_the_incident(incident: Incident) -> None:
     # the first waiter, which the others queue behind, is no root.
     roots = _wait_value(incident, overview, "Root blockers (pid)", only)
     assert roots[0][0]["pid"] == str(incident.root_pid), roots
+    assert _values(incident, drill, "Root blockers (pid)") == roots
     assert (roots[0][0]["state"], roots[0][1]) == ("idle in transaction", SHOP_LOCK_WAITERS)
     _wait_value(incident, overview, "Root blockers by application",
                 lambda v: [(m["application_name"], m["state"], n) for m, n in v]

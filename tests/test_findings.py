@@ -5,6 +5,7 @@ from __future__ import annotations
 from snapshots import SETTINGS, ConnectionLimit, WaitCount, group, session, snapshot
 
 from agent import contract as c
+from agent import spec
 from agent.aggregate.attribution import attribute
 from agent.collect.snapshot import ActiveStatements, Setting, TopStatement
 from agent.config import Thresholds
@@ -117,7 +118,8 @@ def test_limits_settings_unnamed_and_privileges() -> None:
 def test_thresholds_are_configurable() -> None:
     snap = snapshot([group("shop-web", "idle", 12, state_age=30.0)])
     assert "idle_hoarding" not in codes(diagnose(attribute(snap)))
-    assert "idle_hoarding" in codes(diagnose(attribute(snap), Thresholds(idle_hoard_age=20.0)))
+    shorter = Thresholds({spec.IDLE_HOARD_AGE: 20.0})
+    assert "idle_hoarding" in codes(diagnose(attribute(snap), shorter))
 
 
 def test_text_output_cannot_be_driven_by_control_characters() -> None:

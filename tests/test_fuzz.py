@@ -48,6 +48,7 @@ from agent.errors import ConfigError
 from agent.export.producer import Producer
 from agent.export.state import MetricsState
 from agent.export.text import render as render_metrics
+from agent.spec import DIAGNOSE_THRESHOLDS
 
 SECRET = "hunter2-s3cret"
 FUZZ = settings(max_examples=int(os.environ.get("PGCONN_FUZZ_EXAMPLES", "300")), deadline=None,
@@ -91,7 +92,7 @@ AGENT_KEYS = ("interval", "max_groups", "dimensions", "show_queries", "listen", 
 OTLP_KEYS = ("enabled", "endpoint", "protocol", "headers", "certificate", "insecure",
              "export_interval")
 TARGET_KEYS = ("name", "dsn", "password_file", "password_credential", "interval")
-THRESHOLD_KEYS = tuple(cfg.Thresholds.__slots__)
+THRESHOLD_KEYS = tuple(t.name for t in DIAGNOSE_THRESHOLDS)
 
 
 DSNS = st.sampled_from([f"host=db user=agent password={SECRET}", f"password={SECRET} nonsense",
@@ -132,9 +133,8 @@ def check_config(config: cfg.Config) -> None:
         assert cfg._TARGET_NAME.fullmatch(target.name), target.name
         assert 0 < target.interval <= cfg.MAX_INTERVAL
         assert SECRET not in target.redacted_dsn
-    for name in cfg.Thresholds.__slots__:
-        value = getattr(config.thresholds, name)
-        assert math.isfinite(value) and value > 0, (name, value)
+    for threshold, value in config.thresholds.items():
+        assert math.isfinite(value) and value > 0, (threshold.name, value)
     if config.otlp.export_interval is not None:
         assert 0 < config.otlp.export_interval <= cfg.MAX_INTERVAL
 

@@ -4,40 +4,19 @@ caught short-lived backends, burst versus churn, persistence, and bounded memory
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
 from typing import Any
 
-from snapshots import NOW, DatabaseSessions, group, snapshot
+from histories import churning, poll
+from snapshots import group
 
 from agent import contract as c
-from agent.aggregate.attribution import Attribution, attribute
 from agent.aggregate.history import History, open_rate_points
-from agent.collect.snapshot import ActivityGroup
 from agent.diagnose.findings import diagnose
 
 
 def rates(h: History, dimensions: tuple[str, ...]) -> list[tuple[Any, float]]:
     """The open-rate points of target db1, by the contract's name."""
     return open_rate_points(h.churn(), "db1", dimensions)[c.CONNECTION_OPEN_RATE.name]
-
-
-def poll(second: float, sessions: int | None, *groups: ActivityGroup, version: int = 150004
-         ) -> Attribution:
-    dbs = () if sessions is None else (DatabaseSessions("shop", sessions, sessions // 10, 0, 0),
-                                       DatabaseSessions("postgres", 7, 0, 0, 0))
-    return attribute(snapshot(list(groups), taken_at=NOW + timedelta(seconds=second),
-                              databases=dbs, server_version_num=version))
-
-
-def churning(seconds: int = 5, per_second: int = 12) -> History:
-    """api keeps one connection and opens ``per_second`` more that close again; every second
-    a poll catches two of them."""
-    h = History(resolution=0)
-    for i in range(seconds + 1):
-        caught = [group("api", "active", 2, opened=2)] if i else []
-        h.add(poll(i, 100 + i * per_second, group("api", "idle", 1), *caught,
-                   group("web", "idle", 5)))
-    return h
 
 
 def test_churn_rate_comes_from_the_counter_and_goes_to_the_caught_holder() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from snapshots import group, snapshot
 
-from agent import config
+from agent import config, spec
 from agent.aggregate.attribution import attribute
 from agent.config import Thresholds
 from agent.demo.server import LocalServer
@@ -45,7 +45,7 @@ def test_idle_in_transaction_is_left_to_its_own_finding() -> None:
 def test_the_threshold_decides() -> None:
     snap = snapshot([group("batch", "active", 1, xact_age=400.0)])
     assert long_ones(diagnose(attribute(snap), Thresholds()))
-    assert not long_ones(diagnose(attribute(snap), Thresholds(long_transaction=401.0)))
+    assert not long_ones(diagnose(attribute(snap), Thresholds({spec.LONG_TRANSACTION: 401.0})))
 
 
 def _busy_transaction(dsn: str, started: threading.Event, pid: list[int]) -> None:

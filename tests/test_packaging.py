@@ -20,11 +20,13 @@ import trove_classifiers
 import yaml
 
 import agent
+from agent.collect.part import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 ENTRY_MODULES = ("agent.cli", "agent.__main__", "agent.docs")
-"""What runs: the console script, ``python -m agent`` and ``python -m agent.docs``."""
+"""What runs: the console script, ``python -m agent``, and the docs generator that
+scripts/generate.py runs (it writes from the package's own declarations)."""
 
 
 def test_the_version_is_written_once() -> None:
@@ -116,7 +118,8 @@ def test_the_wheel_ships_what_the_commands_run_and_no_test_harness(wheel: Path) 
     # The demo's throwaway server and workload ship, and say why in one place.
     assert {"agent.demo.server", "agent.demo.workload"} <= reached
     assert "tests and benchmarks reuse" in (wheel / "agent/demo/__init__.py").read_text()
-    assert {p.name for p in (wheel / "agent/collect/sql").rglob("*.sql")}
+    sql = {p.relative_to(ROOT) for p in (ROOT / "agent").rglob("*.sql")}
+    assert sql and {p.relative_to(wheel) for p in (wheel / "agent").rglob("*.sql")} == sql
     assert (wheel / "agent/py.typed").exists()
 
 
@@ -140,3 +143,13 @@ def test_test_files_share_helpers_never_each_other() -> None:
              for name in _imported(ROOT, _module(ROOT, path), path)
              if name.split(".")[0].startswith("test_")}
     assert found == set()
+
+
+def test_the_package_data_ships_every_parts_sql() -> None:
+    """The wheel carries what ``package-data`` names: every part folder's SQL must match it."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    shipped = {p for pattern in tool["setuptools"]["package-data"]["agent"]
+               for p in (ROOT / "agent").glob(pattern)}
+    sql = set((ROOT / "agent").rglob("*.sql"))
+    assert sql and sql <= shipped, sorted(map(str, sql - shipped))
+    assert {p.parent.name for p in sql} == {part.name for part in discover()}

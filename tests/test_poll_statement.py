@@ -10,14 +10,9 @@ from psycopg.rows import dict_row
 
 from agent import contract
 from agent.collect import queries
-from agent.collect.client import (
-    CLIENT_PORT_LIMIT,
-    IDLE_TX_LIMIT,
-    QUERY_CHARS,
-    SESSION_LIMIT,
-    _lock_wait,
-    _session,
-)
+from agent.collect.client import QUERY_CHARS
+from agent.collect.part import discover, part_params
+from agent.collect.parts import lock_waits, sessions
 from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
 
@@ -31,18 +26,16 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
         version = conn.info.server_version
         params: dict[str, Any] = {
             "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
-            "hidden": contract.HIDDEN, "since": None, "churn_window": 60.0,
-            "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
+            "hidden": contract.HIDDEN, "since": None,
             "show_queries": True, "query_chars": QUERY_CHARS, "statements": True,
-            "setting_names": queries.setting_names(version),
             "max_groups": 200, "overflow": contract.OVERFLOW_VALUE,
             "local_nets": ["127.0.0.0/8"], "unix_clients": True,
-            "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": True for dim in contract.GROUP_DIMENSIONS},
         }
+        params.update(part_params(version))
         statement, present = queries.poll(version)
-        assert set(present) == {q for q in queries.QUERIES
-                                if queries.load(q, version) is not None}
+        assert set(present) == {p.name for p in discover()
+                                if queries.load(p.name, version) is not None}
         # One transaction: now() and pg_stat_activity's snapshot are the same for every read.
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(statement, params).fetchone()
@@ -59,17 +52,17 @@ def test_poll_statement_equals_the_parts_run_alone(pg: LocalServer, workload: Wo
     for part in present:
         composed = row[part]
         if part == "sessions":
-            got = [_session(**dict(r)) for r in composed]
-            want = [_session(**{**r, **{k: r[k].isoformat() if r[k] else None
-                                        for k in ("backend_start", "xact_start",
-                                                  "query_start", "state_change")}})
-                    for r in alone[part]]
+            got = sessions.PART.build(composed)
+            want = sessions.PART.build([{**r, **{k: r[k].isoformat() if r[k] else None
+                                                 for k in ("backend_start", "xact_start",
+                                                           "query_start", "state_change")}}
+                                        for r in alone[part]])
             assert got == want
             assert any(s.blocking_pids for s in got)
         elif part == "lock_waits":
-            got_w = [_lock_wait(**dict(r)) for r in composed]
-            want_w = [_lock_wait(**{**r, "waitstart": r["waitstart"].isoformat()
-                                    if r["waitstart"] else None}) for r in alone[part]]
+            got_w = lock_waits.PART.build(composed)
+            want_w = lock_waits.PART.build([{**r, "waitstart": r["waitstart"].isoformat()
+                                             if r["waitstart"] else None} for r in alone[part]])
             assert got_w == want_w and got_w
         else:
             assert sorted(map(_key, composed)) == sorted(map(_key, alone[part])), part

@@ -6,43 +6,16 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from pooler_snapshots import client, pooler, server
 from snapshots import NOW, group, session, snapshot
 
 from agent.aggregate.attribution import attribute
 from agent.aggregate.join import address, pair, relabel
-from agent.collect.pgbouncer.console import timestamp
-from agent.collect.pgbouncer.snapshot import (
-    ClientConn,
-    Pool,
-    PooledDatabase,
-    PoolerSnapshot,
-    ServerConn,
-)
+from agent.collect.pgbouncer.rows import timestamp
 from agent.config import Thresholds
 from agent.diagnose.pooler import joined_findings, pooler_findings
 
 AT = ("unix:/run/pg", 5433)
-
-
-def client(ptr: str, app: str, addr: str, *, state: str = "active", link: str = "") -> ClientConn:
-    return ClientConn("shop_app", "shop", state, addr, 40001, app, NOW, 0.0, ptr, link)
-
-
-def server(ptr: str, pid: int, *, link: str = "", started: float = -1.0) -> ServerConn:
-    return ServerConn("shop_app", "shop", "active", "unix", 5433, "x",
-                      NOW + timedelta(seconds=started), ptr, link, pid)
-
-
-def pooler(servers: tuple[ServerConn, ...], clients: tuple[ClientConn, ...], *,
-           pool_size: int = 20, pools: int = 1, host: str = "/run/pg",
-           max_client_conn: int = 1000) -> PoolerSnapshot:
-    return PoolerSnapshot(
-        "pgb", NOW, "1.18.0/bouncer", max_client_conn,
-        tuple(Pool("shop", "shop_app" if i == 0 else f"user{i}", 1, 0, 1, 0, 0, 0, 0, 0.0,
-                   "transaction")
-              for i in range(pools)),
-        clients, servers,
-        (PooledDatabase("shop", host, 5433, "shop", pool_size, 5, None, 0, len(servers)),))
 
 
 def test_address_normalises_sockets_and_localhost() -> None:
@@ -67,7 +40,8 @@ def test_a_link_needs_the_same_start_or_the_same_address() -> None:
     assert paired is not None and [link.client.ptr for link in paired.links
                                    if link.client] == ["0xc1"]
     # A pid that happens to match a backend of another server (started much later) is not.
-    late = replace(p, servers=(server("0xs1", 101, link="0xc1", started=-3600),))
+    late = replace(p, parts={**p.parts,
+                             "servers": (server("0xs1", 101, link="0xc1", started=-3600),)})
     assert pair(srv, None, late) is None
     assert pair(srv, ("10.0.0.9", 5432), late) is None
     # ...unless the pooled database points at this server's address.
@@ -97,8 +71,8 @@ def test_a_transaction_mode_link_older_than_the_transaction_is_not_used() -> Non
                (client("0xc1", "billing", "10.1.2.3", link="0xs1"),))
     earlier = replace(p, taken_at=NOW - timedelta(seconds=10))
     for snap, mode, linked in ((p, "transaction", True), (earlier, "transaction", False),
-                               (replace(earlier, pools=tuple(replace(q, pool_mode="session")
-                                                             for q in earlier.pools)),
+                               (replace(earlier, parts={**earlier.parts, "pools": tuple(
+                                   replace(q, pool_mode="session") for q in earlier.pools)}),
                                 "session", True)):
         paired = pair(srv, AT, snap)
         assert paired is not None

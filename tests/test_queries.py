@@ -7,14 +7,14 @@ import itertools
 import pytest
 
 from agent.collect import queries
-from agent.collect.settings import normalise
-from agent.collect.snapshot import Setting
+from agent.collect.part import discover
+from agent.collect.parts.settings import Setting, normalise, setting_names
 
 VERSIONS = {12: 120017, 13: 130013, 14: 140010, 15: 150004, 16: 160002, 17: 170000}
 
 
 def test_every_query_runs_on_the_oldest_supported_server_or_is_a_named_feature() -> None:
-    for query in queries.QUERIES:
+    for query in (p.name for p in discover()):
         assert queries.versions(query), query
         if query != "databases":
             assert queries.versions(query)[0] == queries.OLDEST_SUPPORTED, query
@@ -27,14 +27,14 @@ def test_version_gates(major: int) -> None:
     assert lock_sql is not None
     assert ("waitstart," in lock_sql and "NULL::timestamptz" not in lock_sql) == (major >= 14)
     assert (queries.load("databases", v) is None) == (major < 14)
-    names = queries.setting_names(v)
+    names = setting_names(v)
     assert ("reserved_connections" in names) == (major >= 16)
     assert ("idle_session_timeout" in names) == (major >= 14)
     assert ("transaction_timeout" in names) == (major >= 17)
 
 
 def test_every_sql_file_says_what_it_needs() -> None:
-    for query in queries.QUERIES:
+    for query in (p.name for p in discover()):
         for v in queries.versions(query):
             sql = queries.load(query, v)
             assert sql is not None and sql.startswith("-- "), (query, v)

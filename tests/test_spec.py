@@ -5,18 +5,18 @@ it, every declared number is read where it says, and every reader reads a declar
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from agent import alert_rules, config, contract, spec
-from agent.docs import twins_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = (*spec.DIAGNOSE_THRESHOLDS, *spec.ALERT_THRESHOLDS, *spec.PANEL_THRESHOLDS)
+ALERT_SOURCES = ("agent/alert_rules.py", "agent/alerts/*.py")
 
 
 def _text(*globs: str) -> str:
@@ -28,11 +28,17 @@ def test_threshold_names_are_unique_across_tables() -> None:
     assert len(names) == len(set(names))
 
 
-def test_config_thresholds_are_the_diagnose_thresholds_with_their_defaults() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(config.Thresholds)}
-    assert fields == {t.name: t.default for t in spec.DIAGNOSE_THRESHOLDS}
+def test_each_diagnose_threshold_is_a_constant_named_after_its_key() -> None:
+    constants = {name: v for name, v in vars(spec).items() if isinstance(v, spec.Threshold)}
+    assert constants == {t.name.upper(): t for t in spec.DIAGNOSE_THRESHOLDS}
+
+
+def test_config_thresholds_default_to_the_spec() -> None:
+    defaults = config.Thresholds()
+    assert dict(defaults) == {t: t.default for t in spec.DIAGNOSE_THRESHOLDS}
+    assert config.parse({}, "test").thresholds == defaults
     for t in spec.DIAGNOSE_THRESHOLDS:  # int vs float decides how the config reads the key
-        assert type(fields[t.name]) is type(t.default), t.name
+        assert t.is_count == isinstance(t.default, int), t.name
 
 
 def test_alert_rules_read_the_alert_thresholds() -> None:
@@ -57,7 +63,8 @@ def test_ordered_defaults(low: str, high: str) -> None:
 
 
 def _threshold_reads(globs: str) -> set[str]:
-    """Attributes read from a parameter annotated ``Thresholds`` in the functions of ``globs``."""
+    """Keys read as ``t[spec.KEY]`` from a parameter annotated ``Thresholds`` in the functions
+    of ``globs``."""
     names: set[str] = set()
     for path in sorted(ROOT.glob(globs)):
         for fn in ast.walk(ast.parse(path.read_text("utf-8"))):
@@ -65,8 +72,10 @@ def _threshold_reads(globs: str) -> set[str]:
                 continue
             params = {a.arg for a in fn.args.args
                       if a.annotation is not None and "Thresholds" in ast.unparse(a.annotation)}
-            names |= {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)
-                      and isinstance(n.value, ast.Name) and n.value.id in params}
+            names |= {n.slice.attr.lower() for n in ast.walk(fn) if isinstance(n, ast.Subscript)
+                      and isinstance(n.value, ast.Name) and n.value.id in params
+                      and isinstance(n.slice, ast.Attribute)
+                      and ast.unparse(n.slice.value) == "spec"}
     return names
 
 
@@ -75,9 +84,9 @@ def _reads(t: spec.Threshold) -> set[spec.Use]:
     found = set()
     if t.name in _threshold_reads("agent/diagnose/*.py"):
         found.add(spec.Use.DIAGNOSE)
-    if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text("agent/alert_rules.py")):
+    if re.search(rf"\[\[{t.name}\]\]|\"{t.name}\"", _text(*ALERT_SOURCES)):
         found.add(spec.Use.ALERTS)
-    if re.search(rf"\[\"{t.name}\"\]", _text("dashboards/build.py")):
+    if re.search(rf"\[\"{t.name}\"\]", _text("dashboards/*.py")):
         found.add(spec.Use.DASHBOARDS)
     return found
 
@@ -91,14 +100,14 @@ def test_every_threshold_is_read_where_the_spec_says(threshold: spec.Threshold) 
 def test_nothing_reads_an_undeclared_threshold() -> None:
     declared = {t.name for t in ALL}
     diagnose = _threshold_reads("agent/diagnose/*.py")
-    alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text("agent/alert_rules.py")))
-    panels = set(re.findall(r"spec\.[A-Z]+\[\"(\w+)\"\]", _text("dashboards/build.py")))
+    alerts = set(re.findall(r"\[\[([a-z]+_\w+)\]\]", _text(*ALERT_SOURCES)))
+    panels = set(re.findall(r"spec\.[A-Z]+\[\"(\w+)\"\]", _text("dashboards/*.py")))
     assert diagnose | alerts | panels <= declared
 
 
 def test_dashboards_draw_no_literal_threshold_steps() -> None:
-    build = _text("dashboards/build.py")
-    assert not re.search(r"green_orange_red\(\d", build)
+    build = _text("dashboards/*.py")
+    assert not re.search(r"\bBand\(\s*\d", build)
     assert "Orange from " not in build.replace('f"Orange from {', "")
 
 
@@ -112,17 +121,14 @@ def test_helm_schema_of_agent_thresholds_is_the_spec() -> None:
         assert ("maximum" in prop) == t.is_ratio
 
 
-def test_alerts_readme_shows_diagnose_beside_alert_thresholds() -> None:
-    assert twins_markdown() in (ROOT / "alerts/README.md").read_text("utf-8"), (
-        "paste agent.docs.twins_markdown() into alerts/README.md")
-
-
-def test_readme_thresholds_block_shows_every_key_with_its_default() -> None:
+def test_readme_example_config_is_accepted_and_shows_thresholds_at_their_defaults() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
-    block = readme.split("\n[thresholds]", 1)[1].split("\n\n", 1)[0]
-    shown = dict(re.findall(r"^(\w+) = ([0-9.]+)", block, re.M))
-    assert {k: float(v) for k, v in shown.items()} == {
-        t.name: float(t.default) for t in spec.DIAGNOSE_THRESHOLDS}
+    example = readme.split("```toml\n[agent]\n", 1)[1].split("```", 1)[0]
+    parsed = config.parse(tomllib.loads("[agent]\n" + example), "README.md")
+    shown = tomllib.loads("[agent]\n" + example)["thresholds"]
+    assert shown and all(parsed.thresholds[spec.DIAGNOSE[k]] == spec.DIAGNOSE[k].default
+                         for k in shown)
+    assert "docs/thresholds.md" in example  # where the rest are
 
 
 def test_every_config_threshold_changes_a_finding() -> None:
@@ -179,7 +185,42 @@ def test_idle_in_transaction_regex_matches_exactly_the_states() -> None:
 
 
 def test_rules_and_dashboards_select_states_by_the_spec_not_by_literals() -> None:
-    source = _text("agent/alert_rules.py", "dashboards/build.py")
+    source = _text(*ALERT_SOURCES, "dashboards/*.py")
     literal = re.findall(r"state\s*(?:=|!=|=~|!~)\s*\\?[\"']([a-z][^\"'\\]*)", source)
     assert literal == []
     assert "spec.State.IDLE" in source and "spec.IDLE_IN_TRANSACTION_REGEX" in source
+
+
+# --- prose quoting a threshold ----------------------------------------------------------------
+
+_QUOTED = re.compile(r"`(\w+)`\s*\(([^),;]*)")
+_AMOUNT = re.compile(r"(half|\d+(?:\.\d+)?)\s*(%|s|min|h)?")
+_SCALE = {"%": 0.01, "s": 1, "min": 60, "h": 3600, None: 1}
+
+
+def _quoted_defaults(text: str) -> list[tuple[str, float]]:
+    """``(name, value)`` for every "`name` (80 %)" or "`name` (5 min, ...)" in ``text``."""
+    found = []
+    for name, said in _QUOTED.findall(text):
+        amount = _AMOUNT.fullmatch(said.strip())
+        if name in {t.name for t in ALL} and amount:
+            number = 0.5 if amount[1] == "half" else float(amount[1])
+            found.append((name, number * _SCALE[amount[2]]))
+    return found
+
+
+def test_quoting_finds_the_forms_the_runbooks_use() -> None:
+    text = ("`near_limit_ratio` (80 %) for `near_limit_for_seconds` (5 min, warning), "
+            "`app_share_ratio` (half), `churn_per_second` (5), `exhausted_ratio` (then ...)")
+    assert _quoted_defaults(text) == [("near_limit_ratio", 0.8), ("near_limit_for_seconds", 300),
+                                      ("app_share_ratio", 0.5), ("churn_per_second", 5)]
+
+
+@pytest.mark.parametrize("doc", ["docs/runbooks.md", "alerts/README.md", "README.md",
+                                 "dashboards/README.md", "helm/pgconn-agent/README.md"])
+def test_prose_quotes_thresholds_at_their_defaults(doc: str) -> None:
+    defaults = {t.name: t.default for t in ALL}
+    wrong = [(name, said, defaults[name])
+             for name, said in _quoted_defaults((ROOT / doc).read_text("utf-8"))
+             if abs(said - defaults[name]) > 1e-9]
+    assert not wrong, f"{doc} quotes (name, value, spec default): {wrong}"

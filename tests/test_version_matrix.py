@@ -15,6 +15,8 @@ from conftest import VERSIONS
 
 from agent.collect import queries
 from agent.collect.client import TargetClient
+from agent.collect.part import discover
+from agent.collect.parts.settings import SETTING_SINCE, setting_names
 from agent.collect.snapshot import DatabaseSessions, Snapshot
 from agent.config import Target
 from agent.demo.server import LocalServer, installed_bindirs
@@ -39,13 +41,13 @@ def test_every_supported_major_is_installed() -> None:
 
 def test_the_matrix_picks_every_sql_file() -> None:
     """Every version-gated file (and every setting's gate) is what some matrix server runs."""
-    for query in queries.QUERIES:
+    for query in (p.name for p in discover()):
         for version in queries.versions(query):
             picked_by = [m for m in VERSIONS
                          if max((v for v in queries.versions(query) if v <= m * 10000),
                                 default=None) == version]
-            assert picked_by, f"sql/{query}/{version}.sql runs on no server of {VERSIONS}"
-    for name, since in queries.SETTING_SINCE.items():
+            assert picked_by, f"parts/{query}/{version}.sql runs on no server of {VERSIONS}"
+    for name, since in SETTING_SINCE.items():
         assert since // 10000 in VERSIONS, f"{name}: gate {since} is no matrix version"
 
 
@@ -55,8 +57,8 @@ def test_settings_gate_is_the_servers_own(pg: LocalServer, client: TargetClient)
     snapshot = client.poll()
     version = snapshot.server_version_num
     assert version // 10000 == pg_major(pg)
-    assert sorted(s.name for s in snapshot.settings) == sorted(queries.setting_names(version))
-    later = [n for n, since in queries.SETTING_SINCE.items() if since > version]
+    assert sorted(s.name for s in snapshot.settings) == sorted(setting_names(version))
+    later = [n for n, since in SETTING_SINCE.items() if since > version]
     assert pg.execute(f"SELECT name FROM pg_settings WHERE name = ANY(ARRAY{later or ['']})") \
         == []
 

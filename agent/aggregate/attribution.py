@@ -6,17 +6,16 @@ Pure: a Snapshot in, an Attribution out. Both the metrics and the diagnosis read
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from .. import spec
 from ..collect.snapshot import (
-    ActiveStatements,
     ActivityGroup,
-    ConnectionLimit,
-    DatabaseSessions,
+    PartRows,
     Session,
-    Setting,
     Snapshot,
     WaitCount,
 )
@@ -73,7 +72,7 @@ class Chain:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(PartRows):
     target: str
     taken_at: datetime
     server_version_num: int
@@ -89,12 +88,9 @@ class Attribution:
     blocking: tuple[tuple[Key, int], ...]
     chains: tuple[Chain, ...]
     sessions: tuple[Session, ...]
-    settings: tuple[Setting, ...]
-    limits: tuple[ConnectionLimit, ...]
-    databases: tuple[DatabaseSessions, ...]
-    backend_types: tuple[tuple[str, int], ...]
     churn_window: float
-    statements: tuple[ActiveStatements, ...] = ()
+    parts: Mapping[str, tuple[Any, ...]]
+    """The snapshot's rows by part: the parts that need no attribution read theirs here."""
     processes: ProcessAttribution | None = None
     """This host's clients by holding process (None: attribution off)."""
 
@@ -112,9 +108,6 @@ class Attribution:
     def value(self, key: Key, dim: str) -> str | None:
         """A group key's value for one dimension, or None if that dimension is configured out."""
         return key[self.dimensions.index(dim)] if dim in self.dimensions else None
-
-    def setting(self, name: str) -> float | None:
-        return next((s.value for s in self.settings if s.name == name), None)
 
     def by_state(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -160,12 +153,8 @@ def attribute(snapshot: Snapshot, *, dimensions: tuple[str, ...] = GROUP_DIMENSI
         blocking=blocking,
         chains=chains(snapshot.sessions),
         sessions=snapshot.sessions,
-        settings=snapshot.settings,
-        limits=snapshot.limits,
-        databases=snapshot.databases,
-        backend_types=tuple((b.backend_type, b.count) for b in snapshot.backend_types),
         churn_window=snapshot.churn_window,
-        statements=snapshot.statements,
+        parts=snapshot.parts,
         processes=join(snapshot.client_ports, snapshot.host),
     )
 

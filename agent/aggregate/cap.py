@@ -3,7 +3,7 @@
 The one rule for every capped set: ``cap`` over keys (holder groups, waits, blockers, root
 blockers, client processes), ``cap_series`` over a target's series (new connections, in the
 points of a poll and in the exported counter). The server applies the same rule to the
-activity groups in SQL (``collect/sql/activity_groups``: ``rank < max_groups``, the rest
+activity groups in SQL (``collect/parts/activity_groups``: ``rank < max_groups``, the rest
 one row of ``OVERFLOW_VALUE``) so that a storm of distinct groups never leaves the server;
 tests/test_core_integration.py checks both give the same groups.
 """

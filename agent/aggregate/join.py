@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from psycopg import conninfo
 
+from ..collect.parts.sessions import PART as SESSIONS
 from ..collect.pgbouncer.snapshot import ClientConn, PoolerSnapshot, ServerConn
 from ..collect.snapshot import Session, Snapshot
 
@@ -108,7 +109,7 @@ def relabel(server: Snapshot, pairings: tuple[Pairing, ...]) -> Snapshot:
     sessions = tuple(replace(s, application_name=held[s.pid].application_name,
                              client_addr=held[s.pid].addr) if s.pid in held else s
                      for s in server.sessions)
-    return replace(server, sessions=sessions)
+    return replace(server, parts={**server.parts, SESSIONS.name: sessions})
 
 
 def pairings_for(server: Snapshot, server_dsn: str, poolers: Iterable[PoolerSnapshot]

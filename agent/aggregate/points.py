@@ -1,4 +1,5 @@
-"""Metric points from an Attribution, named by the contract (pure).
+"""Metric points from an Attribution, named by the contract (pure): the points that need the
+attribution are made here, the collection parts yield their own (``Part.points``).
 
 A point is (attributes, value). Attributes of group dimensions that the configuration drops are
 left out of every metric, not just of G, so dropping ``client_addr`` bounds all series.
@@ -6,10 +7,12 @@ left out of every metric, not just of G, so dropping ``client_addr`` bounds all 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from .. import contract as c
+from ..collect.part import Pairs, Point, discover
 from .attribution import Attribution, Chain, project
 from .cap import Attributes as Attributes
 from .cap import Key, cap, cap_series, merge_into
@@ -34,15 +37,19 @@ def _attrs(target: str, dimensions: tuple[str, ...], pairs: Iterable[tuple[str, 
 
 def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
     out: Points = {spec.name: [] for spec in c.METRICS}
-
-    def add(spec: c.MetricSpec, pairs: Iterable[tuple[str, str]], value: float | None) -> None:
+    _group_points(a, out)
+    for spec, pairs, value in chain(_slot_points(a), _wait_points(a), _lock_points(a),
+                                    _blocker_points(a, max_groups), _part_points(a)):
         if value is not None:
             out[spec.name].append((_attrs(a.target, a.dimensions, pairs), float(value)))
+    for name, pts in process_points(a.target, a.processes, max_groups).items():
+        out[name] += pts
+    return PointSet({name: _merged(name, pts) for name, pts in out.items()},
+                    _opened(a, max_groups))
 
-    def group_pairs(key: Key) -> list[tuple[str, str]]:
-        return list(zip(a.dimensions, key, strict=True))
 
-    # The hot loop (one pass per group): group keys already hold only configured dimensions.
+def _group_points(a: Attribution, out: Points) -> None:
+    """The hot loop (one pass per group): group keys already hold only configured dimensions."""
     target = (("target", a.target),)
     count, state_age, xact_age = (out[m.name] for m in (c.CONNECTION_COUNT, c.STATE_AGE_MAX,
                                                         c.TRANSACTION_AGE_MAX))
@@ -53,49 +60,56 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
             state_age.append((attrs, float(g.max_state_age)))
         if g.max_xact_age is not None:
             xact_age.append((attrs, float(g.max_xact_age)))
-    add(c.CONNECTION_MAX, (), a.max_connections)
-    add(c.CONNECTION_RESERVED, (), a.reserved if a.max_connections is not None else None)
-    add(c.CONNECTION_UTILIZATION, (), a.utilization)
+
+
+def _slot_points(a: Attribution) -> Iterator[Point]:
+    yield c.CONNECTION_MAX, (), a.max_connections
+    yield c.CONNECTION_RESERVED, (), a.reserved if a.max_connections is not None else None
+    yield c.CONNECTION_UTILIZATION, (), a.utilization
+    yield c.GROUPS_FOLDED, (), a.folded
+    yield c.SESSIONS_HIDDEN, (), a.hidden
+
+
+def _wait_points(a: Attribution) -> Iterator[Point]:
     for w in a.waits:
-        add(c.CONNECTION_WAITING, (("datname", w.datname or ""), ("usename", w.usename or ""),
-                                   ("application_name", w.application_name),
-                                   ("wait_event_type", w.wait_event_type),
-                                   ("wait_event", w.wait_event)), w.count)
+        yield c.CONNECTION_WAITING, (("datname", w.datname or ""), ("usename", w.usename or ""),
+                                     ("application_name", w.application_name),
+                                     ("wait_event_type", w.wait_event_type),
+                                     ("wait_event", w.wait_event)), w.count
+
+
+def _lock_points(a: Attribution) -> Iterator[Point]:
     max_wait: dict[Key, float] = {}
     for lw in a.lock_waits:
-        add(c.LOCK_WAITING, (("datname", lw.datname), ("application_name", lw.application_name),
-                             ("locktype", lw.locktype), ("mode", lw.mode)), lw.count)
+        yield c.LOCK_WAITING, (("datname", lw.datname), ("application_name", lw.application_name),
+                               ("locktype", lw.locktype), ("mode", lw.mode)), lw.count
         if lw.max_wait is not None:
             wait_key = (lw.datname, lw.application_name)
             max_wait[wait_key] = max(max_wait.get(wait_key, 0.0), lw.max_wait)
     for (datname, app), wait in sorted(max_wait.items()):
-        add(c.LOCK_WAIT_TIME_MAX, (("datname", datname), ("application_name", app)), wait)
+        yield c.LOCK_WAIT_TIME_MAX, (("datname", datname), ("application_name", app)), wait
+
+
+def _blocker_points(a: Attribution, max_groups: int) -> Iterator[Point]:
+    def group_pairs(key: Key) -> Pairs:
+        return tuple(zip(a.dimensions, key, strict=True))
+
     for key, n in a.blocking:
-        add(c.LOCK_BLOCKING, group_pairs(key), n)
+        yield c.LOCK_BLOCKING, group_pairs(key), n
     roots: dict[Key, int] = {}
     merge_into(roots, ((_root_key(a, ch), len(ch.blocked_pids)) for ch in a.chains), int.__add__)
     for key, n in sorted(cap(roots, max_groups, float, int.__add__)[0].items()):
-        add(c.LOCK_ROOT_BLOCKING, group_pairs(key), n)
+        yield c.LOCK_ROOT_BLOCKING, group_pairs(key), n
     for ch in a.chains[:c.ROOT_BLOCKERS_SHOWN]:  # largest first
-        add(c.LOCK_ROOT_BLOCKER, (("pid", str(ch.root_pid)), *group_pairs(_root_key(a, ch))),
-            len(ch.blocked_pids))
-    for backend_type, n in a.backend_types:
-        add(c.BACKEND_COUNT, (("backend_type", backend_type),), n)
-    for limit in a.limits:
-        add(c.CONNECTION_LIMIT, (("scope", limit.scope), ("name", limit.name)), limit.limit)
-    for db in a.databases:
-        for outcome, value in zip(c.SESSION_OUTCOMES, (db.sessions, db.sessions_abandoned,
-                                                       db.sessions_fatal, db.sessions_killed),
-                                  strict=True):
-            add(c.SESSIONS, (("datname", db.datname), ("outcome", outcome)), value)
-    for setting in a.settings:
-        add(c.SETTING, (("name", setting.name),), setting.value)
-    add(c.GROUPS_FOLDED, (), a.folded)
-    add(c.SESSIONS_HIDDEN, (), a.hidden)
-    for name, pts in process_points(a.target, a.processes, max_groups).items():
-        out[name] += pts
-    return PointSet({name: _merged(name, pts) for name, pts in out.items()},
-                    _opened(a, max_groups))
+        yield (c.LOCK_ROOT_BLOCKER, (("pid", str(ch.root_pid)), *group_pairs(_root_key(a, ch))),
+               len(ch.blocked_pids))
+
+
+def _part_points(a: Attribution) -> Iterator[Point]:
+    """The points of the parts whose metrics follow from their rows alone (their folders')."""
+    for part in discover():
+        if part.points is not None:
+            yield from part.points(part.of(a))
 
 
 def _root_key(a: Attribution, chain: Chain) -> Key:

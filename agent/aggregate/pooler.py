@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from .. import contract as c
+from ..collect.part import discover_console
+from ..collect.pgbouncer.console import PARTS
 from ..collect.pgbouncer.snapshot import PoolerSnapshot
 from ..spec import PoolerClientState, PoolerServerState
 from .cap import Key, cap
@@ -38,9 +40,10 @@ def pooler_points(s: PoolerSnapshot, *, max_groups: int = 200) -> PointSet:
         size = s.pool_size(p)
         if size is not None:
             add(c.POOLER_POOL_SIZE, (*pool, ("pool_mode", p.pool_mode)), size)
-    for db in s.databases:
-        if db.max_connections:
-            add(c.POOLER_DATABASE_MAX, (("database", db.name),), db.max_connections)
+    for part in discover_console(PARTS):  # the parts whose points follow from their rows
+        for spec, pairs, value in part.points(part.of(s)) if part.points else ():
+            if value is not None:
+                add(spec, tuple(pairs), value)
     add(c.POOLER_CLIENT_MAX, (), s.max_client_conn)
     groups, folded = holders(s, max_groups)
     for key, n in sorted(groups.items()):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import conninfo, errors
+from psycopg.rows import dict_row
 
 from .. import contract
 from ..config import Target, read_password
@@ -16,25 +17,12 @@ from ..errors import TargetError
 from ..spec import PollError
 from . import processes, queries
 from .deadline import Guarded
-from .normalise import normalise_query
-from .settings import normalise
-from .snapshot import (
-    ActiveStatements,
-    ActivityGroup,
-    BackendTypeCount,
-    ClientPort,
-    ConnectionLimit,
-    DatabaseSessions,
-    LockWait,
-    Session,
-    Setting,
-    Snapshot,
-    TopStatement,
-    WaitCount,
-)
+from .part import Reader, discover, part_params
+from .parts import client_ports
+from .parts.activity_groups import CHURN_WINDOW_S
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 STATEMENT_TIMEOUT_MS = 5000
 LOCK_TIMEOUT_MS = 1000
@@ -46,11 +34,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3, "tcp_user_timeout": 15_000}
 """A dead peer or network breaks the idle connection between polls (not a stopped backend,
 whose kernel still answers: that takes the deadline)."""
-CHURN_WINDOW_S = 60.0
-IDLE_TX_LIMIT = 20
-SESSION_LIMIT = 500
 QUERY_CHARS = 200
-CLIENT_PORT_LIMIT = 5000
 
 
 def agent_params(target: Target) -> dict[str, Any]:
@@ -135,9 +119,9 @@ class TargetClient:
         self.max_groups = max_groups
         self._guard: Guarded[psycopg.Connection[Any]] = Guarded(target.name, POLL_DEADLINE_S)
         self._since: datetime | None = None
-        self._settings: tuple[Setting, ...] | None = None
+        self._cached: dict[str, tuple[Any, ...]] = {}
         self._conf_load_time: datetime | None = None
-        self._recent_pids: frozenset[int] | None = None
+        self._readers: dict[str, Reader[Any]] = {}
         self.statements = False
         """Also read what active sessions do (statement ages, top statements): set it for
         the polls whose diagnosis needs the evidence of a busy pool."""
@@ -169,8 +153,8 @@ class TargetClient:
             self._guard.drop()  # never poll without the agent's own timeouts
             raise
         self._since = None
-        self._settings = None
-        self._recent_pids = None
+        self._cached = {}
+        self._readers = {p.name: p.new_reader() for p in discover()}
         log.info("connected", extra={"target": self.target.name,
                                      "server_version": conn.info.server_version})
 
@@ -193,99 +177,43 @@ class TargetClient:
         nets = processes.local_networks() if self.client_processes else ()
         params: dict[str, Any] = {
             "unset": contract.UNSET_APPLICATION, "local": contract.LOCAL_CLIENT,
-            "hidden": contract.HIDDEN, "since": self._since, "churn_window": CHURN_WINDOW_S,
-            "idle_tx_limit": IDLE_TX_LIMIT, "session_limit": SESSION_LIMIT,
+            "hidden": contract.HIDDEN, "since": self._since,
             "show_queries": self.show_queries, "query_chars": QUERY_CHARS,
             "statements": self.statements,
-            "setting_names": queries.setting_names(version),
             "max_groups": self.max_groups, "overflow": contract.OVERFLOW_VALUE,
             "local_nets": list(nets),
             "unix_clients": bool(nets) and processes.on_this_host(
                 conn.info.hostaddr or conn.info.host, nets),
-            "client_port_limit": CLIENT_PORT_LIMIT,
             **{f"by_{dim}": dim in self.dimensions for dim in contract.GROUP_DIMENSIONS},
         }
-        statement, present = queries.poll(version, with_settings=self._settings is None)
+        params.update(part_params(version))
+        statement, present = queries.poll(version, with_cached=not self._cached)
         # One statement (its own read-only transaction): one read of pg_stat_activity and
         # pg_locks, consistent with each other (see queries.poll).
         row = conn.execute(statement, params, prepare=True).fetchone()
         assert row is not None
         taken_at: datetime = row[0]
-        parts: dict[str, list[dict[str, Any]]] = dict(zip(present, row[2:], strict=True))
-        if "settings" in parts:
-            self._settings = tuple(normalise(r["name"], r["setting"], r["unit"])
-                                   for r in parts["settings"])
-        elif row[1] != self._conf_load_time:  # reloaded since: read the settings again
-            sql = queries.load("settings", version)
-            assert sql is not None
-            self._settings = tuple(normalise(*r) for r in conn.execute(sql, params))
-        self._conf_load_time = row[1]
-        assert self._settings is not None
+        parts = {name: self._readers[name](rows)
+                 for name, rows in zip(present, row[2:], strict=True)}
+        parts = self._with_cached(conn, params, parts, conf_load_time=row[1])
+        snapshot = Snapshot(self.target.name, taken_at, version, parts, CHURN_WINDOW_S)
+        if not self.client_processes:
+            return snapshot
+        return replace(snapshot, host=client_ports.host(client_ports.PART.of(snapshot)))
 
-        def rows(query: str, make: Callable[..., R]) -> tuple[R, ...]:
-            return tuple(make(**r) for r in parts.get(query, ()))
-
-        ports = rows("client_ports", ClientPort)
-        return Snapshot(
-            target=self.target.name,
-            taken_at=taken_at,
-            server_version_num=version,
-            settings=self._settings,
-            groups=self._groups(parts["activity_groups"]),
-            backend_types=rows("backend_types", BackendTypeCount),
-            waits=rows("waits", WaitCount),
-            sessions=rows("sessions", _session),
-            lock_waits=rows("lock_waits", _lock_wait),
-            limits=rows("limits", ConnectionLimit),
-            databases=rows("databases", DatabaseSessions),
-            churn_window=CHURN_WINDOW_S,
-            statements=rows("statements", _statements),
-            client_ports=ports,
-            host=(processes.read_host(((p.client_addr, p.client_port, p.pid) for p in ports),
-                                      ports[0].server_port if ports else None)
-                  if self.client_processes else None),
-        )
-
-    def _groups(self, rows: list[dict[str, Any]]) -> tuple[ActivityGroup, ...]:
-        """Groups with ``opened``: recent backends that the previous poll did not list."""
-        seen, recent = self._recent_pids, set[int]()
-        groups = []
-        for row in rows:
-            pids = row.pop("recent_pids")
-            recent.update(pids)
-            opened = 0 if seen is None else sum(1 for pid in pids if pid not in seen)
-            groups.append(ActivityGroup(**row, opened=opened))
-        self._recent_pids = frozenset(recent)
-        return tuple(groups)
-
-
-def _timestamp(value: str | None) -> datetime | None:
-    """A timestamptz as json_agg writes it (ISO 8601 with offset)."""
-    return datetime.fromisoformat(value) if value is not None else None
-
-
-def _session(**row: Any) -> Session:
-    row["blocking_pids"] = tuple(row["blocking_pids"] or ())
-    for column in ("backend_start", "xact_start", "query_start", "state_change"):
-        row[column] = _timestamp(row[column])
-    return Session(**row)
-
-
-def _statements(**row: Any) -> ActiveStatements:
-    top = _normalised(TopStatement(**t) for t in row.pop("top") or ())
-    return ActiveStatements(**row, top=top)
-
-
-def _normalised(statements: Iterable[TopStatement]) -> tuple[TopStatement, ...]:
-    """Statements with literals replaced by ``?``, merged, most frequent first."""
-    merged: dict[tuple[str, int | None], int] = {}
-    for t in statements:
-        key = (normalise_query(t.query), t.query_id)
-        merged[key] = merged.get(key, 0) + t.count
-    return tuple(TopStatement(q, i, n) for (q, i), n in
-                 sorted(merged.items(), key=lambda kv: (-kv[1], kv[0][0])))
-
-
-def _lock_wait(**row: Any) -> LockWait:
-    row["waitstart"] = _timestamp(row["waitstart"])
-    return LockWait(**row)
+    def _with_cached(self, conn: psycopg.Connection[Any], params: dict[str, Any],
+                     parts: dict[str, tuple[Any, ...]], *, conf_load_time: datetime
+                     ) -> dict[str, tuple[Any, ...]]:
+        """The parts with the cached ones (settings): as this poll read them, read again after
+        a configuration reload, or as kept since."""
+        if self._cached and conf_load_time != self._conf_load_time:
+            version = conn.info.server_version
+            with conn.cursor(row_factory=dict_row) as cur:
+                for part in discover():
+                    sql = queries.load(part.name, version) if part.cached else None
+                    if sql is not None:
+                        parts[part.name] = part.build(cur.execute(sql, params).fetchall())
+        self._conf_load_time = conf_load_time
+        self._cached.update((p.name, parts[p.name]) for p in discover()
+                            if p.cached and p.name in parts)
+        return {**parts, **self._cached}

@@ -1,7 +1,7 @@
-"""Version-gated SQL: ``sql/<query>/<lowest server_version_num>.sql``, picked once per server.
+"""Version-gated SQL: ``parts/<part>/<lowest server_version_num>.sql``, picked once per server.
 
 Each file opens with a comment saying what it needs; the loader picks the file with the highest
-version not above the server's. A query with no file for an old server is a feature that server
+version not above the server's. A part with no file for an old server is a feature that server
 lacks (``None``).
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-SQL_ROOT = resources.files("agent.collect") / "sql"
+from .part import PACKAGE, discover
+
+SQL_ROOT = resources.files(PACKAGE)
 OLDEST_SUPPORTED = 120000
 """PostgreSQL 12: the oldest server the agent supports."""
 
@@ -19,6 +21,8 @@ OLDEST_SUPPORTED = 120000
 def versions(query: str) -> tuple[int, ...]:
     """Server versions for which ``query`` has a file, ascending."""
     folder = SQL_ROOT / query
+    if not folder.is_dir():
+        return ()
     return tuple(sorted(int(f.name.removesuffix(".sql")) for f in folder.iterdir()
                         if f.name.endswith(".sql")))
 
@@ -32,33 +36,6 @@ def load(query: str, server_version_num: int) -> str | None:
     return (SQL_ROOT / query / f"{fitting[-1]}.sql").read_text(encoding="utf-8")
 
 
-QUERIES: tuple[str, ...] = (
-    "settings", "activity_groups", "backend_types", "waits", "sessions", "lock_waits", "limits",
-    "databases", "client_ports", "statements",
-)
-"""The queries one poll reads, in the order of ``poll``'s columns after ``taken_at``."""
-
-SETTING_SINCE: dict[str, int] = {
-    "max_connections": 120000,
-    "superuser_reserved_connections": 120000,
-    "reserved_connections": 160000,
-    "idle_in_transaction_session_timeout": 120000,
-    "idle_session_timeout": 140000,
-    "statement_timeout": 120000,
-    "lock_timeout": 120000,
-    "deadlock_timeout": 120000,
-    "tcp_keepalives_idle": 120000,
-    "client_connection_check_interval": 140000,
-    "authentication_timeout": 120000,
-    "transaction_timeout": 170000,
-}
-"""Connection-relevant settings and the server version that introduced each."""
-
-
-def setting_names(server_version_num: int) -> list[str]:
-    return [name for name, since in SETTING_SINCE.items() if since <= server_version_num]
-
-
 ACTIVITY_COLUMNS = (
     "datid, datname, pid, usesysid, usename, application_name, client_addr, client_hostname, "
     "client_port, backend_start, xact_start, query_start, state_change, wait_event_type, "
@@ -69,7 +46,7 @@ QUERY_ID_SINCE = 140000
 
 
 @cache
-def poll(server_version_num: int, *, with_settings: bool = True
+def poll(server_version_num: int, *, with_cached: bool = True
          ) -> tuple[str, tuple[str, ...]]:
     """Every part of a poll as one statement, and the names of its JSON columns.
 
@@ -77,12 +54,12 @@ def poll(server_version_num: int, *, with_settings: bool = True
     file reads the view: so the statement shadows ``pg_stat_activity`` and ``pg_locks`` with
     MATERIALIZED CTEs of the same name (unqualified names resolve to a CTE first), reads each
     once, and returns each part's rows as one JSON array (``json_agg`` keeps the part's order).
-    A part the server lacks (``load`` gives None) is left out, and so are the settings when the
-    caller still has them (they change only when ``pg_conf_load_time()`` does, which the
-    statement returns).
+    A part the server lacks (``load`` gives None) is left out, and so are the cached parts
+    (settings) when the caller still has them (they change only when ``pg_conf_load_time()``
+    does, which the statement returns). The parts are those ``discover`` finds, by name.
     """
-    parts = [(name, load(name, server_version_num)) for name in QUERIES
-             if with_settings or name != "settings"]
+    parts = [(p.name, load(p.name, server_version_num)) for p in discover()
+             if with_cached or not p.cached]
     present = tuple(name for name, sql in parts if sql is not None)
     columns = ",\n".join(f"(SELECT coalesce(json_agg(p), '[]') FROM (\n{sql.rstrip()}\n) AS p) "
                          f"AS {name}" for name, sql in parts if sql is not None)

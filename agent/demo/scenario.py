@@ -17,14 +17,15 @@ from types import FrameType
 import click
 
 from .. import config as cfg
+from .. import spec
 from ..daemon import Daemon
 from ..diagnose import render
 from ..diagnose.run import diagnose_all
 from .server import LocalServer, free_port
 from .workload import Workload
 
-DEMO_THRESHOLDS = cfg.Thresholds(idle_hoard_age=2.0, idle_in_transaction_warning=2.0,
-                                 idle_in_transaction_critical=4.0)
+DEMO_THRESHOLDS = cfg.Thresholds({spec.IDLE_HOARD_AGE: 2.0, spec.IDLE_IN_TRANSACTION_WARNING: 2.0,
+                                  spec.IDLE_IN_TRANSACTION_CRITICAL: 4.0})
 """Ages shortened from minutes to seconds so the demo shows every finding at once."""
 
 _SHOWN = ("postgresql_connection_utilization_ratio", "postgresql_connection_count{",

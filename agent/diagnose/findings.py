@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from .. import spec
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.history import History
 from ..config import Thresholds
@@ -100,9 +101,9 @@ def slots(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     u, usable = a.utilization, a.usable
     if u is None or usable is None:
         return
-    if u < t.utilization_warning:
+    if u < t[spec.UTILIZATION_WARNING]:
         return
-    severity = Severity.CRITICAL if u >= t.utilization_critical else Severity.WARNING
+    severity = Severity.CRITICAL if u >= t[spec.UTILIZATION_CRITICAL] else Severity.WARNING
     word = "exhausted" if u >= 1 else "nearly exhausted"
     yield Finding(
         "slots_exhausted" if severity is Severity.CRITICAL else "slots_high", severity,
@@ -147,7 +148,7 @@ def lock_chains(a: Attribution, t: Thresholds) -> Iterator[Finding]:
 
 def limits(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     for lim in a.limits:
-        if lim.limit == 0 or lim.current >= t.limit_share * lim.limit:
+        if lim.limit == 0 or lim.current >= t[spec.LIMIT_SHARE] * lim.limit:
             reached = lim.current >= lim.limit
             yield Finding(
                 "connection_limit", Severity.CRITICAL if reached else Severity.WARNING,

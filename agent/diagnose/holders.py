@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .. import spec
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.history import DatabaseChurn, History
 from ..config import Thresholds
@@ -118,7 +119,7 @@ def holder_findings(a: Attribution, t: Thresholds, history: History | None = Non
 def busy_holder(a: Attribution, t: Thresholds) -> bool:
     """Whether some holder has every connection busy: the next poll should read what its
     sessions do (statement ages), the evidence its finding shows."""
-    return any(h.total >= t.idle_hoard_count and HIDDEN not in h.states
+    return any(h.total >= t[spec.IDLE_HOARD_COUNT] and HIDDEN not in h.states
                and h.states.get(State.ACTIVE, 0) + h.idle_in_transaction == h.total
                for h, _ in _holders(a))
 
@@ -160,7 +161,7 @@ def _finding(a: Attribution, h: Holder, addr: str | None, causes: list[Cause],
 def _churn(t: Thresholds, h: Holder, addr: str | None,
            churns: tuple[DatabaseChurn, ...]) -> Iterator[Cause]:
     for d in churns:
-        if d.rate < t.churn_rate or d.sustained < SUSTAINED:
+        if d.rate < t[spec.CHURN_RATE] or d.sustained < SUSTAINED:
             continue
         for hc in d.holders:
             if not _mine(h.application_name, addr, hc.application_name, hc.client_addr):
@@ -207,7 +208,7 @@ def _attribution(d: DatabaseChurn, caught: int) -> str:
 
 def _unattributed(t: Thresholds, churns: tuple[DatabaseChurn, ...]) -> Iterator[Finding]:
     for d in churns:
-        if d.rate >= t.churn_rate and d.sustained >= SUSTAINED and not d.holders:
+        if d.rate >= t[spec.CHURN_RATE] and d.sustained >= SUSTAINED and not d.holders:
             yield Finding(
                 "connection_churn", Severity.WARNING,
                 f"Database {d.datname or '(all)'} gets {d.rate:.1f} new sessions/s that close "
@@ -223,7 +224,7 @@ def _unattributed(t: Thresholds, churns: tuple[DatabaseChurn, ...]) -> Iterator[
 def _saturated(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: View
                ) -> Cause | None:
     busy = h.states.get(State.ACTIVE, 0) + h.idle_in_transaction
-    if h.total < t.idle_hoard_count or busy != h.total:
+    if h.total < t[spec.IDLE_HOARD_COUNT] or busy != h.total:
         return None
     if _sum_for(v.idle_recent, h.application_name, addr):
         return None  # one of its connections was idle during the window: not capped
@@ -262,14 +263,14 @@ def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | N
     blocked = v.blocked
     old = [s for s in a.sessions if s.state in IDLE_IN_TRANSACTION
            and _mine(h.application_name, addr, s.application_name, s.client_addr)
-           and s.state_age is not None and s.state_age >= t.idle_in_transaction_warning]
+           and s.state_age is not None and s.state_age >= t[spec.IDLE_IN_TRANSACTION_WARNING]]
     if not old:
         return None
     worst = max(s.state_age or 0.0 for s in old)
     old.sort(key=lambda s: (-blocked.get(s.pid, 0), -s.locks_held, -(s.state_age or 0)))
     return Cause(
         "idle_in_transaction",
-        Severity.CRITICAL if worst >= t.idle_in_transaction_critical else Severity.WARNING,
+        Severity.CRITICAL if worst >= t[spec.IDLE_IN_TRANSACTION_CRITICAL] else Severity.WARNING,
         f"leaves {len(old)} transaction{'' if len(old) == 1 else 's'} idle (longest {age(worst)})",
         tuple(f"pid {s.pid} ({s.usename}@{s.datname} from {s.client_addr}): idle in "
               f"transaction for {age(s.state_age)}, transaction open {age(s.xact_age)}, holds "
@@ -286,13 +287,13 @@ def _hoarding(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: Vie
     if HIDDEN in h.states:
         return None
     idle = h.states.get(State.IDLE, 0)
-    if idle < t.idle_hoard_count:
+    if idle < t[spec.IDLE_HOARD_COUNT]:
         return None
-    dominant = bool(a.usable) and h.total >= t.holder_share * (a.usable or 0)
+    dominant = bool(a.usable) and h.total >= t[spec.HOLDER_SHARE] * (a.usable or 0)
     persisted = _sum_for(v.idle_persisting, h.application_name, addr)
     observed = v.persisting_for
-    old_enough = (h.oldest_idle or 0.0) >= t.idle_hoard_age
-    early = dominant and persisted >= t.idle_hoard_count
+    old_enough = (h.oldest_idle or 0.0) >= t[spec.IDLE_HOARD_AGE]
+    early = dominant and persisted >= t[spec.IDLE_HOARD_COUNT]
     if not (old_enough or early):
         return None
     evidence = [f"oldest idle {age(h.oldest_idle)}"
@@ -312,9 +313,9 @@ def _hoarding(a: Attribution, t: Thresholds, h: Holder, addr: str | None, v: Vie
 
 def _dominant(a: Attribution, t: Thresholds, h: Holder) -> Cause | None:
     usable = a.usable
-    if not usable or h.total < t.holder_share * usable:
+    if not usable or h.total < t[spec.HOLDER_SHARE] * usable:
         return None
-    filling = (a.utilization or 0) >= t.utilization_warning
+    filling = (a.utilization or 0) >= t[spec.UTILIZATION_WARNING]
     return Cause(
         "dominant_application", Severity.WARNING if filling else Severity.INFO,
         f"holds {h.total} of {usable} usable slots",
@@ -324,7 +325,7 @@ def _dominant(a: Attribution, t: Thresholds, h: Holder) -> Cause | None:
 
 
 def _burst(t: Thresholds, h: Holder, v: View, *, churned: bool) -> Cause | None:
-    if h.young < t.churn_young or churned:
+    if h.young < t[spec.CHURN_YOUNG] or churned:
         return None
     if v.measured:
         line = (f"burst: {h.young} of its connections were opened in the last minute and "

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from .. import spec
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.join import Pairing
 from ..collect.pgbouncer.snapshot import ClientConn, PoolerSnapshot
@@ -34,7 +35,7 @@ def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
         servers = p.sv_active + p.sv_idle + p.sv_used + p.sv_tested + p.sv_login
         yield Finding(
             "pgbouncer_pool_waiting",
-            Severity.CRITICAL if p.maxwait >= t.pool_wait_critical else Severity.WARNING,
+            Severity.CRITICAL if p.maxwait >= t[spec.POOL_WAIT_CRITICAL] else Severity.WARNING,
             f"PgBouncer pool {p.database}/{p.user} is at its size ({servers} of "
             f"{size if size is not None else '?'} server connections): {p.cl_waiting} clients "
             f"waiting, longest {age(p.maxwait)}",
@@ -53,12 +54,12 @@ def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
 def client_limit(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
     clients = len(s.clients)
     share = clients / s.max_client_conn if s.max_client_conn else 0.0
-    if share < t.utilization_warning:
+    if share < t[spec.UTILIZATION_WARNING]:
         return
     top = Counter(cl.application_name for cl in s.clients).most_common(3)
     yield Finding(
         "pgbouncer_client_limit",
-        Severity.CRITICAL if share >= t.utilization_critical else Severity.WARNING,
+        Severity.CRITICAL if share >= t[spec.UTILIZATION_CRITICAL] else Severity.WARNING,
         f"PgBouncer has {clients} of max_client_conn {s.max_client_conn} client connections "
         f"({share:.0%})",
         (f"largest client applications: {', '.join(f'{a} ({n})' for a, n in top)}",),
@@ -128,7 +129,7 @@ def filled_with_direct(a: Attribution, p: Pairing, t: Thresholds) -> Iterator[Fi
     own = sum(h.total for h in holders(a, ("application_name",))
               if h.application_name == AGENT_APPLICATION_NAME)
     direct = a.client_backends - p.server_connections - own
-    if not usable or u is None or u < t.utilization_warning or direct <= 0:
+    if not usable or u is None or u < t[spec.UTILIZATION_WARNING] or direct <= 0:
         return
     yield Finding(
         "pgbouncer_server_filled_with_direct", Severity.WARNING,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from .. import spec
 from ..aggregate.attribution import Attribution
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME
@@ -21,7 +22,7 @@ SHOWN = 10
 
 def long_transactions(a: Attribution, t: Thresholds) -> Iterator[Finding]:
     old = sorted(((g.max_xact_age, g) for g in a.groups
-                  if g.max_xact_age is not None and g.max_xact_age >= t.long_transaction
+                  if g.max_xact_age is not None and g.max_xact_age >= t[spec.LONG_TRANSACTION]
                   and a.value(g.key, "state") not in IDLE_IN_TRANSACTION
                   and a.value(g.key, "application_name") != AGENT_APPLICATION_NAME),
                  key=lambda ag: -ag[0])
@@ -31,7 +32,7 @@ def long_transactions(a: Attribution, t: Thresholds) -> Iterator[Finding]:
                for xact_age, g in old]
     yield Finding(
         "long_transaction", Severity.WARNING,
-        f"Transactions open for over {age(t.long_transaction)} (longest {age(old[0][0])})",
+        f"Transactions open for over {age(t[spec.LONG_TRANSACTION])} (longest {age(old[0][0])})",
         tuple(", ".join(f"{d} {v}" for d, v in h.items() if d != "oldest_seconds" and v)
               + f": transaction open {age(xact_age)}"
               for h, (xact_age, _) in zip(holders[:SHOWN], old, strict=False)),

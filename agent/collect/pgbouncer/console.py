@@ -3,86 +3,28 @@ transactions), one dedicated connection per target, reconnecting on demand."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
-from ... import contract
 from ...config import Target
 from ..client import POLL_DEADLINE_S, agent_params, classify
 from ..deadline import Guarded
+from ..part import ConsoleRows, Index, discover_console
 from . import ADMIN_DATABASE
-from .snapshot import ClientConn, Pool, PooledDatabase, PoolerSnapshot, ServerConn
+from .snapshot import PoolerSnapshot
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
+PARTS = "agent.collect.pgbouncer.parts"
 
 
 def console_string(target: Target) -> str:
     """The target's DSN with the agent's name and a connect timeout. No ``options``: the
     console rejects startup options, and it cannot write anyway."""
     return conninfo.make_conninfo("", **agent_params(target))
-
-
-@lru_cache(maxsize=4096)
-def timestamp(text: str | None) -> datetime | None:
-    """PgBouncer's ``connect_time`` ('2026-12-01 21:17:00 UTC', its local zone); None when the
-    zone is not UTC, since an abbreviation like CET cannot be resolved reliably. Cached: many
-    clients share a second, and this is most of a poll's CPU at thousands of clients."""
-    if not text:
-        return None
-    stamp, _, zone = text.rpartition(" ")
-    if zone not in ("UTC", "GMT"):
-        return None
-    return datetime.fromisoformat(stamp).replace(tzinfo=UTC)
-
-
-Rows = list[tuple[Any, ...]]
-Index = dict[str, int]
-"""Column positions of a SHOW command's result by name: looked up once per command, since
-SHOW CLIENTS has a row per client (its rows are most of a poll's CPU at thousands)."""
-
-_FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in (Pool, PooledDatabase)}
-
-
-def _make(cls: type[R], rows: Rows, ix: Index, **computed: Any) -> tuple[R, ...]:
-    """Small results (pools, databases) as row objects from the columns their fields name;
-    a missing column fails loudly (KeyError), columns a newer PgBouncer adds are ignored."""
-    names = [n for n in _FIELDS[cls] if n not in computed]
-    return tuple(cls(**{n: row[ix[n]] for n in names},
-                     **{n: make(row) for n, make in computed.items()}) for row in rows)
-
-
-def _pools(rows: Rows, ix: Index) -> tuple[Pool, ...]:
-    wait, wait_us = ix["maxwait"], ix["maxwait_us"]
-    return _make(Pool, rows, ix, maxwait=lambda r: r[wait] + r[wait_us] / 1e6)
-
-
-def _clients(rows: Rows, ix: Index) -> tuple[ClientConn, ...]:
-    user, db, state, addr, port, app, ct, wait, wait_us, ptr, link = (ix[c] for c in (
-        "user", "database", "state", "addr", "port", "application_name", "connect_time",
-        "wait", "wait_us", "ptr", "link"))
-    unset = contract.UNSET_APPLICATION
-    return tuple(ClientConn(user=r[user], database=r[db], state=r[state], addr=r[addr] or "",
-                            port=r[port], application_name=r[app] or unset,
-                            connect_time=timestamp(r[ct]), wait=r[wait] + r[wait_us] / 1e6,
-                            ptr=r[ptr], link=r[link] or "") for r in rows)
-
-
-def _servers(rows: Rows, ix: Index) -> tuple[ServerConn, ...]:
-    user, db, state, addr, port, app, ct, ptr, link, pid = (ix[c] for c in (
-        "user", "database", "state", "addr", "port", "application_name", "connect_time",
-        "ptr", "link", "remote_pid"))
-    return tuple(ServerConn(user=r[user], database=r[db], state=r[state], addr=r[addr] or "",
-                            port=r[port], application_name=r[app] or "",
-                            connect_time=timestamp(r[ct]), ptr=r[ptr], link=r[link] or "",
-                            remote_pid=r[pid]) for r in rows)
 
 
 class ConsoleClient:
@@ -122,11 +64,12 @@ class ConsoleClient:
                                    catch=(psycopg.Error, KeyError))
 
     def _read(self, conn: psycopg.Connection[tuple[Any, ...]]) -> PoolerSnapshot:
-        def show(what: str) -> tuple[Rows, Index]:
+        def show(what: str) -> tuple[ConsoleRows, Index]:
             cur = conn.execute(f"SHOW {what}")
             ix = {d.name: i for i, d in enumerate(cur.description or ())}
-            db = ix["database" if "database" in ix else "name"]
-            return [r for r in cur.fetchall() if r[db] != ADMIN_DATABASE], ix
+            db = ix.get("database", ix.get("name"))
+            rows = cur.fetchall()
+            return [r for r in rows if r[db] != ADMIN_DATABASE] if db is not None else rows, ix
 
         taken_at = datetime.now(UTC)
         config = {r[0]: r[1] for r in conn.execute("SHOW CONFIG").fetchall()}
@@ -135,8 +78,6 @@ class ConsoleClient:
             taken_at=taken_at,
             version=self.version,
             max_client_conn=int(config["max_client_conn"]),
-            pools=_pools(*show("POOLS")),
-            clients=_clients(*show("CLIENTS")),
-            servers=_servers(*show("SERVERS")),
-            databases=_make(PooledDatabase, *show("DATABASES")),
+            parts={part.name: part.build(*show(part.command))
+                   for part in discover_console(PARTS)},
         )

@@ -1,73 +1,21 @@
-"""Typed, immutable snapshot of one PgBouncer poll; field names follow the SHOW columns."""
+"""Typed, immutable snapshot of one PgBouncer poll: each console part's rows by part name (see
+``parts``), with typed access to the four parts the join and the diagnosis read."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class Pool:
-    """One ``SHOW POOLS`` row: a (database, user) pool; ``maxwait`` in seconds."""
-
-    database: str
-    user: str
-    cl_active: int
-    cl_waiting: int
-    sv_active: int
-    sv_idle: int
-    sv_used: int
-    sv_tested: int
-    sv_login: int
-    maxwait: float
-    pool_mode: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientConn:
-    """One ``SHOW CLIENTS`` row; ``link`` is the ``ptr`` of the server connection it holds."""
-
-    user: str
-    database: str
-    state: str
-    addr: str
-    port: int
-    application_name: str
-    connect_time: datetime | None
-    wait: float
-    ptr: str
-    link: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConn:
-    """One ``SHOW SERVERS`` row; ``remote_pid`` is the PostgreSQL backend's pid."""
-
-    user: str
-    database: str
-    state: str
-    addr: str
-    port: int
-    application_name: str
-    connect_time: datetime | None
-    ptr: str
-    link: str
-    remote_pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class PooledDatabase:
-    """One ``SHOW DATABASES`` row; ``max_connections`` 0 means no max_db_connections."""
-
-    name: str
-    host: str | None
-    port: int
-    database: str
-    pool_size: int
-    reserve_pool: int
-    pool_mode: str | None
-    max_connections: int
-    current_connections: int
+from .parts import clients as _clients
+from .parts import databases as _databases
+from .parts import pools as _pools
+from .parts import servers as _servers
+from .parts.clients import ClientConn
+from .parts.databases import PooledDatabase
+from .parts.pools import Pool
+from .parts.servers import ServerConn
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +26,24 @@ class PoolerSnapshot:
     taken_at: datetime
     version: str
     max_client_conn: int
-    pools: tuple[Pool, ...]
-    clients: tuple[ClientConn, ...]
-    servers: tuple[ServerConn, ...]
-    databases: tuple[PooledDatabase, ...]
+    parts: Mapping[str, tuple[Any, ...]]
+    """Each console part's rows by part name."""
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        return _pools.PART.of(self)
+
+    @property
+    def clients(self) -> tuple[ClientConn, ...]:
+        return _clients.PART.of(self)
+
+    @property
+    def servers(self) -> tuple[ServerConn, ...]:
+        return _servers.PART.of(self)
+
+    @property
+    def databases(self) -> tuple[PooledDatabase, ...]:
+        return _databases.PART.of(self)
 
     def database(self, name: str) -> PooledDatabase | None:
         return next((d for d in self.databases if d.name == name), None)
@@ -90,3 +52,6 @@ class PoolerSnapshot:
         """Server connections the pool may open: pool_size + reserve_pool of its database."""
         db = self.database(pool.database)
         return db.pool_size + db.reserve_pool if db else None
+
+
+__all__ = ["ClientConn", "Pool", "PooledDatabase", "PoolerSnapshot", "ServerConn"]

@@ -1,0 +1,1 @@
+"""The collection parts, one folder each (see ``agent.collect.part``); found, not listed."""

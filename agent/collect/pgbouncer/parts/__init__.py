@@ -1,0 +1,1 @@
+"""PgBouncer's console parts, one folder each (see ``agent.collect.part.ConsolePart``)."""
