@@ -12,6 +12,7 @@ import pytest
 from agent_e2e import wait_sessions_gone
 from diagnose_support import codes, diagnose_report, run_diagnose
 
+from agent.collect.parts.sessions import IDLE_TX_LIMIT
 from agent.demo.server import LocalServer, free_port
 from agent.demo.workload import Workload
 
@@ -261,3 +262,18 @@ def test_the_server_side_cap_equals_the_python_cap(pg: LocalServer, workload: Wo
     key = [(g.key, g.count, g.young) for g in by_python.groups]
     assert [(g.key, g.count, g.young) for g in by_server.groups] == key
     assert by_server.folded == by_python.folded == len(whole.groups) - 9
+
+
+def test_idle_in_transaction_count_is_exact_beyond_the_sessions_read_one_by_one(
+        pg: LocalServer, workload: Workload, short_thresholds: Path) -> None:
+    """The server's oldest IDLE_TX_LIMIT idle transactions are read row by row; the headline
+    counts every one of the holder's from its groups and says what was not read."""
+    wait_sessions_gone(pg)
+    workload.idle_in_transaction(IDLE_TX_LIMIT + 12, "queue-worker")
+    time.sleep(1.2)
+    code, text = run_diagnose("--dsn", pg.dsn(), config=short_thresholds, window=INSTANT)
+    assert code == 1, text  # a warning: none is idle for idle_in_transaction_critical
+    # (its pool is at its cap too: the idle transactions come as that finding's second cause)
+    assert f"leaves {IDLE_TX_LIMIT + 12} transactions idle (longest" in text
+    assert (f"12 more idle in transaction: younger than 1s, or beyond the {IDLE_TX_LIMIT} "
+            "oldest") in text

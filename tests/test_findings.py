@@ -36,7 +36,9 @@ def test_pool_full_with_one_user_reads_as_one_finding_per_holder() -> None:
                                        "lock_chain_idle_root"]
     assert all(f.severity is Severity.CRITICAL for f in found)
     shop = found[0]
-    assert shop.title.startswith("shop-web leaves 1 transaction idle")
+    # The count is the groups' (8); one session was read row by row, the rest is said.
+    assert shop.title.startswith("shop-web leaves 8 transactions idle (longest 6m40s)")
+    assert any(e.startswith("7 more idle in transaction") for e in shop.evidence)
     assert shop.data["causes"] == ["idle_in_transaction", "idle_hoarding",
                                    "dominant_application"]
     assert shop.data["count"] == 94 and shop.data["idle"] == 80

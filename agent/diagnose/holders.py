@@ -15,6 +15,7 @@ from typing import Any
 from .. import spec
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.history import DatabaseChurn, History
+from ..collect.parts.sessions import IDLE_TX_LIMIT
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME, HIDDEN, UNSET_APPLICATION
 from ..spec import State
@@ -268,14 +269,21 @@ def _idle_in_transaction(a: Attribution, t: Thresholds, h: Holder, addr: str | N
         return None
     worst = max(s.state_age or 0.0 for s in old)
     old.sort(key=lambda s: (-blocked.get(s.pid, 0), -s.locks_held, -(s.state_age or 0)))
+    # The count comes from the holder's groups (every session); the sessions read one by one
+    # are at most the oldest IDLE_TX_LIMIT of the server.
+    total = max(h.idle_in_transaction, len(old))
+    unread = total - len(old)
     return Cause(
         "idle_in_transaction",
         Severity.CRITICAL if worst >= t[spec.IDLE_IN_TRANSACTION_CRITICAL] else Severity.WARNING,
-        f"leaves {len(old)} transaction{'' if len(old) == 1 else 's'} idle (longest {age(worst)})",
+        f"leaves {total} transaction{'' if total == 1 else 's'} idle (longest {age(worst)})",
         tuple(f"pid {s.pid} ({s.usename}@{s.datname} from {s.client_addr}): idle in "
               f"transaction for {age(s.state_age)}, transaction open {age(s.xact_age)}, holds "
               f"{s.locks_held} locks, directly blocks {blocked.get(s.pid, 0)} sessions"
-              for s in old[:5]) + ((f"… and {len(old) - 5} more",) if len(old) > 5 else ()),
+              for s in old[:5]) + ((f"… and {len(old) - 5} more",) if len(old) > 5 else ())
+        + ((f"{unread} more idle in transaction: younger than "
+            f"{age(t[spec.IDLE_IN_TRANSACTION_WARNING])}, or beyond the {IDLE_TX_LIMIT} oldest "
+            "transactions the agent reads one by one",) if unread else ()),
         "A transaction opened and left (an await, a network call, an exception path without "
         "rollback) holds its slot and its locks: fix that code path; set "
         "idle_in_transaction_session_timeout so the server ends such sessions.",
