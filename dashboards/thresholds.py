@@ -26,33 +26,25 @@ NEUTRAL = steps((None, "green"))
 
 @dataclass(frozen=True, slots=True)
 class Band:
-    """Green, orange from ``warning``, red from ``critical``: two thresholds of the spec."""
+    """Green, orange from ``warning``, red from ``critical``: two thresholds of the spec. A
+    quantity that runs out (``low``) turns red under ``critical`` and orange under ``warning``."""
 
     warning: spec.Threshold
     critical: spec.Threshold
+    low: bool = False
 
     def steps(self) -> gd.ThresholdsConfig:
+        if self.low:
+            return steps((None, "red"), (self.critical.default, "orange"),
+                         (self.warning.default, "green"))
         return steps((None, "green"), (self.warning.default, "orange"),
                      (self.critical.default, "red"))
 
     def said(self) -> str:
         """The panel prose for :meth:`steps`, the amounts said as a person says them."""
+        if self.low:
+            return f"Red under {self.critical.said}, orange under {self.warning.said}"
         return f"Orange from {self.warning.said}, red from {self.critical.said}"
-
-
-@dataclass(frozen=True, slots=True)
-class LowBand:
-    """Red under ``critical``, orange under ``warning``, green above: a quantity that runs out."""
-
-    warning: spec.Threshold
-    critical: spec.Threshold
-
-    def steps(self) -> gd.ThresholdsConfig:
-        return steps((None, "red"), (self.critical.default, "orange"),
-                     (self.warning.default, "green"))
-
-    def said(self) -> str:
-        return f"Red under {self.critical.said}, orange under {self.warning.said}"
 
 
 UTILIZATION = Band(spec.DIAGNOSE["utilization_warning"], spec.DIAGNOSE["utilization_critical"])
@@ -66,4 +58,5 @@ POOL_WAIT = Band(spec.ALERTS["pgbouncer_wait_seconds"], spec.DIAGNOSE["pool_wait
 POLL_DURATION = Band(spec.PANELS["poll_duration_warning"], spec.PANELS["poll_duration_critical"])
 POOL_SATURATION = Band(spec.PANELS["pool_saturation_warning"],
                        spec.PANELS["pool_saturation_critical"])
-FREE_SLOTS = LowBand(spec.PANELS["free_slots_warning"], spec.PANELS["free_slots_critical"])
+FREE_SLOTS = Band(spec.PANELS["free_slots_warning"], spec.PANELS["free_slots_critical"],
+                  low=True)
