@@ -5,7 +5,8 @@ and an ``__init__.py`` whose ``PART`` names the row type (a frozen, slotted data
 are the SQL's columns), how a row is built from its JSON object, the constant parameters its SQL
 needs and, where its metrics are a plain projection of its rows, its points. Parts are found by
 ``discover``: a new part needs its folder and its metrics' declaration in the contract, nothing
-else.
+else — unless it reads a ``pg_stat_activity`` column no part read before: the poll materialises
+that view once for every part, with the columns listed in ``queries.ACTIVITY_COLUMNS``.
 """
 
 from __future__ import annotations
