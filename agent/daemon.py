@@ -27,9 +27,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import config as cfg
 from . import logs, webconfig
 from .aggregate.attribution import Attribution
-from .aggregate.history import History, open_rate_points
+from .aggregate.history import History, caught_holders, open_rate_points
 from .aggregate.points import PointSet, points
 from .aggregate.pooler import pooler_points
+from .collect import catch
 from .collect.client import CONNECT_TIMEOUT_S, POLL_DEADLINE_S, TargetClient
 from .collect.pgbouncer import is_pgbouncer
 from .collect.pgbouncer.board import PoolerBoard
@@ -151,6 +152,12 @@ class TargetRunner:
             self.history.add(attribution)
             self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
                                         if s.query is not None}
+            uncaught = self.history.uncaught(catch.ENOUGH)
+        if uncaught:  # short-lived sessions no poll saw: a burst of catch samples names them
+            caught = client.catch(catch.budget(self.target.interval))
+            with self.history_lock:
+                self.history.catch(caught_holders(caught, self.config.dimensions))
+        with self.history_lock:
             churns = self.history.churn(RATE_WINDOW_S)
         client.statements = busy_holder(attribution, self.config.thresholds)
         point_set = points(attribution, max_groups=self.config.max_groups)

@@ -7,9 +7,10 @@ connections looks the same whether its client opens them once (a pool starting) 
 
 * a database's new-session rate comes from the counter (PostgreSQL 14+), minus the connections
   that stayed open (its client backends' net growth): what is left lived shorter than a poll;
-* that rate is attributed to holders by the short-lived backends fast polls caught (opened but
-  gone again), with how many were caught out of how many opened, so the reader knows how sure
-  the attribution is. PostgreSQL 13 has no counter: only what the polls caught, a lower bound.
+* that rate is attributed to holders by the short-lived backends fast polls or the daemon's
+  catch bursts (``collect.catch``, when ``uncaught``) caught (opened but gone again), with how
+  many were caught out of how many opened, so the reader knows how sure the attribution is.
+  PostgreSQL 13 has no counter: only what the polls caught, a lower bound.
 
 Memory is bounded: samples closer than ``resolution`` merge, older than ``retention`` go, and a
 sample holds at most the attribution's (capped) holders.
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..collect.catch import Caught
 from ..contract import CONNECTION_OPEN_RATE, OVERFLOW_VALUE
 from ..spec import State
 from .attribution import Attribution
@@ -167,6 +170,23 @@ class History:
             self._old.popleft()
         return new
 
+    def uncaught(self, enough: int) -> bool:
+        """Whether the server counted, over the last poll interval, sessions that closed again
+        of which the polls caught fewer than ``enough`` (and not all): a catch burst is due.
+        Only with the exact counter (PostgreSQL 14+): before, nothing says any went uncaught."""
+        recent = self._recent
+        return len(recent) > 1 and any(d.exact and d.caught < min(d.short_lived, enough)
+                                       for d in churn((recent[-2], recent[-1])))
+
+    def catch(self, counts: dict[HolderKey, int]) -> None:
+        """Count the backends a catch burst saw right after the newest poll (which the next
+        poll does not count again) among that poll's new backends."""
+        if counts and self._recent:
+            newest = self._recent[-1]
+            burst = Sample(newest.at, {k: HolderCounts(0, 0, n) for k, n in counts.items()},
+                           None)
+            self._recent[-1] = self._interned(_merge(burst, newest, self.max_holders))
+
     def _thin(self, s: Sample) -> None:
         old = self._old
         if len(old) > 1 and s.at - old[-2].at < self.coarse:
@@ -293,6 +313,19 @@ def _caught(span: tuple[Sample, ...]) -> dict[HolderKey, int]:
         short = opened - max(0, end - start)
         if short > 0:
             out[key] = short
+    return out
+
+
+def caught_holders(caught: Iterable[Caught], dimensions: tuple[str, ...]
+                   ) -> dict[HolderKey, int]:
+    """Catch-burst backends per holder, keyed as ``sample`` keys a poll's groups."""
+    by_db, by_app, by_addr = (d in dimensions
+                              for d in ("datname", "application_name", "client_addr"))
+    out: dict[HolderKey, int] = {}
+    for b in caught:
+        key = ((b.datname or "") if by_db else "", b.application_name if by_app else "",
+               b.client_addr if by_addr else "")
+        out[key] = out.get(key, 0) + 1
     return out
 
 

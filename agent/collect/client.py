@@ -15,10 +15,10 @@ from .. import contract
 from ..config import Target, read_password
 from ..errors import TargetError
 from ..spec import PollError
-from . import processes, queries
+from . import catch, processes, queries
 from .deadline import Guarded
 from .part import Reader, discover, part_params
-from .parts import client_ports
+from .parts import activity_groups, client_ports
 from .parts.activity_groups import CHURN_WINDOW_S
 from .snapshot import Snapshot
 
@@ -168,6 +168,33 @@ class TargetClient:
             snapshot = self._guard.run(self._read, self._classify)
         self._since = snapshot.taken_at
         return snapshot
+
+    def catch(self, seconds: float) -> tuple[catch.Caught, ...]:
+        """A churn catch burst of at most ``seconds`` right after a poll (see ``catch``): the
+        backends started since that poll that it did not list, each once, and never counted as
+        opened by the next poll. A failing sample ends the burst with what it caught (the next
+        poll reports the target's state)."""
+        opened = self._readers.get(activity_groups.PART.name)
+        if self._since is None or not isinstance(opened, activity_groups.Opened):
+            return ()
+        caught: list[catch.Caught] = []
+        with self._guard.polling():
+            conn = self._guard.conn
+            sql = catch.sql(conn.info.server_version) if self.connected and conn else None
+            if sql is None:
+                return ()
+
+            def sample(params: dict[str, Any]) -> list[tuple[Any, ...]]:
+                return self._guard.run(lambda c: c.execute(sql, params, prepare=True).fetchall(),
+                                       self._classify)
+
+            try:
+                caught.extend(catch.burst(sample, self._since, opened.seen, seconds))
+            except TargetError as exc:
+                log.info("catch burst ended early", extra={"target": self.target.name,
+                                                           "error": str(exc)})
+        opened.saw(b.pid for b in caught)
+        return tuple(caught)
 
     def _classify(self, exc: Exception) -> TargetError:
         return classify(exc, self.target.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from .part import PACKAGE, discover
 
@@ -18,9 +19,10 @@ OLDEST_SUPPORTED = 120000
 
 
 @cache
-def versions(query: str) -> tuple[int, ...]:
-    """Server versions for which ``query`` has a file, ascending."""
-    folder = SQL_ROOT / query
+def versions(query: str, package: str | None = None) -> tuple[int, ...]:
+    """Server versions for which ``query`` has a file (in ``package``, default the parts'),
+    ascending."""
+    folder = _root(package) / query
     if not folder.is_dir():
         return ()
     return tuple(sorted(int(f.name.removesuffix(".sql")) for f in folder.iterdir()
@@ -28,12 +30,17 @@ def versions(query: str) -> tuple[int, ...]:
 
 
 @cache
-def load(query: str, server_version_num: int) -> str | None:
-    """The SQL of ``query`` for a server, or ``None`` if that server lacks the feature."""
-    fitting = [v for v in versions(query) if v <= server_version_num]
+def load(query: str, server_version_num: int, package: str | None = None) -> str | None:
+    """The SQL of ``query`` (in ``package``, default the parts') for a server, or ``None`` if
+    that server lacks the feature."""
+    fitting = [v for v in versions(query, package) if v <= server_version_num]
     if not fitting:
         return None
-    return (SQL_ROOT / query / f"{fitting[-1]}.sql").read_text(encoding="utf-8")
+    return (_root(package) / query / f"{fitting[-1]}.sql").read_text(encoding="utf-8")
+
+
+def _root(package: str | None) -> Traversable:
+    return resources.files(package) if package else SQL_ROOT
 
 
 ACTIVITY_COLUMNS = (

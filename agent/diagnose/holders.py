@@ -57,6 +57,21 @@ def _holders(a: Attribution) -> list[tuple[Holder, bool]]:
     return named + unset
 
 
+def _churning_only(churns: tuple[DatabaseChurn, ...], held: list[tuple[Holder, bool]]
+                   ) -> list[tuple[Holder, bool]]:
+    """Holders with caught short-lived sessions but no connection in the last poll (sessions
+    that live milliseconds): churn is their only cause, and still one finding each."""
+    seen = {(h.application_name, h.client_addr if by_host else "") for h, by_host in held}
+    out: dict[tuple[str, str], tuple[Holder, bool]] = {}
+    for hc in (hc for d in churns for hc in d.holders if hc.caught):
+        by_host = hc.application_name == UNSET_APPLICATION
+        key = (hc.application_name, hc.client_addr if by_host else "")
+        if hc.application_name != AGENT_APPLICATION_NAME and key not in seen:
+            out.setdefault(key, (Holder(hc.application_name, hc.client_addr, "", hc.datname),
+                                 by_host))
+    return [out[k] for k in sorted(out)]
+
+
 def _mine(app: str, addr: str | None, a_app: str, a_addr: str) -> bool:
     return app == a_app and (addr is None or addr == a_addr)
 
@@ -98,7 +113,8 @@ def _sum_for(per: dict[tuple[str, str], int], app: str, addr: str | None) -> int
 def holder_findings(a: Attribution, t: Thresholds, history: History | None = None
                     ) -> Iterator[Finding]:
     v = _view(a, history)
-    for h, by_host in _holders(a):
+    held = _holders(a)
+    for h, by_host in held + _churning_only(v.churns, held):
         addr = h.client_addr if by_host else None
         causes = [c for c in (
             *_churn(t, h, addr, v.churns),
@@ -137,7 +153,9 @@ def _finding(a: Attribution, h: Holder, addr: str | None, causes: list[Cause],
     hosts = sorted(x for x in v.hosts.get(h.application_name, ())
                    if addr is None or x == addr)
     summary = (f"holds {h.total}{share}: {_states(h.states)}; from "
-               f"{', '.join(hosts[:5])}{' …' if len(hosts) > 5 else ''}")
+               f"{', '.join(hosts[:5])}{' …' if len(hosts) > 5 else ''}" if h.total else
+               "held no connection at the last poll: its sessions close again within the poll "
+               "interval")
     evidence = [summary]
     advice: list[str] = []
     for c in causes:

@@ -3,7 +3,7 @@ counts the backends the previous poll of the same connection did not see."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,16 @@ class Opened:
             groups.append(ActivityGroup(**row, opened=opened))
         self._seen = frozenset(recent)
         return tuple(groups)
+
+    @property
+    def seen(self) -> frozenset[int]:
+        """The recent backends the previous poll listed."""
+        return self._seen or frozenset()
+
+    def saw(self, pids: Iterable[int]) -> None:
+        """Backends seen since the previous poll (a catch burst): the next poll does not count
+        them as opened again."""
+        self._seen = self.seen.union(pids)
 
 
 def _params(server_version_num: int) -> Mapping[str, Any]:

@@ -1,0 +1,57 @@
+"""The daemon at its default 15 s interval names a holder whose sessions live milliseconds: its
+polls are followed by catch bursts (``agent.collect.catch``) while the server counts
+short-lived sessions no poll saw. Real server, real churning clients; about 40 s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from agent_e2e import Agent, wait_sessions_gone, wait_until
+
+from agent import contract as c
+from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
+
+SHOP = "catch_shop"
+INTERVAL_S = 15.0
+"""The daemon's default interval, which the test runs with (no --interval)."""
+LIFETIME_QUERY_S = 0.005
+"""The churning client's one query: its sessions live ~5-10 ms, under 1/1,000 of the interval,
+so a poll alone sees one about once in 100 polls at 15/s."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shop_database(pg: LocalServer) -> None:
+    if not pg.execute(f"SELECT 1 FROM pg_database WHERE datname = '{SHOP}'"):
+        pg.execute(f"CREATE DATABASE {SHOP}")
+
+
+def sessions(pg: LocalServer) -> int:
+    return int(pg.execute(f"SELECT sessions FROM pg_stat_database WHERE datname = '{SHOP}'")[0][0])
+
+
+def test_the_daemon_attributes_churn_at_its_default_interval(pg: LocalServer,
+                                                              workload: Workload) -> None:
+    wait_sessions_gone(pg)
+    workload.idle(5, "steady", dbname=SHOP)
+    workload.churn("churner", 15, query_seconds=LIFETIME_QUERY_S, dbname=SHOP)
+    rate = c.CONNECTION_OPEN_RATE.prometheus_name
+    with Agent(["--dsn", pg.dsn(dbname=SHOP), "--listen", "127.0.0.1:0"]).started() as agent:
+        before, start = sessions(pg), time.monotonic()
+        wait_until(lambda: agent.value(rate, application_name="churner", datname=SHOP),
+                   2 * INTERVAL_S + 5, "the churner's open rate within two intervals")
+        server_rate = (sessions(pg) - before) / (time.monotonic() - start)
+        exported = agent.value(rate, application_name="churner", datname=SHOP)
+        steady = agent.value(rate, application_name="steady")
+        skipped = agent.value(c.POLL_SKIPPED.prometheus_name)
+        _, body = agent.get("/diagnose?format=json")
+    assert exported is not None
+    assert abs(exported - server_rate) <= 0.3 * server_rate, (exported, server_rate)
+    assert steady is None
+    assert not skipped
+    findings = json.loads(body)["targets"][0]["findings"]
+    churn = next(f for f in findings if f["code"] == "connection_churn")
+    assert churn["data"]["application_name"] == "churner", churn
