@@ -323,7 +323,7 @@ def caught_holders(caught: Iterable[Caught], dimensions: tuple[str, ...]
                               for d in ("datname", "application_name", "client_addr"))
     out: dict[HolderKey, int] = {}
     for b in caught:
-        key = ((b.datname or "") if by_db else "", b.application_name if by_app else "",
+        key = (b.datname if by_db else "", b.application_name if by_app else "",
                b.client_addr if by_addr else "")
         out[key] = out.get(key, 0) + 1
     return out

@@ -48,7 +48,7 @@ class Caught:
 
     pid: int
     backend_start: datetime
-    datname: str | None
+    datname: str
     application_name: str
     client_addr: str
 
