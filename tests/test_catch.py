@@ -18,6 +18,7 @@ from agent.aggregate.history import History, caught_holders
 from agent.collect import catch
 from agent.collect.catch import Caught
 from agent.collect.client import TargetClient
+from agent.collect.snapshot import ActivityGroup
 from agent.config import Target
 from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
@@ -26,12 +27,13 @@ from agent.diagnose.findings import diagnose
 DIMS = ("datname", "application_name", "client_addr", "state")
 
 
-def quiet_then(sessions_later: int, *groups_later: object, version: int = 150004) -> History:
+def quiet_then(sessions_later: int, *groups_later: ActivityGroup, version: int = 150004
+               ) -> History:
     """Two polls a second apart: web's 5 idle connections, then ``sessions_later`` more
     sessions counted by the server."""
     h = History(resolution=0)
     h.add(poll(0, 100, group("web", "idle", 5), version=version))
-    h.add(poll(1, 100 + sessions_later, group("web", "idle", 5), *groups_later,  # type: ignore[arg-type]
+    h.add(poll(1, 100 + sessions_later, group("web", "idle", 5), *groups_later,
                version=version))
     return h
 
