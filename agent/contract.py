@@ -190,7 +190,8 @@ CONNECTION_OPEN_RATE = _spec(
     (*T, "datname", "application_name", "client_addr"),
     "New sessions per second that closed again (churn) over the last minute, attributed to "
     "the holder: the database's pg_stat_database.sessions rate shared by the short-lived "
-    "backends the polls caught (PostgreSQL 14+; only holders with caught backends).",
+    "backends the polls and their catch bursts caught (PostgreSQL 14+; only holders with "
+    "caught backends).",
 )
 SETTING = _spec(
     "postgresql.setting", G, "", (*T, "name"),

@@ -221,7 +221,7 @@ def _attribution(d: DatabaseChurn, caught: int) -> str:
     share = caught / d.caught if d.caught else 0.0
     sure = ("confident" if caught >= 3 and share == 1 else "likely" if caught >= 3
             else "tentative: few caught")
-    return (f"attribution: the polls caught {d.caught} of the {d.short_lived} short-lived "
+    return (f"attribution: the samples caught {d.caught} of the {d.short_lived} short-lived "
             f"sessions, {caught} of them ({share:.0%}) from this holder ({sure})")
 
 
