@@ -1,6 +1,6 @@
 """The daemon at its default 15 s interval names a holder whose sessions live milliseconds: its
 polls are followed by catch bursts (``agent.collect.catch``) while the server counts
-short-lived sessions no poll saw. Real server, real churning clients; about 40 s.
+short-lived sessions no poll saw. Real server, real churning clients; about 30 s.
 """
 
 from __future__ import annotations
@@ -55,3 +55,18 @@ def test_the_daemon_attributes_churn_at_its_default_interval(pg: LocalServer,
     findings = json.loads(body)["targets"][0]["findings"]
     churn = next(f for f in findings if f["code"] == "connection_churn")
     assert churn["data"]["application_name"] == "churner", churn
+
+
+def test_bursts_never_make_a_short_interval_skip_a_poll(pg: LocalServer,
+                                                         workload: Workload) -> None:
+    """At 0.5 s a burst gets 50 ms (a tenth of the interval): the poll job still ends long
+    before the next one is due."""
+    wait_sessions_gone(pg)
+    workload.churn("churner", 15, query_seconds=LIFETIME_QUERY_S, dbname=SHOP)
+    rate = c.CONNECTION_OPEN_RATE.prometheus_name
+    with Agent(["--dsn", pg.dsn(dbname=SHOP), "--listen", "127.0.0.1:0",
+                "--interval", "0.5"]).started() as agent:
+        wait_until(lambda: agent.value(rate, application_name="churner", datname=SHOP), 10,
+                   "the churner's open rate")
+        time.sleep(3)
+        assert not agent.value(c.POLL_SKIPPED.prometheus_name)

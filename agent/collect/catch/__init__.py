@@ -11,9 +11,9 @@ of the poll interval, so the poll schedule never waits for it). Each sample read
 young backends' pid, start, database, application name and client address (``120000.sql``),
 never query text, on the agent's own connection under the poll's client deadline.
 
-A sample catches a session alive at that instant: one living L ms is caught with a chance of
-about L / 20 per burst interval it falls in, so the share of each holder is the share of what
-was caught (shorter-lived sessions are under-represented; a 1 ms session is rarely seen).
+A sample catches the sessions alive at that instant: one living L ms during a burst is caught
+with a chance of about L / 20 (always from ~30 ms), so each holder's share is its share of what
+was caught: shorter-lived sessions are under-represented, and a 1 ms session is rarely seen.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ... import contract
 from .. import queries
 
 SPACING_S = 0.02
-"""Mean time between the starts of two samples: a session living 20 ms is always caught."""
+"""Mean time between the starts of two samples (each gap 0.5 to 1.5 times it)."""
 SAMPLES = 50
 """At most this many samples per burst (1 s at ``SPACING_S``)."""
 ENOUGH = 20
