@@ -25,7 +25,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from . import logs, webconfig
+from . import logs, spec, webconfig
 from .aggregate.attribution import Attribution
 from .aggregate.history import History, caught_holders, open_rate_points
 from .aggregate.points import PointSet, points
@@ -152,7 +152,8 @@ class TargetRunner:
             self.history.add(attribution)
             self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
                                         if s.query is not None}
-            uncaught = self.history.uncaught(catch.ENOUGH)
+            uncaught = self.history.uncaught(catch.ENOUGH,
+                                             self.config.thresholds[spec.CHURN_RATE])
         if uncaught:  # short-lived sessions no poll saw: a burst of catch samples names them
             caught = client.catch(catch.budget(self.target.interval))
             with self.history_lock:

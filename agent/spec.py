@@ -122,7 +122,7 @@ CHURN_YOUNG = _diagnose(
 CHURN_RATE = _diagnose(
     "churn_rate", 1.0, "connections per second",
     "New sessions per second that close again, sustained over the window, from one holder (or a "
-    "database) for connection_churn.")
+    "database) for connection_churn; the daemon's catch bursts start from this database rate.")
 LIMIT_SHARE = _diagnose(
     "limit_share", 0.9, "ratio",
     "Share of a role's or database's connection limit for connection_limit.")

@@ -14,12 +14,13 @@ from histories import poll
 from snapshots import group
 
 from agent import contract as c
+from agent import spec
 from agent.aggregate.history import History, caught_holders
 from agent.collect import catch
 from agent.collect.catch import Caught
 from agent.collect.client import TargetClient
 from agent.collect.snapshot import ActivityGroup
-from agent.config import Target
+from agent.config import Target, Thresholds
 from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
 from agent.diagnose.findings import diagnose
@@ -27,15 +28,19 @@ from agent.diagnose.findings import diagnose
 DIMS = ("datname", "application_name", "client_addr", "state")
 
 
-def quiet_then(sessions_later: int, *groups_later: ActivityGroup, version: int = 150004
+def quiet_then(sessions_later: int, *groups_later: ActivityGroup, seconds: float = 1.0
                ) -> History:
-    """Two polls a second apart: web's 5 idle connections, then ``sessions_later`` more
+    """Two polls ``seconds`` apart: web's 5 idle connections, then ``sessions_later`` more
     sessions counted by the server."""
     h = History(resolution=0)
-    h.add(poll(0, 100, group("web", "idle", 5), version=version))
-    h.add(poll(1, 100 + sessions_later, group("web", "idle", 5), *groups_later,
-               version=version))
+    h.add(poll(0, 100, group("web", "idle", 5)))
+    h.add(poll(seconds, 100 + sessions_later, group("web", "idle", 5), *groups_later))
     return h
+
+
+def due(h: History) -> bool:
+    """Whether the daemon would burst, at the default churn_rate threshold."""
+    return h.uncaught(catch.ENOUGH, Thresholds()[spec.CHURN_RATE])
 
 
 def backend(pid: int, app: str = "churner", addr: str = "10.0.0.9") -> Caught:
@@ -43,16 +48,19 @@ def backend(pid: int, app: str = "churner", addr: str = "10.0.0.9") -> Caught:
 
 
 def test_a_burst_is_due_when_the_interval_had_short_lived_sessions_no_poll_caught() -> None:
-    assert quiet_then(30).uncaught(catch.ENOUGH)
-    assert not quiet_then(0).uncaught(catch.ENOUGH)  # nothing short-lived
-    assert not quiet_then(30, group("api", "idle", 30, opened=30)).uncaught(catch.ENOUGH)  # stayed
+    assert due(quiet_then(30))
+    assert not due(quiet_then(0))  # nothing short-lived
+    assert not due(quiet_then(30, group("api", "idle", 30, opened=30)))  # they stayed open
     # The polls caught all of few, or enough of many: no burst.
-    assert not quiet_then(3, group("api", "active", 0, opened=3)).uncaught(catch.ENOUGH)
-    assert not quiet_then(90, group("api", "active", 0, opened=20)).uncaught(catch.ENOUGH)
-    assert quiet_then(90, group("api", "active", 0, opened=19)).uncaught(catch.ENOUGH)
+    assert not due(quiet_then(3, group("api", "active", 0, opened=3)))
+    assert not due(quiet_then(90, group("api", "active", 0, opened=20)))
+    assert due(quiet_then(90, group("api", "active", 0, opened=19)))
+    # Below the churn_rate threshold (a monitor connecting every few seconds): no burst.
+    assert not due(quiet_then(14, seconds=15.0)) and due(quiet_then(15, seconds=15.0))
+    assert quiet_then(14, seconds=15.0).uncaught(catch.ENOUGH, 0.5)
     h = History(resolution=0)
     h.add(poll(0, 100, group("web", "idle", 5)))
-    assert not h.uncaught(catch.ENOUGH)  # one poll: no interval yet
+    assert not due(h)  # one poll: no interval yet
 
 
 def test_without_the_session_counter_no_burst_is_due() -> None:
@@ -60,7 +68,7 @@ def test_without_the_session_counter_no_burst_is_due() -> None:
     h = History(resolution=0)
     h.add(poll(0, None, group("web", "idle", 5), version=130012))
     h.add(poll(1, None, group("web", "idle", 5), version=130012))
-    assert not h.uncaught(catch.ENOUGH)
+    assert not due(h)
 
 
 def test_caught_backends_attribute_the_counted_rate_and_name_the_holder() -> None:

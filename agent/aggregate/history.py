@@ -170,13 +170,15 @@ class History:
             self._old.popleft()
         return new
 
-    def uncaught(self, enough: int) -> bool:
-        """Whether the server counted, over the last poll interval, sessions that closed again
-        of which the polls caught fewer than ``enough`` (and not all): a catch burst is due.
-        Only with the exact counter (PostgreSQL 14+): before, nothing says any went uncaught."""
+    def uncaught(self, enough: int, min_rate: float) -> bool:
+        """Whether the server counted, over the last poll interval, at least ``min_rate``
+        sessions/s that closed again, of which the polls caught fewer than ``enough`` (and not
+        all): a catch burst is due. Only with the exact counter (PostgreSQL 14+): before,
+        nothing says any went uncaught."""
         recent = self._recent
-        return len(recent) > 1 and any(d.exact and d.caught < min(d.short_lived, enough)
-                                       for d in churn((recent[-2], recent[-1])))
+        return len(recent) > 1 and any(
+            d.exact and d.rate >= min_rate and d.caught < min(d.short_lived, enough)
+            for d in churn((recent[-2], recent[-1])))
 
     def catch(self, counts: dict[HolderKey, int]) -> None:
         """Count the backends a catch burst saw right after the newest poll (which the next

@@ -3,13 +3,15 @@ poll, so sessions that live milliseconds are seen and attributed at the daemon's
 
 A poll is one instant per interval: at 15 s a session living 10 ms is in one poll out of 1,500,
 so the server's exact new-session count (pg_stat_database.sessions) had no holder to go to.
-When the history says an interval had short-lived sessions the polls did not catch enough of
-(``History.uncaught``), the poll is followed by one burst: up to ``SAMPLES`` samples
-``SPACING_S`` apart on average (jittered, so a client that connects on a fixed period is not
-aliased), ended once ``ENOUGH`` new backends were caught or its time budget is spent (a tenth
-of the poll interval, so the poll schedule never waits for it). Each sample reads only the
-young backends' pid, start, database, application name and client address (``120000.sql``),
-never query text, on the agent's own connection under the poll's client deadline.
+When the history says an interval had short-lived sessions (at least the ``churn_rate``
+threshold, 1/s by default: less is no finding, and a burst would catch under one) that the polls
+did not catch enough of (``History.uncaught``), the poll is followed by one burst: up to
+``SAMPLES`` samples ``SPACING_S`` apart on average (jittered, so a client that connects on a
+fixed period is not aliased), ended once ``ENOUGH`` new backends were caught or its time budget
+is spent (a tenth of the poll interval, so the poll schedule never waits for it). Each sample
+reads only the young backends' pid, start, database, application name and client address
+(``120000.sql``), never query text, on the agent's own connection under the poll's client
+deadline.
 
 A sample catches the sessions alive at that instant: one living L ms during a burst is caught
 with a chance of about L / 20 (always from ~30 ms), so each holder's share is its share of what
