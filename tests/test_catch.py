@@ -160,3 +160,24 @@ def test_a_burst_ends_at_its_budget_and_once_it_caught_enough(
     start = time.monotonic()
     caught = client.catch(1.0)
     assert len(caught) == catch.ENOUGH + 10 and time.monotonic() - start < 0.5
+
+
+def test_a_burst_needs_only_pg_monitor_and_without_it_sees_only_its_own_role(
+        pg: LocalServer, workload: Workload) -> None:
+    wait_sessions_gone(pg)
+    roles = ("catch_monitor", "catch_plain")
+    pg.execute(*(f"DROP ROLE IF EXISTS {r}" for r in roles),
+               "CREATE ROLE catch_monitor LOGIN IN ROLE pg_monitor",
+               "CREATE ROLE catch_plain LOGIN")
+    caught = {}
+    for role in roles:
+        agent = TargetClient(Target(role, pg.dsn(user=role)))
+        try:
+            agent.poll()
+            workload.idle(2, f"late-{role}")  # the superuser's sessions, opened after the poll
+            caught[role] = {b.application_name for b in agent.catch(0.2)}
+        finally:
+            agent.close()
+    pg.execute(*(f"DROP ROLE {r}" for r in roles))
+    # A role without pg_monitor sees no other role's backend_start: never caught, as in a poll.
+    assert caught == {"catch_monitor": {"late-catch_monitor"}, "catch_plain": set()}
