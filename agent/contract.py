@@ -289,12 +289,13 @@ POOLER_SENT = _spec(
 )
 POOLER_TRANSACTION_TIME = _spec(
     "pgbouncer.database.transaction_time", C, "s", STATS_ATTRIBUTES,
-    "Time server connections spent in transactions, running queries or idle in transaction "
-    "(total_xact_time).",
+    "Time in transactions, running queries or idle in transaction (total_xact_time), from "
+    "the client's first request, so including its wait for a server connection.",
 )
 POOLER_QUERY_TIME = _spec(
     "pgbouncer.database.query_time", C, "s", STATS_ATTRIBUTES,
-    "Time server connections spent running queries (total_query_time).",
+    "Time running queries (total_query_time), from the client's request, so including its "
+    "wait for a server connection.",
 )
 POOLER_WAIT_TIME = _spec(
     "pgbouncer.database.wait_time", C, "s", STATS_ATTRIBUTES,

@@ -130,6 +130,16 @@ POOL_WAIT_CRITICAL = _diagnose(
     "pool_wait_critical", 5.0, "seconds",
     "Longest wait of a PgBouncer pool's client from which pgbouncer_pool_waiting is critical "
     "(warning from the first waiting client).", P)
+POOL_QUERY_SLOWDOWN = _diagnose(
+    "pool_query_slowdown", 2.0, "times",
+    "Average query time over PgBouncer's last stats_period, divided by its average since "
+    "PgBouncer started, from which pgbouncer_pool_waiting says the server got slow (a bigger "
+    "pool would not help).")
+POOL_IDLE_IN_TRANSACTION = _diagnose(
+    "pool_idle_in_transaction", 0.5, "ratio",
+    "Share of the pool's transaction time its server connections spent not running a query "
+    "(SHOW STATS, last stats_period), from which pgbouncer_pool_waiting says the holders keep "
+    "them idle inside transactions.")
 
 DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = tuple(_DIAGNOSE)
 

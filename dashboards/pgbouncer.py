@@ -38,10 +38,12 @@ def per_second(metric: c.MetricSpec) -> str:
     return f"sum by ({', '.join(DATABASE)}) (rate({sel(metric)}[$__rate_interval]))"
 
 
-def per(time: c.MetricSpec, *counts: c.MetricSpec) -> str:
-    """``time``'s rate over the first of ``counts`` a PgBouncer exports: the average time of
-    one of them over the interval."""
-    return " or ".join(f"({per_second(time)} / {per_second(count)})" for count in counts)
+def per(time: c.MetricSpec, *counts: c.MetricSpec, less: c.MetricSpec | None = None) -> str:
+    """``time``'s rate (``less`` the rate of another time, at least 0) over the first of
+    ``counts`` a PgBouncer exports: the average time of one of them over the interval."""
+    spent = (f"clamp_min({per_second(time)} - {per_second(less)}, 0)" if less
+             else per_second(time))
+    return " or ".join(f"({spent} / {per_second(count)})" for count in counts)
 
 
 def pgbouncer_pools() -> gd.Dashboard:
@@ -117,14 +119,15 @@ def _traffic() -> Row:
         .links(runbook(Alert.POOL_WAITS)),
         series(
             "PgBouncer average query and transaction time",
-            "Average time of a query and of a transaction on the server connections, per "
-            "database. Clients waiting while query time rises: the server is slow, a bigger "
-            "pool will not help. Transaction time far above query time: server connections "
-            "are held idle in transactions between queries. Both flat while clients wait: "
-            "the pool is too small for the load.",
-            query(per(c.POOLER_QUERY_TIME, c.POOLER_QUERIES), DATABASE_LEGEND + " query",
-                  ref="A"),
-            query(per(c.POOLER_TRANSACTION_TIME, c.POOLER_TRANSACTIONS),
+            "Average time of a query and of a transaction on a server connection, per "
+            "database (PgBouncer counts them from the client's request: the wait for a server "
+            "is taken out). Clients waiting while query time rises: the server is slow, a "
+            "bigger pool will not help. A transaction much longer than its queries (queries "
+            "per transaction: the first panel) means server connections held idle between "
+            "queries. Both flat while clients wait: the pool is too small for the load.",
+            query(per(c.POOLER_QUERY_TIME, c.POOLER_QUERIES, less=c.POOLER_WAIT_TIME),
+                  DATABASE_LEGEND + " query", ref="A"),
+            query(per(c.POOLER_TRANSACTION_TIME, c.POOLER_TRANSACTIONS, less=c.POOLER_WAIT_TIME),
                   DATABASE_LEGEND + " transaction", ref="B"),
             unit="s", w=6)
         .links(runbook(Alert.POOL_WAITS)),

@@ -1,6 +1,7 @@
 """PgBouncer's SHOW STATS on a real PgBouncer 1.18 with real traffic through it: the counters
 move by what the test ran, times are seconds, a column the PgBouncer lacks leaves only its own
-metric out."""
+metric out, and the waiting-pool finding tells a slow server from held connections and from a
+pool too small for its load."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from agent import contract as c
 from agent.aggregate.pooler import pooler_points
 from agent.collect.pgbouncer.parts import stats
 from agent.collect.pgbouncer.snapshot import DatabaseStats, PoolerSnapshot
+from agent.config import Target, Thresholds
 from agent.demo.server import LocalServer
+from agent.demo.workload import Workload
+from agent.diagnose.run import pooler_report
 
 AUTOCOMMIT, TRANSACTIONS, SLEEP = 7, 3, 0.2
 
@@ -105,9 +109,9 @@ def test_time_clients_waited_for_the_pool(bouncer: LocalBouncer) -> None:
 
 
 def test_a_pgbouncer_without_a_column_still_exports_the_others(bouncer: LocalBouncer) -> None:
-    """The same real SHOW STATS read as PgBouncer before 1.8 named it (total_requests, avg_req,
-    avg_query; no transaction, wait or assignment columns): the queries counter comes from the
-    old name, the missing columns' metrics are left out, the rest still exported."""
+    """The same real SHOW STATS read as PgBouncer before 1.8 named it (total_requests; no
+    transaction or wait columns): the queries counter comes from the old name, the missing
+    columns' metrics are left out, the rest still exported."""
     with psycopg.connect(bouncer.dsn(), autocommit=True) as conn:
         for _ in range(AUTOCOMMIT):
             conn.execute("SELECT 1")
@@ -115,14 +119,12 @@ def test_a_pgbouncer_without_a_column_still_exports_the_others(bouncer: LocalBou
         cur = console.execute("SHOW STATS")
         ix = {d.name: i for i, d in enumerate(cur.description or ())}
         rows = [r for r in cur.fetchall() if r[ix["database"]] == "postgres"]
-    today = stats.PART.build(rows, ix)
-    renamed = {"total_query_count": "total_requests", "avg_query_count": "avg_req",
-               "avg_query_time": "avg_query"}
-    dropped = ("total_xact_count", "total_xact_time", "total_wait_time", "avg_xact_count",
-               "avg_xact_time")
-    old_ix = {renamed.get(name, name): i for name, i in ix.items() if name not in dropped}
+    [today] = stats.PART.build(rows, ix)
+    dropped = ("total_xact_count", "total_xact_time", "total_wait_time")
+    old_ix = {"total_requests" if name == "total_query_count" else name: i
+              for name, i in ix.items() if name not in dropped}
     [old] = stats.PART.build(rows, old_ix)
-    assert old == dataclasses.replace(today[0], **dict.fromkeys(dropped, None))
+    assert old == dataclasses.replace(today, **dict.fromkeys(dropped, None))
     assert old.total_query_count in (AUTOCOMMIT, AUTOCOMMIT + 1)  # see above
 
     snapshot = dataclasses.replace(bouncer.poll(), parts={"stats": (old,)})
@@ -131,3 +133,67 @@ def test_a_pgbouncer_without_a_column_still_exports_the_others(bouncer: LocalBou
     assert exported == {c.POOLER_QUERIES.name, c.POOLER_RECEIVED.name, c.POOLER_SENT.name,
                         c.POOLER_QUERY_TIME.name}
     assert [v for _, v in pts[c.POOLER_QUERIES.name]] == [old.total_query_count]
+
+
+CLIENTS, SLEPT = 4, 0.05
+SLOW = f"SELECT pg_sleep({SLEPT})"
+"""Four busy clients on a one-connection pool: three of them wait at any time."""
+WAIT_OFF = 0.2
+"""PgBouncer 1.18 counts the clients' wait in query and transaction time; taken out again
+(wait_time is counted when a transaction starts, the times when it ends) it leaves up to ~15 %
+of a transaction's wait too little (measured)."""
+
+
+def at_least(stats: dict[str, Any]) -> float:
+    """The least a transaction's ``SLEPT`` seconds on the server may read."""
+    return SLEPT - WAIT_OFF * stats["wait_per_transaction_seconds"]
+
+
+def waiting_cause(bouncer: LocalBouncer) -> dict[str, Any]:
+    """diagnose of the PgBouncer once its clients queue: the waiting pool's SHOW STATS data."""
+    wait_until(lambda: bouncer.poll().pools[0].cl_waiting, what="clients waiting")
+    report = pooler_report(Target("pgb", bouncer.console_dsn()), Thresholds())
+    [f] = report.findings
+    assert f.code == "pgbouncer_pool_waiting"
+    assert len([e for e in f.evidence if e.startswith("SHOW STATS")]) == 1, f.evidence
+    return dict(f.data["stats"])
+
+
+@pytest.fixture
+def quick(pg: LocalServer) -> Iterator[tuple[LocalBouncer, Workload]]:
+    """A one-connection transaction pool and clients for it."""
+    with LocalBouncer(pg, pool_size=1) as b, Workload(b.dsn()) as workload:
+        yield b, workload
+
+
+def test_waiting_on_a_pool_too_small_for_its_load(quick: tuple[LocalBouncer, Workload]
+                                                  ) -> None:
+    bouncer, workload = quick
+    workload.busy(CLIENTS, "web", pause=0, sql=SLOW)
+    stats = waiting_cause(bouncer)
+    assert stats["cause"] == "pool_too_small", stats
+    assert at_least(stats) <= stats["query_seconds"] < 2 * SLEPT, stats  # seconds, one each
+    # Three clients ahead of each: about three queries' time waiting.
+    assert 2 * SLEPT <= stats["wait_per_transaction_seconds"] < 5 * SLEPT, stats
+
+
+def test_waiting_on_a_server_that_got_slow(quick: tuple[LocalBouncer, Workload]) -> None:
+    bouncer, workload = quick
+    with Workload(bouncer.dsn()) as fast:
+        fast.busy(CLIENTS, "web", pause=0, sql="SELECT 1")
+        wait_until(lambda: (database(bouncer.poll()).total_query_count or 0) > 500,
+                   what="fast queries first")
+    workload.busy(CLIENTS, "web", pause=0, sql=SLOW)
+    stats = waiting_cause(bouncer)
+    assert stats["cause"] == "server_slow", stats
+    assert stats["query_seconds"] >= at_least(stats) > stats["usual_query_seconds"], stats
+
+
+def test_waiting_on_connections_held_idle_in_transactions(
+        quick: tuple[LocalBouncer, Workload]) -> None:
+    bouncer, workload = quick
+    workload.busy(CLIENTS, "web", pause=0, sql="SELECT 1", idle_in_transaction=0.05)
+    stats = waiting_cause(bouncer)
+    assert stats["cause"] == "idle_in_transaction", stats
+    assert stats["idle_in_transaction_share"] > 0.9
+    assert stats["transaction_seconds"] >= at_least(stats), stats

@@ -1,12 +1,14 @@
 """``SHOW STATS``: per database, PgBouncer's counters since it started (transactions, queries,
-bytes, time in transactions, in queries and waiting) and its averages over the last
-``stats_period``.
+server assignments, bytes, time in transactions, in queries and waiting).
 
 Columns are read by name, each where the PgBouncer has it: 1.18 has no
-``total_server_assignment_count`` (1.23+), PgBouncer before 1.8 said ``total_requests``,
-``avg_req`` and ``avg_query`` and had no transaction or wait columns. A missing column leaves
-its field None and its metric unexported; the others still are. PgBouncer's microseconds
-become seconds here.
+``total_server_assignment_count`` (1.23+), PgBouncer before 1.8 said ``total_requests`` and had
+no transaction or wait columns. A missing column leaves its field None and its metric
+unexported; the others still are. PgBouncer's microseconds become seconds here.
+
+The ``avg_*`` columns are not read: they cover PgBouncer's own ``stats_period`` (60 s by
+default) and ``avg_wait_time`` changed meaning between versions (1.18: waited per second;
+later: per assignment). Rates of the counters over any interval say the same, exactly.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ MICROSECONDS = 1e6
 @dataclass(frozen=True, slots=True)
 class DatabaseStats:
     """One ``SHOW STATS`` row (a PgBouncer database); times in seconds, None: not shown by
-    this PgBouncer. ``avg_*`` cover PgBouncer's last ``stats_period`` (counts per second,
-    times per transaction or query); ``avg_wait_time`` is not read, since its meaning changed
-    between versions (1.18: waited per second; later: per assignment)."""
+    this PgBouncer. Query and transaction times run from the client's request, so they
+    include its wait for a server connection (``total_wait_time``; measured on 1.18)."""
 
     database: str
     total_xact_count: int | None
@@ -39,22 +40,9 @@ class DatabaseStats:
     total_xact_time: float | None
     total_query_time: float | None
     total_wait_time: float | None
-    avg_xact_count: float | None
-    avg_query_count: float | None
-    avg_xact_time: float | None
-    avg_query_time: float | None
-
-    @property
-    def mean_query_time(self) -> float | None:
-        """Average query time since PgBouncer started (total_query_time / total_query_count):
-        what ``avg_query_time`` of the last period compares with."""
-        if self.total_query_time is None or not self.total_query_count:
-            return None
-        return self.total_query_time / self.total_query_count
 
 
-BEFORE_1_8 = {"total_query_count": "total_requests", "avg_query_count": "avg_req",
-              "avg_query_time": "avg_query"}
+BEFORE_1_8 = {"total_query_count": "total_requests"}
 """Names PgBouncer 1.8 changed, by today's name."""
 FIELDS = tuple(f.name for f in dataclasses.fields(DatabaseStats) if f.name != "database")
 
@@ -66,12 +54,10 @@ def _position(ix: Index, field: str) -> int | None:
 
 
 def _value(field: str, raw: Decimal | int | None) -> float | int | None:
-    """PgBouncer's numeric as the field's type: seconds for times, per second for averages."""
+    """PgBouncer's numeric as the field's type: seconds for times, else a count."""
     if raw is None:
         return None
-    if field.endswith("_time"):
-        return float(raw) / MICROSECONDS
-    return float(raw) if field.startswith("avg_") else int(raw)
+    return float(raw) / MICROSECONDS if field.endswith("_time") else int(raw)
 
 
 def _stats(rows: ConsoleRows, ix: Index) -> tuple[DatabaseStats, ...]:
