@@ -132,14 +132,16 @@ POOL_WAIT_CRITICAL = _diagnose(
     "(warning from the first waiting client).", P)
 POOL_QUERY_SLOWDOWN = _diagnose(
     "pool_query_slowdown", 2.0, "times",
-    "Average query time over PgBouncer's last stats_period, divided by its average since "
-    "PgBouncer started, from which pgbouncer_pool_waiting says the server got slow (a bigger "
-    "pool would not help).")
+    "A query's time on the server between diagnose's two polls of a waiting PgBouncer "
+    "(SHOW STATS, the clients' wait taken out), divided by the same since PgBouncer started, "
+    "from which pgbouncer_pool_waiting says the server got slow (a bigger pool would not "
+    "help).")
 POOL_IDLE_IN_TRANSACTION = _diagnose(
     "pool_idle_in_transaction", 0.5, "ratio",
-    "Share of the pool's transaction time its server connections spent not running a query "
-    "(SHOW STATS, last stats_period), from which pgbouncer_pool_waiting says the holders keep "
-    "them idle inside transactions.")
+    "Share of a waiting pool's transaction time (SHOW STATS between diagnose's two polls, "
+    "the clients' wait taken out) not spent running a query, from which "
+    "pgbouncer_pool_waiting says the holders keep server connections idle inside "
+    "transactions.")
 
 DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = tuple(_DIAGNOSE)
 

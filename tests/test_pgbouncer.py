@@ -136,6 +136,8 @@ def test_diagnose_console_alone(tx_bouncer: LocalBouncer,
     assert report["pgbouncer"]["pools"][0]["cl_waiting"] == WAITING
     [f] = findings(report, "pgbouncer_pool_waiting")
     assert f["data"]["waiting_applications"] == {"web": WAITING}
+    # Polled twice: billing holds one server connection, web's blocked UPDATE the other.
+    assert f["data"]["stats"]["cause"] == "no_transaction_ended"
     text = CliRunner().invoke(main, ["diagnose", "--dsn", tx_bouncer.console_dsn()]).output
     assert f"{WAITING} clients waiting" in text and "PgBouncer 1." in text
 
