@@ -374,8 +374,8 @@ def test_any_label_value_survives_the_prometheus_exposition(snap: Any,
     back, gives exactly the points: no injected series, no mangled value."""
     a = attribute(snap, dimensions=dims, max_groups=50)
     ps = points(a, max_groups=50)
-    for target in list(_STATE._up):
-        _STATE.remove(target)
+    for attrs, _ in _STATE.observe(c.AGENT_UP.name):  # every target published before
+        _STATE.remove(dict(attrs)["target"])
     _STATE.publish(snap.target, ps)
     scraped = scrape()
     for spec in (c.CONNECTION_COUNT, c.CONNECTION_WAITING, c.LOCK_BLOCKING, c.CONNECTION_LIMIT,
