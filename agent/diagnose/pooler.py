@@ -1,6 +1,7 @@
-"""Findings about PgBouncer (pure): pools with waiting clients and the client limit from the
-console alone; with the server behind it, idle transactions held through a transaction-mode
-pool, pools that can outgrow the server, and a server filled by the pooler plus direct clients.
+"""Findings about PgBouncer (pure): pools with waiting clients (and, from two polls' SHOW STATS,
+why they wait) and the client limit from the console alone; with the server behind it, idle
+transactions held through a transaction-mode pool, pools that can outgrow the server, and a
+server filled by the pooler plus direct clients.
 """
 
 from __future__ import annotations
