@@ -263,6 +263,47 @@ POOLER_CLIENT_COUNT = _spec(
     "Client connections per holder (application_name, client_addr, user, database, state).",
 )
 
+# PgBouncer's SHOW STATS: per-database counters since it started (a restart resets them, as
+# rate() expects); microseconds exported as seconds. Columns a PgBouncer lacks are not exported.
+STATS_ATTRIBUTES = (*T, "database")
+POOLER_TRANSACTIONS = _spec(
+    "pgbouncer.database.transactions", C, "{transaction}", STATS_ATTRIBUTES,
+    "Transactions PgBouncer has pooled (total_xact_count; in transaction mode each needed a "
+    "server connection).",
+)
+POOLER_QUERIES = _spec(
+    "pgbouncer.database.queries", C, "{query}", STATS_ATTRIBUTES,
+    "Queries PgBouncer has pooled (total_query_count; total_requests before PgBouncer 1.8).",
+)
+POOLER_SERVER_ASSIGNMENTS = _spec(
+    "pgbouncer.database.server_assignments", C, "{assignment}", STATS_ATTRIBUTES,
+    "Times a server connection was assigned to a client (total_server_assignment_count; "
+    "PgBouncer 1.23+).",
+)
+POOLER_RECEIVED = _spec(
+    "pgbouncer.database.received", C, "By", STATS_ATTRIBUTES,
+    "Bytes PgBouncer received from clients (total_received).",
+)
+POOLER_SENT = _spec(
+    "pgbouncer.database.sent", C, "By", STATS_ATTRIBUTES,
+    "Bytes PgBouncer sent to clients (total_sent).",
+)
+POOLER_TRANSACTION_TIME = _spec(
+    "pgbouncer.database.transaction_time", C, "s", STATS_ATTRIBUTES,
+    "Time in transactions, running queries or idle in transaction (total_xact_time), from "
+    "the client's first request, so including its wait for a server connection.",
+)
+POOLER_QUERY_TIME = _spec(
+    "pgbouncer.database.query_time", C, "s", STATS_ATTRIBUTES,
+    "Time running queries (total_query_time), from the client's request, so including its "
+    "wait for a server connection.",
+)
+POOLER_WAIT_TIME = _spec(
+    "pgbouncer.database.wait_time", C, "s", STATS_ATTRIBUTES,
+    "Time clients spent waiting for a server connection (total_wait_time; added when the "
+    "client gets its server connection, so a wait still under way is not in it yet).",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     CONNECTION_COUNT, CONNECTION_MAX, CONNECTION_RESERVED, CONNECTION_UTILIZATION,
     STATE_AGE_MAX, TRANSACTION_AGE_MAX, CONNECTION_WAITING, LOCK_WAITING, LOCK_WAIT_TIME_MAX,
@@ -272,6 +313,8 @@ METRICS: tuple[MetricSpec, ...] = (
     LOCK_ROOT_BLOCKING, LOCK_ROOT_BLOCKER,
     POOLER_CLIENTS, POOLER_SERVERS, POOLER_WAIT_MAX, POOLER_POOL_SIZE, POOLER_DATABASE_MAX,
     POOLER_CLIENT_MAX, POOLER_CLIENT_COUNT,
+    POOLER_TRANSACTIONS, POOLER_QUERIES, POOLER_SERVER_ASSIGNMENTS, POOLER_RECEIVED, POOLER_SENT,
+    POOLER_TRANSACTION_TIME, POOLER_QUERY_TIME, POOLER_WAIT_TIME,
     CLIENT_PROCESS_CONNECTIONS, CLIENT_PROCESS_UNRESOLVED,
 )
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

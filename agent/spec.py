@@ -130,6 +130,18 @@ POOL_WAIT_CRITICAL = _diagnose(
     "pool_wait_critical", 5.0, "seconds",
     "Longest wait of a PgBouncer pool's client from which pgbouncer_pool_waiting is critical "
     "(warning from the first waiting client).", P)
+POOL_QUERY_SLOWDOWN = _diagnose(
+    "pool_query_slowdown", 2.0, "times",
+    "A query's time on the server between diagnose's two polls of a waiting PgBouncer "
+    "(SHOW STATS, the clients' wait taken out), divided by the same since PgBouncer started, "
+    "from which pgbouncer_pool_waiting says the server got slow (a bigger pool would not "
+    "help).")
+POOL_IDLE_IN_TRANSACTION = _diagnose(
+    "pool_idle_in_transaction", 0.5, "ratio",
+    "Share of a waiting pool's transaction time (SHOW STATS between diagnose's two polls, "
+    "the clients' wait taken out) not spent running a query, from which "
+    "pgbouncer_pool_waiting says the holders keep server connections idle inside "
+    "transactions.")
 
 DIAGNOSE_THRESHOLDS: tuple[Threshold, ...] = tuple(_DIAGNOSE)
 

@@ -29,6 +29,21 @@ LONGEST_WAIT = Measure(c.POOLER_WAIT_MAX, "max", "s", stacked=False,
                        thresholds=t.POOL_WAIT.steps(), runbooks=(Alert.POOL_WAITS,))
 SERVERS = Measure(c.POOLER_SERVERS, "sum", "none")
 CLIENTS = Measure(c.POOLER_CLIENT_COUNT, "sum", "none")
+DATABASE = ("target", "database")
+"""A PgBouncer database (SHOW STATS' rows) in PromQL ``by`` lists."""
+DATABASE_LEGEND = "{{target}} {{database}}"
+
+
+def per_second(metric: c.MetricSpec) -> str:
+    return f"sum by ({', '.join(DATABASE)}) (rate({sel(metric)}[$__rate_interval]))"
+
+
+def per(time: c.MetricSpec, *counts: c.MetricSpec, less: c.MetricSpec | None = None) -> str:
+    """``time``'s rate (``less`` the rate of another time, at least 0) over the first of
+    ``counts`` a PgBouncer exports: the average time of one of them over the interval."""
+    spent = (f"clamp_min({per_second(time)} - {per_second(less)}, 0)" if less
+             else per_second(time))
+    return " or ".join(f"({spent} / {per_second(count)})" for count in counts)
 
 
 def pgbouncer_pools() -> gd.Dashboard:
@@ -40,7 +55,7 @@ def pgbouncer_pools() -> gd.Dashboard:
         label_variable("application_name", "Application",
                        "application_name of PgBouncer's clients; '(unset)' when the client "
                        "sends none.", sel(c.POOLER_CLIENT_COUNT)),
-        [_pools(), _clients()])
+        [_pools(), _traffic(), _clients()])
 
 
 def _pools() -> Row:
@@ -77,6 +92,52 @@ def _pools() -> Row:
             query(f"max by (target, database) ({sel(c.POOLER_DATABASE_MAX)})",
                   "{{target}} {{database}} max_db_connections", ref="B"),
             unit="none", w=8),
+    ])
+
+
+def _traffic() -> Row:
+    return Row("Throughput and time per database", [
+        series(
+            "PgBouncer transactions and queries per second",
+            "Transactions and queries PgBouncer passed to the server per second, per "
+            "database (SHOW STATS). Flat at its highest while clients wait: the pool serves "
+            "all it can; see the time panels for why.",
+            query(per_second(c.POOLER_TRANSACTIONS), DATABASE_LEGEND + " transactions",
+                  ref="A"),
+            query(per_second(c.POOLER_QUERIES), DATABASE_LEGEND + " queries", ref="B"),
+            unit="ops", w=6)
+        .links(runbook(Alert.POOL_WAITS)),
+        series(
+            "PgBouncer average wait per client",
+            "Time a client waited for a server connection, on average per server assignment "
+            "(PgBouncer 1.23+), else per transaction (one assignment each in transaction "
+            "mode). A wait is counted when it ends: the longest wait panel shows waits still "
+            "under way. " + t.POOL_WAIT.said() + ".",
+            query(per(c.POOLER_WAIT_TIME, c.POOLER_SERVER_ASSIGNMENTS, c.POOLER_TRANSACTIONS),
+                  DATABASE_LEGEND),
+            unit="s", w=6, thresholds=t.POOL_WAIT.steps())
+        .links(runbook(Alert.POOL_WAITS)),
+        series(
+            "PgBouncer average query and transaction time",
+            "Average time of a query and of a transaction on a server connection, per "
+            "database (PgBouncer counts them from the client's request: the wait for a server "
+            "is taken out). Clients waiting while query time rises: the server is slow, a "
+            "bigger pool will not help. A transaction much longer than its queries (queries "
+            "per transaction: the first panel) means server connections held idle between "
+            "queries. Both flat while clients wait: the pool is too small for the load.",
+            query(per(c.POOLER_QUERY_TIME, c.POOLER_QUERIES, less=c.POOLER_WAIT_TIME),
+                  DATABASE_LEGEND + " query", ref="A"),
+            query(per(c.POOLER_TRANSACTION_TIME, c.POOLER_TRANSACTIONS, less=c.POOLER_WAIT_TIME),
+                  DATABASE_LEGEND + " transaction", ref="B"),
+            unit="s", w=6)
+        .links(runbook(Alert.POOL_WAITS)),
+        series(
+            "PgBouncer bytes per second",
+            "Bytes PgBouncer received from and sent to its clients per second, per database: "
+            "large results or parameters that keep server connections busy.",
+            query(per_second(c.POOLER_RECEIVED), DATABASE_LEGEND + " received", ref="A"),
+            query(per_second(c.POOLER_SENT), DATABASE_LEGEND + " sent", ref="B"),
+            unit="Bps", w=6),
     ])
 
 

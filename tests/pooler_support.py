@@ -23,6 +23,9 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
+from agent.collect.pgbouncer.console import ConsoleClient
+from agent.collect.pgbouncer.snapshot import PoolerSnapshot
+from agent.config import Target
 from agent.demo.server import LocalServer, free_port
 
 MONITOR_ROLE = "monitor"
@@ -52,6 +55,14 @@ class LocalBouncer:
 
     def console_dsn(self) -> str:
         return self.dsn(user=MONITOR_ROLE, dbname="pgbouncer")
+
+    def poll(self) -> PoolerSnapshot:
+        """One poll of the console, as the agent's PgBouncer target does it."""
+        client = ConsoleClient(Target("pgb", self.console_dsn()))
+        try:
+            return client.poll()
+        finally:
+            client.close()
 
     @property
     def pid(self) -> int:

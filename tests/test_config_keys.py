@@ -13,6 +13,7 @@ import json
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from agent import config as cfg
 from agent import contract as c
 from agent import spec
 from agent.aggregate.attribution import attribute
+from agent.collect.pgbouncer.snapshot import DatabaseStats, PoolerSnapshot
 from agent.demo.server import LocalServer, free_port
 from agent.demo.workload import Workload
 from agent.diagnose.findings import Finding, diagnose
@@ -136,12 +138,31 @@ def churn_window() -> Scenario:
     return lambda t: diagnose(a, t, h)
 
 
-def waiting_pool() -> Scenario:
+def waiting_pool_snapshot() -> PoolerSnapshot:
     """A PgBouncer pool with two clients waiting, the longest for 10 s."""
     s = pooler((), ())
-    s = replace(s, parts={**s.parts, "pools": (replace(s.pools[0], cl_waiting=2,
-                                                        maxwait=10.0),)})
+    return replace(s, parts={**s.parts, "pools": (replace(s.pools[0], cl_waiting=2,
+                                                           maxwait=10.0),)})
+
+
+def waiting_pool() -> Scenario:
+    s = waiting_pool_snapshot()
     return lambda t: pooler_findings(s, t)
+
+
+def waiting_pool_between(now: tuple[float, float, float]) -> Scenario:
+    """The same waiting pool polled twice a second apart, ``shop``'s SHOW STATS counters
+    moving by 10 transactions of one query each; ``now``: the later poll's transaction, query
+    and wait times (the earlier's: 10, 10, 5 s over 100 transactions)."""
+    later = waiting_pool_snapshot()
+    stats = DatabaseStats("shop", 100, 100, None, 0, 0, 10.0, 10.0, 5.0)
+    earlier = replace(later, taken_at=later.taken_at - timedelta(seconds=1),
+                      parts={**later.parts, "stats": (stats,)})
+    xact_time, query_time, wait_time = now
+    later = replace(later, parts={**later.parts, "stats": (replace(
+        stats, total_xact_count=110, total_query_count=110, total_xact_time=xact_time,
+        total_query_time=query_time, total_wait_time=wait_time),)})
+    return lambda t: pooler_findings(later, t, earlier)
 
 
 def busy(app: str, n: int, **kw: Any) -> Any:
@@ -173,11 +194,19 @@ CASES: dict[spec.Threshold, tuple[float, Callable[[], Scenario]]] = {
     spec.LIMIT_SHARE: (0.95, lambda: instant(group(count=9), limits=(
         ConnectionLimit("role", "shop_app", 10, 9),))),
     spec.POOL_WAIT_CRITICAL: (20.0, waiting_pool),
+    # 10 queries ran 0.3 s each on the server (waits taken out), 4.1 times their 73 ms since
+    # PgBouncer started: the server got slow; the pool is too small from 5 times
+    spec.POOL_QUERY_SLOWDOWN: (5.0, lambda: waiting_pool_between((18.0, 18.0, 10.0))),
+    # transactions held 0.25 s, 0.1 s of it in their query: 60 % idle in transaction; the
+    # pool is too small from 70 %
+    spec.POOL_IDLE_IN_TRANSACTION: (0.7, lambda: waiting_pool_between((17.5, 16.0, 10.0))),
 }
 
 
 def outcome(found: list[Finding]) -> list[tuple[str, str, tuple[str, ...]]]:
-    return sorted((f.code, str(f.severity), tuple(f.data.get("causes", ()))) for f in found)
+    return sorted((f.code, str(f.severity), (*f.data.get("causes", ()),
+                                              f.data.get("stats", {}).get("cause", "")))
+                  for f in found)
 
 
 def test_every_threshold_has_a_case() -> None:

@@ -53,6 +53,14 @@ EXPECTED = {
     "pgbouncer.client.count": ("pgbouncer_client_count",
                                ["target", "application_name", "client_addr", "user", "database",
                                 "state"]),
+    # PgBouncer's SHOW STATS: counters per database (names pinned like the ones above).
+    **{f"pgbouncer.database.{name}": (f"pgbouncer_database_{prom}_total", ["target", "database"])
+       for name, prom in (("transactions", "transactions"), ("queries", "queries"),
+                          ("server_assignments", "server_assignments"),
+                          ("received", "received_bytes"), ("sent", "sent_bytes"),
+                          ("transaction_time", "transaction_time_seconds"),
+                          ("query_time", "query_time_seconds"),
+                          ("wait_time", "wait_time_seconds"))},
     "postgresql.client.process.connections": ("postgresql_client_process_connections",
                                               ["target", "pid", "command"]),
     "pgconn_agent.client_processes.unresolved": ("pgconn_agent_client_processes_unresolved",

@@ -52,16 +52,8 @@ def session_bouncer(pg: LocalServer, locked_table: None) -> Iterator[LocalBounce
         yield bouncer
 
 
-def poll(bouncer: LocalBouncer) -> PoolerSnapshot:
-    client = ConsoleClient(Target("pgb", bouncer.console_dsn()))
-    try:
-        return client.poll()
-    finally:
-        client.close()
-
-
 def waiting(bouncer: LocalBouncer, n: int) -> PoolerSnapshot | None:
-    s = poll(bouncer)
+    s = bouncer.poll()
     return s if sum(p.cl_waiting for p in s.pools) == n else None
 
 
@@ -112,7 +104,7 @@ def blocked_pool(tx_bouncer: LocalBouncer, pg: LocalServer
 
 def test_pool_at_size_with_waiting_clients_from_the_console(
         tx_bouncer: LocalBouncer, blocked_pool: tuple[PooledClients, int]) -> None:
-    s = poll(tx_bouncer)
+    s = tx_bouncer.poll()
     [pool] = s.pools
     assert (pool.database, pool.user, pool.pool_mode) == ("postgres", "postgres", "transaction")
     assert (pool.cl_active, pool.cl_waiting, pool.sv_active) == (2, WAITING, 2)
@@ -144,6 +136,8 @@ def test_diagnose_console_alone(tx_bouncer: LocalBouncer,
     assert report["pgbouncer"]["pools"][0]["cl_waiting"] == WAITING
     [f] = findings(report, "pgbouncer_pool_waiting")
     assert f["data"]["waiting_applications"] == {"web": WAITING}
+    # Polled twice: billing holds one server connection, web's blocked UPDATE the other.
+    assert f["data"]["stats"]["cause"] == "no_transaction_ended"
     text = CliRunner().invoke(main, ["diagnose", "--dsn", tx_bouncer.console_dsn()]).output
     assert f"{WAITING} clients waiting" in text and "PgBouncer 1." in text
 
@@ -230,6 +224,9 @@ def test_agent_process_exports_the_pooler_and_the_joined_server(
     assert f"application_name web ({WAITING})" in alert["annotations"]["description"]
     for spec in c.PGBOUNCER_METRICS:
         labels = [lab for name, lab, _ in samples if name == spec.prometheus_name]
+        if spec is c.POOLER_SERVER_ASSIGNMENTS:  # PgBouncer 1.23+: not in 1.18's SHOW STATS
+            assert labels == []
+            continue
         assert labels, spec.name
         assert all(set(lab) == set(spec.attribute_names()) for lab in labels), spec.name
         assert all(lab["target"] == pooler for lab in labels), spec.name
@@ -281,7 +278,7 @@ def test_client_holders_are_capped_with_a_folded_count(tx_bouncer: LocalBouncer)
     with PooledClients(tx_bouncer.dsn()) as clients:
         for i in range(5):
             clients.connect(f"storm-{i}")
-        pts = pooler_points(poll(tx_bouncer), max_groups=3).points
+        pts = pooler_points(tx_bouncer.poll(), max_groups=3).points
     series = pts[c.POOLER_CLIENT_COUNT.name]
     assert len(series) == 3 and sum(v for _, v in series) == 5
     assert value(series, application_name=c.OVERFLOW_VALUE) == 3

@@ -85,7 +85,7 @@ BACKEND_WAIT_EVENT_TYPE = _spec(
 
 """
 CONSOLE_PART = """\
-\"\"\"``SHOW STATS``: queries per database since PgBouncer started.\"\"\"
+\"\"\"``SHOW LISTS``: the sizes of PgBouncer's internal lists.\"\"\"
 
 from __future__ import annotations
 
@@ -97,26 +97,26 @@ from ....part import ConsolePart, ConsoleRows, Index, Point
 
 
 @dataclass(frozen=True, slots=True)
-class DatabaseStats:
-    database: str
-    total_query_count: int
+class ListSize:
+    list: str
+    items: int
 
 
-def _stats(rows: ConsoleRows, ix: Index) -> tuple[DatabaseStats, ...]:
-    return tuple(DatabaseStats(r[ix["database"]], r[ix["total_query_count"]]) for r in rows)
+def _lists(rows: ConsoleRows, ix: Index) -> tuple[ListSize, ...]:
+    return tuple(ListSize(r[ix["list"]], r[ix["items"]]) for r in rows)
 
 
-def _points(rows: tuple[DatabaseStats, ...]) -> Iterable[Point]:
+def _points(rows: tuple[ListSize, ...]) -> Iterable[Point]:
     for row in rows:
-        yield c.POOLER_QUERIES, (("database", row.database),), row.total_query_count
+        yield c.POOLER_LIST_ITEMS, (("list", row.list),), row.items
 
 
-PART = ConsolePart("stats", DatabaseStats, "STATS", _stats, _points)
+PART = ConsolePart("lists", ListSize, "LISTS", _lists, _points)
 """
 CONSOLE_DECLARATION = """\
-POOLER_QUERIES = _spec(
-    "pgbouncer.queries", C, "{query}", (*T, "database"),
-    "Queries PgBouncer has passed to the server, per database.",
+POOLER_LIST_ITEMS = _spec(
+    "pgbouncer.list.items", U, "{item}", (*T, "list"),
+    "Items in each of PgBouncer's internal lists.",
 )
 
 """
@@ -194,18 +194,19 @@ def test_a_new_part_is_one_folder_and_one_declaration(tmp_path: Path, pg: LocalS
 
 def test_a_new_pgbouncer_part_is_one_folder_and_one_declaration(tmp_path: Path,
                                                                 pg: LocalServer) -> None:
-    """The issue's first test of the rule: a new PgBouncer console part (SHOW STATS) on a real
-    PgBouncer, its points on /metrics and OTLP, its metric in the docs."""
+    """The issue's first test of the rule: a new PgBouncer console part (SHOW LISTS; SHOW STATS
+    was the first, now in the tree) on a real PgBouncer, its points on /metrics and OTLP, its
+    metric in the docs."""
     with LocalBouncer(pg, pool_mode="transaction", pool_size=2) as bouncer:
         with psycopg.connect(bouncer.dsn(), autocommit=True) as conn:
             conn.execute("SELECT 1")
         otlp, out = polled_with_part(
-            tmp_path, "collect/pgbouncer/parts", "stats", {"__init__.py": CONSOLE_PART},
+            tmp_path, "collect/pgbouncer/parts", "lists", {"__init__.py": CONSOLE_PART},
             CONSOLE_DECLARATION, "pgbouncer", bouncer.console_dsn())
-    assert "('pgbouncer.queries', '{query}')" in otlp
-    assert re.search(r'^pgbouncer_queries_total\{database="postgres",target="db1"\} \d',
-                     out, re.MULTILINE), out
-    assert "`pgbouncer.queries`" in out
+    assert "('pgbouncer.list.items', '{item}')" in otlp
+    assert re.search(r'^pgbouncer_list_items\{list="used_clients",target="db1"\} 1(\.0)?$',
+                     out, re.MULTILINE), out  # the agent's own console connection
+    assert "`pgbouncer.list.items`" in out
 
 
 ABSOLUTE_PART = NEW_PART.replace(".... import contract", "agent import contract").replace(

@@ -131,13 +131,22 @@ class Workload:
 
         self._run(spawn())
 
-    def busy(self, n: int, app: str, *, pause: float = 0.05, via: str = "tcp") -> None:
+    def busy(self, n: int, app: str, *, pause: float = 0.05, via: str = "tcp",
+             sql: str = "SELECT count(*) FROM pg_class", idle_in_transaction: float = 0.0
+             ) -> None:
         """Until ``close()``: ``n`` sessions of a healthy pool, each running a short query
-        every ``pause`` seconds."""
+        (``sql``) every ``pause`` seconds; with ``idle_in_transaction``, inside a transaction
+        that stays open that long after the query (work between queries, an await). Never
+        prepared, so it runs through a transaction-mode PgBouncer too."""
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             with contextlib.suppress(psycopg.Error):
                 while True:
-                    await conn.execute("SELECT count(*) FROM pg_class")
+                    if idle_in_transaction:
+                        async with conn.transaction():
+                            await conn.execute(sql.encode(), prepare=False)
+                            await asyncio.sleep(idle_in_transaction)
+                    else:
+                        await conn.execute(sql.encode(), prepare=False)
                     await asyncio.sleep(pause)
 
         async def start() -> None:

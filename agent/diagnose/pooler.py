@@ -1,17 +1,19 @@
-"""Findings about PgBouncer (pure): pools with waiting clients and the client limit from the
-console alone; with the server behind it, idle transactions held through a transaction-mode
-pool, pools that can outgrow the server, and a server filled by the pooler plus direct clients.
+"""Findings about PgBouncer (pure): pools with waiting clients (and, from two polls' SHOW STATS,
+why they wait) and the client limit from the console alone; with the server behind it, idle
+transactions held through a transaction-mode pool, pools that can outgrow the server, and a
+server filled by the pooler plus direct clients.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from .. import spec
 from ..aggregate.attribution import IDLE_IN_TRANSACTION, Attribution
 from ..aggregate.join import Pairing
-from ..collect.pgbouncer.snapshot import ClientConn, PoolerSnapshot
+from ..collect.pgbouncer.snapshot import ClientConn, DatabaseStats, PoolerSnapshot
 from ..config import Thresholds
 from ..contract import AGENT_APPLICATION_NAME
 from ..spec import PoolerClientState
@@ -23,7 +25,76 @@ def _apps(clients: Iterable[ClientConn], limit: int = 5) -> str:
     return ", ".join(f"{n} {who}" for who, n in counts.most_common(limit)) or "none"
 
 
-def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+COUNTED = ("total_xact_count", "total_query_count", "total_xact_time", "total_query_time",
+           "total_wait_time")
+"""The SHOW STATS counters the waiting-pool finding reads."""
+
+
+def _delta(earlier: DatabaseStats, now: DatabaseStats, field: str) -> float | None:
+    a, b = getattr(earlier, field), getattr(now, field)
+    return None if a is None or b is None else float(b - a)
+
+
+def why_waiting(earlier: DatabaseStats | None, now: DatabaseStats | None, seconds: float,
+                t: Thresholds) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """What SHOW STATS says about why a pool's clients wait, from its counters over the
+    ``seconds`` between two polls: the holders keep server connections idle inside
+    transactions, the server got slow (a query takes ``pool_query_slowdown`` times its time
+    since PgBouncer started), or the pool is too small for the load. PgBouncer counts query and
+    transaction times from the client's request, so the clients' wait is taken out of them.
+    Evidence lines and data; nothing without the counters (one poll, or PgBouncer < 1.8)."""
+    if earlier is None or now is None:
+        return (), {}
+    deltas = [_delta(earlier, now, field) for field in COUNTED]
+    xacts, queries, xact_time, query_time, waited = (d or 0.0 for d in deltas)
+    if None in deltas:
+        return (), {}
+    if not xacts:
+        return ((f"SHOW STATS: no transaction of database {now.database} ended in "
+                 f"{seconds:.1f}s: its server connections are held, not busy",),
+                {"cause": "no_transaction_ended", "seconds": seconds})
+    on_server = max(0.0, xact_time - waited)
+    running = max(0.0, query_time - waited)
+    per_query = running / (queries or 1.0)
+    assert now.total_query_time is not None and now.total_wait_time is not None
+    lifetime = now.total_query_time - now.total_wait_time
+    usual = lifetime / now.total_query_count if now.total_query_count and lifetime > 0 else None
+    slowdown = per_query / usual if usual else None
+    idle_share = 1.0 - running / on_server if on_server else 0.0
+    numbers = (f"SHOW STATS, database {now.database} (all its pools), over {seconds:.1f}s: "
+               f"{xacts / seconds:.1f} transactions/s, {queries / seconds:.1f} queries/s; a "
+               f"transaction waited {_duration(waited / xacts)} for a server, then held it "
+               f"{_duration(on_server / xacts)}; a query ran {_duration(per_query)} on the "
+               f"server ({_duration(usual) if usual is not None else '?'} since PgBouncer "
+               "started)")
+    # Idleness first: with queries much shorter than the wait taken out of them, their time
+    # on the server is the noisier figure (measured: up to ~15 % of the wait off at 1.18).
+    if idle_share >= t[spec.POOL_IDLE_IN_TRANSACTION]:
+        cause, said = "idle_in_transaction", (
+            f"server connections spend {idle_share:.0%} of their transactions between "
+            "queries: the holders keep them idle inside transactions, a bigger pool would "
+            "fill up too")
+    elif slowdown is not None and slowdown >= t[spec.POOL_QUERY_SLOWDOWN]:
+        cause, said = "server_slow", (
+            f"queries take {slowdown:.1f}x their usual time: the server got slow, a bigger "
+            "pool would not help")
+    else:
+        cause, said = "pool_too_small", (
+            "queries take their usual time and transactions keep their connections busy: "
+            "the pool is too small for the load")
+    return (numbers, said), {
+        "cause": cause, "seconds": seconds, "transactions": xacts, "queries": queries,
+        "wait_per_transaction_seconds": waited / xacts,
+        "transaction_seconds": on_server / xacts, "query_seconds": per_query,
+        "usual_query_seconds": usual, "idle_in_transaction_share": max(0.0, idle_share)}
+
+
+def pool_waiting(s: PoolerSnapshot, t: Thresholds, earlier: PoolerSnapshot | None = None
+                 ) -> Iterator[Finding]:
     for p in s.pools:
         if not p.cl_waiting:
             continue
@@ -33,6 +104,10 @@ def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
         holding = [cl for cl in pool_clients if cl.link]
         by_app = Counter(cl.application_name for cl in waiting)
         servers = p.sv_active + p.sv_idle + p.sv_used + p.sv_tested + p.sv_login
+        stats_evidence, stats = why_waiting(
+            earlier.database_stats(p.database) if earlier else None,
+            s.database_stats(p.database),
+            (s.taken_at - earlier.taken_at).total_seconds() if earlier else 0.0, t)
         yield Finding(
             "pgbouncer_pool_waiting",
             Severity.CRITICAL if p.maxwait >= t[spec.POOL_WAIT_CRITICAL] else Severity.WARNING,
@@ -41,14 +116,14 @@ def pool_waiting(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
             f"waiting, longest {age(p.maxwait)}",
             (f"waiting: {_apps(waiting)}",
              f"holding the pool's {p.sv_active} active server connections: {_apps(holding)}",
-             f"pool_mode {p.pool_mode}"),
+             f"pool_mode {p.pool_mode}", *stats_evidence),
             "Clients queue inside PgBouncer while the server may have slots to spare. Find "
             "why the holders keep their server connections (long or idle transactions, "
             "session pool mode) before raising pool_size; raise it only within the server's "
             "usable slots.",
             {"database": p.database, "user": p.user, "waiting": p.cl_waiting,
              "longest_wait_seconds": p.maxwait, "pool_size": size,
-             "waiting_applications": dict(by_app)})
+             "waiting_applications": dict(by_app), "stats": stats})
 
 
 def client_limit(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
@@ -69,12 +144,12 @@ def client_limit(s: PoolerSnapshot, t: Thresholds) -> Iterator[Finding]:
         {"clients": clients, "max_client_conn": s.max_client_conn, "share": share})
 
 
-POOLER_RULES = (pool_waiting, client_limit)
-
-
-def pooler_findings(s: PoolerSnapshot, t: Thresholds | None = None) -> list[Finding]:
-    """Findings from PgBouncer's console alone, most severe first."""
-    found = [f for rule in POOLER_RULES for f in rule(s, t or Thresholds())]
+def pooler_findings(s: PoolerSnapshot, t: Thresholds | None = None,
+                    earlier: PoolerSnapshot | None = None) -> list[Finding]:
+    """Findings from PgBouncer's console alone, most severe first; with an ``earlier`` poll,
+    the waiting pools' SHOW STATS counters in between say why they wait."""
+    t = t or Thresholds()
+    found = [*pool_waiting(s, t, earlier), *client_limit(s, t)]
     return sorted(found, key=lambda f: -f.severity)
 
 

@@ -29,17 +29,26 @@ DEFAULT_WINDOW_S = 5.0
 """Long enough to measure a new-session rate and see idle connections stay idle."""
 WINDOW_POLL_S = 0.25
 """Fast polls catch sessions that live a fraction of a second (each poll costs ~10 ms)."""
+POOLER_STATS_S = 1.0
+"""Between a waiting PgBouncer's two polls: a busy pool ends many transactions in a second."""
 
 
-def pooler_report(target: Target, thresholds: Thresholds) -> Report:
+def pooler_report(target: Target, thresholds: Thresholds, window: float = DEFAULT_WINDOW_S
+                  ) -> Report:
+    """One poll; when a pool has clients waiting (and ``window`` > 0), a second one
+    ``POOLER_STATS_S`` later, whose SHOW STATS counters in between say why they wait."""
     client = ConsoleClient(target)
+    earlier: PoolerSnapshot | None = None
     try:
         snapshot = client.poll()
+        if window > 0 and any(p.cl_waiting for p in snapshot.pools):
+            time.sleep(min(window, POOLER_STATS_S))
+            earlier, snapshot = snapshot, client.poll()
     except TargetError as exc:
         return Report(target.name, None, (unreachable(target.name, exc.kind, str(exc)),))
     finally:
         client.close()
-    return Report(target.name, None, tuple(pooler_findings(snapshot, thresholds)),
+    return Report(target.name, None, tuple(pooler_findings(snapshot, thresholds, earlier)),
                   pooler=snapshot)
 
 
@@ -51,7 +60,7 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
     target = config.targets[target_index]
     t = thresholds or config.thresholds
     if is_pgbouncer(target.dsn):
-        return pooler_report(target, t)
+        return pooler_report(target, t, window)
     client = server_client(target, config, show_queries=config.show_queries)
     history = History(retention=window + 60.0, resolution=0.0)
     snapshot: Snapshot | None = None
@@ -93,7 +102,7 @@ def diagnose_all(config: Config, thresholds: Thresholds | None = None,
                  window: float = DEFAULT_WINDOW_S) -> list[Report]:
     """PgBouncer targets first, then every server observed at the same time (one window)."""
     t = thresholds or config.thresholds
-    pooled = {i: pooler_report(target, t) for i, target in enumerate(config.targets)
+    pooled = {i: pooler_report(target, t, window) for i, target in enumerate(config.targets)
               if is_pgbouncer(target.dsn)}
     poolers = tuple(r.pooler for r in pooled.values() if r.pooler is not None)
     servers = [i for i in range(len(config.targets)) if i not in pooled]

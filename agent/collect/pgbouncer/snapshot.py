@@ -1,5 +1,5 @@
 """Typed, immutable snapshot of one PgBouncer poll: each console part's rows by part name (see
-``parts``), with typed access to the four parts the join and the diagnosis read."""
+``parts``), with typed access to the parts the join and the diagnosis read."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from .parts import clients as _clients
 from .parts import databases as _databases
 from .parts import pools as _pools
 from .parts import servers as _servers
+from .parts import stats as _stats
 from .parts.clients import ClientConn
 from .parts.databases import PooledDatabase
 from .parts.pools import Pool
 from .parts.servers import ServerConn
+from .parts.stats import DatabaseStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,13 @@ class PoolerSnapshot:
     def databases(self) -> tuple[PooledDatabase, ...]:
         return _databases.PART.of(self)
 
+    @property
+    def stats(self) -> tuple[DatabaseStats, ...]:
+        return _stats.PART.of(self)
+
+    def database_stats(self, name: str) -> DatabaseStats | None:
+        return next((d for d in self.stats if d.database == name), None)
+
     def database(self, name: str) -> PooledDatabase | None:
         return next((d for d in self.databases if d.name == name), None)
 
@@ -54,4 +63,5 @@ class PoolerSnapshot:
         return db.pool_size + db.reserve_pool if db else None
 
 
-__all__ = ["ClientConn", "Pool", "PooledDatabase", "PoolerSnapshot", "ServerConn"]
+__all__ = ["ClientConn", "DatabaseStats", "Pool", "PooledDatabase", "PoolerSnapshot",
+           "ServerConn"]
