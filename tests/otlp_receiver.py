@@ -194,8 +194,8 @@ class GrpcReceiver(_Store):
     protocol = "grpc"
 
     def __init__(self, *, server_credentials: grpc.ServerCredentials | None = None,
-                 port: int = 0) -> None:
-        super().__init__()
+                 port: int = 0, keep: int = 1000) -> None:
+        super().__init__(keep)
         self._credentials = server_credentials
         self.port = port
         self._server: grpc.Server | None = None
