@@ -154,6 +154,7 @@ class TargetRunner:
                                         if s.query is not None}
             uncaught = self.history.uncaught(catch.ENOUGH,
                                              self.config.thresholds[spec.CHURN_RATE])
+        caught: tuple[catch.Caught, ...] = ()
         if uncaught:  # short-lived sessions no poll saw: a burst of catch samples names them
             caught = client.catch(catch.budget(self.target.interval))
             with self.history_lock:
@@ -161,7 +162,8 @@ class TargetRunner:
         with self.history_lock:
             churns = self.history.churn(RATE_WINDOW_S)
         client.statements = busy_holder(attribution, self.config.thresholds)
-        point_set = points(attribution, max_groups=self.config.max_groups)
+        point_set = points(attribution, max_groups=self.config.max_groups,
+                           caught=((b.application_name, b.client_addr) for b in caught))
         rates = open_rate_points(churns, self.target.name, self.config.dimensions)
         return PointSet({**point_set.points, **rates},
                         point_set.opened)

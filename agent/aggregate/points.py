@@ -35,7 +35,10 @@ def _attrs(target: str, dimensions: tuple[str, ...], pairs: Iterable[tuple[str, 
     return (("target", target), *((k, v) for k, v in pairs if k not in dropped))
 
 
-def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
+def points(a: Attribution, *, max_groups: int = 200,
+           caught: Iterable[tuple[str, str]] = ()) -> PointSet:
+    """The poll's points; ``caught`` are the (application_name, client_addr) of backends a
+    catch burst saw since the poll (new backends too, which the next poll does not count)."""
     out: Points = {spec.name: [] for spec in c.METRICS}
     _group_points(a, out)
     for spec, pairs, value in chain(_slot_points(a), _wait_points(a), _lock_points(a),
@@ -45,7 +48,7 @@ def points(a: Attribution, *, max_groups: int = 200) -> PointSet:
     for name, pts in process_points(a.target, a.processes, max_groups).items():
         out[name] += pts
     return PointSet({name: _merged(name, pts) for name, pts in out.items()},
-                    _opened(a, max_groups))
+                    _opened(a, max_groups, caught))
 
 
 def _group_points(a: Attribution, out: Points) -> None:
@@ -140,13 +143,13 @@ def _merged(name: str, pts: list[tuple[Attributes, float]]) -> list[tuple[Attrib
     return list(merged.items())
 
 
-def _opened(a: Attribution, max_groups: int) -> list[tuple[Attributes, float]]:
+def _opened(a: Attribution, max_groups: int, caught: Iterable[tuple[str, str]]
+            ) -> list[tuple[Attributes, float]]:
     """New backends since the last poll per (application_name, client_addr), capped."""
+    new = [((a.value(g.key, "application_name") or "", a.value(g.key, "client_addr") or ""),
+            g.opened) for g in a.groups if g.opened]
     acc: dict[Attributes, float] = {}
-    for g in a.groups:
-        if g.opened:
-            attrs = _attrs(a.target, a.dimensions, (
-                ("application_name", a.value(g.key, "application_name") or ""),
-                ("client_addr", a.value(g.key, "client_addr") or "")))
-            acc[attrs] = acc.get(attrs, 0.0) + g.opened
+    for (app, addr), n in chain(new, ((pair, 1) for pair in caught)):
+        attrs = _attrs(a.target, a.dimensions, (("application_name", app), ("client_addr", addr)))
+        acc[attrs] = acc.get(attrs, 0.0) + n
     return sorted(cap_series(acc, max_groups).items())
