@@ -27,6 +27,7 @@ from agent.demo.server import LocalServer
 from agent.demo.workload import Workload
 from agent.diagnose.pooler import pooler_findings
 from agent.export.state import MetricsState
+from agent.spec import PoolerClientState
 from dashboards import build
 from dashboards.queries import panel_queries
 
@@ -53,8 +54,11 @@ def session_bouncer(pg: LocalServer, locked_table: None) -> Iterator[LocalBounce
 
 
 def waiting(bouncer: LocalBouncer, n: int) -> PoolerSnapshot | None:
+    """A poll in which ``n`` clients wait, by SHOW POOLS and by SHOW CLIENTS alike (two
+    console commands: a client may change state between them)."""
     s = bouncer.poll()
-    return s if sum(p.cl_waiting for p in s.pools) == n else None
+    queued = sum(cl.state == PoolerClientState.WAITING for cl in s.clients)
+    return s if sum(p.cl_waiting for p in s.pools) == n == queued else None
 
 
 def lock_waiters(pg: LocalServer) -> int:
