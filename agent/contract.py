@@ -183,7 +183,8 @@ SESSIONS = _spec(
 )
 CONNECTION_OPENED = _spec(
     "postgresql.connection.opened", C, "{connection}", (*T, "application_name", "client_addr"),
-    "New client backends seen since the previous poll.",
+    "New client backends seen since the previous poll (by the poll, or by a catch burst after "
+    "the previous one).",
 )
 CONNECTION_OPEN_RATE = _spec(
     "postgresql.connection.open_rate", G, "{connection}/s",
