@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((ROOT / "alerts").glob("*.rules.yml"))
 TEST_FILES = sorted((ROOT / "tests" / "alerts").glob("*.test.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-ALERTS_README = ROOT / "alerts" / "README.md"
 
 
 def promtool() -> str:
