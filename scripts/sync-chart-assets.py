@@ -18,8 +18,9 @@ Single sources: ``dashboards/*.json`` and ``agent/alert_rules.py`` (which also w
 Without ``agent.alert_rules`` (or its Helm rendering) every ``alerts/*.rules.yml`` is copied
 with each ``{{`` escaped, so ``tpl`` gives the file back unchanged, and no thresholds exist.
 
-Usage: ``scripts/sync-chart-assets.py`` writes; ``--check`` writes nothing and exits 1 naming
-what differs (tests/test_helm.py runs it).
+Usage: ``scripts/generate.py`` runs it last (``sync()``, or ``drift()`` with ``--check``, which
+tests/test_generated.py runs); on its own, ``scripts/sync-chart-assets.py [--check]`` does the
+same for the chart alone.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         if problems:
-            print("chart assets drift: run scripts/sync-chart-assets.py", file=sys.stderr)
+            print("chart assets drift: run scripts/generate.py", file=sys.stderr)
             return 1
         return 0
     for line in sync():
