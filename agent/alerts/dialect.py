@@ -112,5 +112,6 @@ def helm_escape(text: str) -> str:
     if "{{" not in text and "}}" not in text:
         return text
     if "`" in text:
-        raise ValueError("annotation text must not contain backticks")
+        raise ValueError(f"annotation text: a Helm raw string cannot hold a backtick, "
+                         f"found {text!r}")
     return "{{`" + text + "`}}"
