@@ -314,6 +314,12 @@ def stopped(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+def ensure_database(pg: LocalServer, name: str) -> None:
+    """Create ``name`` once on a session-wide server that several modules share."""
+    if not pg.execute(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        pg.execute(f"CREATE DATABASE {name}")
+
+
 def wait_sessions_gone(pg: LocalServer) -> None:
     """Closed clients' backends exit asynchronously; wait until only ours remain."""
     deadline = time.monotonic() + 20

@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from agent_e2e import Agent, wait_sessions_gone, wait_until
+from agent_e2e import Agent, ensure_database, wait_sessions_gone, wait_until
 
 from agent import contract as c
 from agent.demo.server import LocalServer
@@ -25,8 +25,7 @@ so a poll alone sees one about once in 100 polls at 15/s."""
 
 @pytest.fixture(scope="module", autouse=True)
 def shop_database(pg: LocalServer) -> None:
-    if not pg.execute(f"SELECT 1 FROM pg_database WHERE datname = '{SHOP}'"):
-        pg.execute(f"CREATE DATABASE {SHOP}")
+    ensure_database(pg, SHOP)
 
 
 def sessions(pg: LocalServer) -> int:

@@ -13,7 +13,14 @@ import time
 import urllib.request
 
 import pytest
-from agent_e2e import AGENT, Agent, clean_env, wait_sessions_gone, wait_until
+from agent_e2e import (
+    AGENT,
+    Agent,
+    clean_env,
+    ensure_database,
+    wait_sessions_gone,
+    wait_until,
+)
 from diagnose_support import diagnose_report, run_diagnose
 
 from agent import contract as c
@@ -25,8 +32,7 @@ SHOP = "shop"
 
 @pytest.fixture(scope="module", autouse=True)
 def shop_database(pg: LocalServer) -> None:
-    if not pg.execute(f"SELECT 1 FROM pg_database WHERE datname = '{SHOP}'"):
-        pg.execute(f"CREATE DATABASE {SHOP}")
+    ensure_database(pg, SHOP)
 
 
 @pytest.fixture
