@@ -37,7 +37,7 @@ def _setup(server: LocalServer) -> None:
                    "CREATE DATABASE shop OWNER shop_app")
 
 
-def _incident(server: LocalServer, work: Workload) -> None:
+def _incident(work: Workload) -> None:
     """One web application holding most slots, the way a per-request ORM client does it."""
     work.idle(70, "shop-web", user="shop_app", dbname="shop")
     work.idle_in_transaction(6, "shop-web", user="shop_app", dbname="shop")
@@ -66,7 +66,7 @@ def _run(*, keep: bool, polls: int) -> None:
         with Workload(server.dsn(), server.dsn(via="unix")) as work, _Agent(dsn) as agent:
             click.echo("shop-web opens 83 connections, some left idle in transaction, one "
                        "holding a row lock; billing-worker and a nameless client open 6...")
-            _incident(server, work)
+            _incident(work)
             agent.show(1)
             opened, refusal = work.fill("shop-web", user="shop_app", dbname="shop")
             click.echo(f"\nshop-web's pool grows by {opened} more connections, then the "
