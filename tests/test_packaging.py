@@ -88,7 +88,7 @@ def _module(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imported(root: Path, module: str, path: Path) -> set[str]:
+def _imported(module: str, path: Path) -> set[str]:
     """Every ``agent`` module ``path`` imports, at the top or inside a function."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
@@ -114,7 +114,7 @@ def test_the_wheel_ships_what_the_commands_run_and_no_test_harness(wheel: Path) 
         if module in reached or module not in shipped:
             continue
         reached.add(module)
-        todo += [module.rpartition(".")[0], *_imported(wheel, module, shipped[module])]
+        todo += [module.rpartition(".")[0], *_imported(module, shipped[module])]
     assert set(shipped) - reached == set(), "shipped but never run: move test harness to tests/"
     # The demo's throwaway server and workload ship, and say why in one place.
     assert {"agent.demo.server", "agent.demo.workload"} <= reached
@@ -141,7 +141,7 @@ def test_test_files_share_helpers_never_each_other() -> None:
     importers = [*(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
     found = {f"{path.parent.name}/{path.name} imports {name}"
              for path in importers
-             for name in _imported(ROOT, _module(ROOT, path), path)
+             for name in _imported(_module(ROOT, path), path)
              if name.split(".")[0].startswith("test_")}
     assert found == set()
 
