@@ -69,7 +69,7 @@ class Threshold:
         return self.unit == "connections" and isinstance(self.default, int)
 
 
-D, A, P = Use.DIAGNOSE, Use.ALERTS, Use.DASHBOARDS
+A, P = Use.ALERTS, Use.DASHBOARDS
 
 
 def _t(name: str, default: float, unit: str, description: str, *uses: Use) -> Threshold:
