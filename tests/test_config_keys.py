@@ -30,6 +30,7 @@ from agent import contract as c
 from agent import spec
 from agent.aggregate.attribution import attribute
 from agent.collect.pgbouncer.snapshot import DatabaseStats, PoolerSnapshot
+from agent.collect.snapshot import ActivityGroup
 from agent.demo.server import LocalServer, free_port
 from agent.demo.workload import Workload
 from agent.diagnose.findings import Finding, diagnose
@@ -126,7 +127,7 @@ def test_every_environment_variable_sets_an_accepted_key(monkeypatch: pytest.Mon
 Scenario = Callable[[cfg.Thresholds], list[Finding]]
 
 
-def instant(*groups: Any, **snapshot_fields: Any) -> Scenario:
+def instant(*groups: ActivityGroup, **snapshot_fields: Any) -> Scenario:
     a = attribute(snapshot(list(groups), **snapshot_fields))
     return lambda t: diagnose(a, t)
 
@@ -165,7 +166,7 @@ def waiting_pool_between(now: tuple[float, float, float]) -> Scenario:
     return lambda t: pooler_findings(later, t, earlier)
 
 
-def busy(app: str, n: int, **kw: Any) -> Any:
+def busy(app: str, n: int, **kw: Any) -> ActivityGroup:
     return group(app, "active", n, state_age=0.0, **kw)
 
 

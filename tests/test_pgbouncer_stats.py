@@ -47,7 +47,7 @@ def database(s: PoolerSnapshot) -> DatabaseStats:
     return row
 
 
-def delta(before: DatabaseStats, after: DatabaseStats, field: str) -> Any:
+def delta(before: DatabaseStats, after: DatabaseStats, field: str) -> float:
     return getattr(after, field) - getattr(before, field)
 
 
