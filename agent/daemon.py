@@ -25,9 +25,9 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import config as cfg
-from . import logs, spec, webconfig
+from . import logs, webconfig
 from .aggregate.attribution import Attribution
-from .aggregate.history import History, caught_holders, open_rate_points
+from .aggregate.history import History, open_rate_points
 from .aggregate.points import PointSet, points
 from .aggregate.pooler import pooler_points
 from .collect import catch
@@ -44,7 +44,7 @@ from .errors import AgentError, ConfigError, PollAborted, TargetError
 from .export import otel
 from .export.http import AgentHTTPServer, Request, Response
 from .export.state import MetricsState
-from .pipeline import observe
+from .pipeline import observe, record_poll
 from .servers import Servers
 from .shard import mine
 from .spec import PollError
@@ -149,16 +149,10 @@ class TargetRunner:
         observed = observe(snapshot, self.target, self.config, self.poolers.latest())
         snapshot, attribution = observed.snapshot, observed.attribution
         with self.history_lock:
-            self.history.add(attribution)
             self.latest = attribution, {s.pid: s.query for s in snapshot.sessions
                                         if s.query is not None}
-            uncaught = self.history.uncaught(catch.ENOUGH,
-                                             self.config.thresholds[spec.CHURN_RATE])
-        caught: tuple[catch.Caught, ...] = ()
-        if uncaught:  # short-lived sessions no poll saw: a burst of catch samples names them
-            caught = client.catch(catch.budget(self.target.interval))
-            with self.history_lock:
-                self.history.catch(caught_holders(caught, self.config.dimensions))
+        caught = record_poll(self.history, attribution, client, self.config,
+                             catch.budget(self.target.interval), self.history_lock)
         with self.history_lock:
             churns = self.history.churn(RATE_WINDOW_S)
         client.statements = busy_holder(attribution, self.config.thresholds)

@@ -18,7 +18,7 @@ from ..collect.pgbouncer.snapshot import PoolerSnapshot
 from ..collect.snapshot import Snapshot
 from ..config import Config, Target, Thresholds
 from ..errors import TargetError
-from ..pipeline import observe, server_client
+from ..pipeline import observe, record_poll, server_client
 from .findings import Severity, diagnose, unreachable
 from .pooler import joined_findings, pooler_findings
 from .render import Report
@@ -28,7 +28,8 @@ EXIT_CODES = {Severity.OK: 0, Severity.INFO: 0, Severity.WARNING: 1, Severity.CR
 DEFAULT_WINDOW_S = 5.0
 """Long enough to measure a new-session rate and see idle connections stay idle."""
 WINDOW_POLL_S = 0.25
-"""Fast polls catch sessions that live a fraction of a second (each poll costs ~10 ms)."""
+"""Fast polls catch sessions that live a fraction of a second (each poll costs ~10 ms); the catch
+bursts that fill the time between them (when due) catch those living milliseconds."""
 POOLER_STATS_S = 1.0
 """Between a waiting PgBouncer's two polls: a busy pool ends many transactions in a second."""
 
@@ -83,11 +84,13 @@ def report_for(config: Config, target_index: int, thresholds: Thresholds | None 
                 break  # keep what the window saw
             o = observe(snapshot, target, config, poolers)
             snapshot, pairings, a = o.snapshot, o.pairings, o.attribution
-            history.add(a)
+            # Until the next poll (never past the window's end), a catch burst if one is due.
+            following = min(time.monotonic() + WINDOW_POLL_S, end)
+            record_poll(history, a, client, config, following - time.monotonic())
             left = end - time.monotonic()
             if left <= 0:
                 break
-            time.sleep(min(WINDOW_POLL_S, left))
+            time.sleep(max(0.0, min(following - time.monotonic(), left)))
     finally:
         client.close()
     assert snapshot is not None and a is not None
