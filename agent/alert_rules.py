@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from . import spec
 from .alerts import agent_health, connections, pgbouncer, transactions
 from .alerts.dialect import helm, plain
 from .alerts.rule import Alert
@@ -47,8 +48,6 @@ from .alerts.settings import (
     validate_overrides,
 )
 from .alerts.yaml_text import dump
-
-DEFAULTS_BY_NAME = {t.name: t for t in THRESHOLDS}
 
 __all__ = [
     "ALERTS",
@@ -196,7 +195,7 @@ def alerts_markdown() -> str:
     rows = ["| alert | severity | fires when |", "|---|---|---|"]
     for name in ALERT_NAMES:
         severity = " / ".join(dict.fromkeys(a.severity for a in ALERTS if a.name == name))
-        fires = re.sub(r"\[\[(\w+)\]\]", lambda m: DEFAULTS_BY_NAME[m.group(1)].said,
+        fires = re.sub(r"\[\[(\w+)\]\]", lambda m: spec.ALERTS[m.group(1)].said,
                        FIRES[name])
         rows.append(f"| {name} | {severity} | {fires} |")
     return "\n".join(rows) + "\n"

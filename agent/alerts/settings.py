@@ -111,9 +111,6 @@ def helm_settings_schema() -> dict[str, Any]:
     }
 
 
-_BY_NAME: dict[str, Threshold] = {t.name: t for t in THRESHOLDS}
-
-
 def _check_range(t: Threshold, value: float) -> None:
     if t.unit == "ratio" and not 0 < value <= 1:
         raise ConfigError(f"alert threshold {t.name}: expected a ratio in (0, 1], "
@@ -135,7 +132,7 @@ def _checked(name: str, value: float) -> float:
         raise ConfigError(f"alert threshold {name}: expected a number, found {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"alert threshold {name}: expected a finite number, found {value!r}")
-    _check_range(_BY_NAME[name], value)
+    _check_range(spec.ALERTS[name], value)
     return float(value)
 
 
