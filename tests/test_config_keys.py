@@ -133,7 +133,7 @@ def instant(*groups: ActivityGroup, **snapshot_fields: Any) -> Scenario:
 
 
 def churn_window() -> Scenario:
-    """api opens 11.6 sessions/s that close again (tests/test_history.py's window)."""
+    """api opens 11.6 sessions/s that close again (``histories.churning``, as in test_history)."""
     h = churning()
     a = poll(5, 160, group("api", "idle", 1), group("api", "active", 2), group("web", "idle", 5))
     return lambda t: diagnose(a, t, h)
