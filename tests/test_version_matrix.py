@@ -1,7 +1,8 @@
 """What differs between PostgreSQL versions, read from real servers of every supported major.
 
-The core collection and diagnosis tests (marked ``all_versions`` in test_poll_statement.py and
-test_core_integration.py) run on every version too; these check the version gates themselves.
+The core collection, diagnosis and catch tests (marked ``all_versions`` in
+test_poll_statement.py, test_core_integration.py and test_catch.py) run on every version too;
+these check the version gates themselves.
 """
 
 from __future__ import annotations
