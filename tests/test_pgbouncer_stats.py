@@ -48,7 +48,7 @@ def database(s: PoolerSnapshot) -> DatabaseStats:
 
 
 def delta(before: DatabaseStats, after: DatabaseStats, field: str) -> float:
-    return getattr(after, field) - getattr(before, field)
+    return float(getattr(after, field) - getattr(before, field))
 
 
 def test_counters_move_by_the_traffic_the_test_ran(bouncer: LocalBouncer) -> None:
