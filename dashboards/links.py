@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import dashboard as gm
 
 from agent.alert_rules import RUNBOOK_BASE
@@ -54,20 +55,20 @@ def application_cell_link() -> list[gm.DynamicConfigValue]:
         "url": drilldown_url("${__value.raw}", "${__data.fields.Target}")}])]
 
 
-def holder_links() -> list[gd.DashboardLink]:
+def holder_links() -> list[Builder[gm.DashboardLink]]:
     """Data links of series labelled by application_name and target."""
     return [gd.DashboardLink("Drill down into ${__field.labels.application_name}")
             .url(drilldown_url("${__field.labels.application_name}",
                                "${__field.labels.target}"))]
 
 
-def runbook(*alerts: Alert) -> list[gd.DashboardLink]:
+def runbook(*alerts: Alert) -> list[Builder[gm.DashboardLink]]:
     """Panel links to the runbook sections of the alerts a panel helps confirm."""
     return [gd.DashboardLink(f"Runbook: {name}").type(gm.DashboardLinkType.LINK)
             .url(f"{RUNBOOK_BASE}#{name.lower()}").target_blank(True) for name in alerts]
 
 
-def dashboard_links() -> list[gd.DashboardLink]:
+def dashboard_links() -> list[Builder[gm.DashboardLink]]:
     """The links atop every dashboard: the other dashboards (variables and time kept), runbooks.
     """
     return [gd.DashboardLink("pgconn-agent dashboards").type(gm.DashboardLinkType.DASHBOARDS)

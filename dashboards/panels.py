@@ -18,12 +18,13 @@ from grafana_foundation_sdk.builders.common import (
     TableSortByFieldState,
     VizLegendOptions,
 )
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common as gc
 from grafana_foundation_sdk.models import dashboard as gm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from agent import contract as c
-from dashboards.links import application_cell_link, runbook
+from dashboards.links import Alert, application_cell_link, runbook
 from dashboards.promql import sel
 from dashboards.thresholds import NEUTRAL
 
@@ -118,7 +119,7 @@ def table_base(title: str, description: str, w: int, h: int) -> table.Panel:
             .span(w).height(h).unit("none").thresholds(NEUTRAL))
 
 
-def sorted_desc(name: str) -> list[TableSortByFieldState]:
+def sorted_desc(name: str) -> list[Builder[gc.TableSortByFieldState]]:
     return [TableSortByFieldState().display_name(name).desc(True)]
 
 
@@ -172,7 +173,7 @@ class Measure:
     thresholds: gd.ThresholdsConfig | None = None
     stacked: bool = True
     rate: bool = False
-    runbooks: tuple[str, ...] = ()
+    runbooks: tuple[Alert, ...] = ()
     """The alerts this measure helps confirm, linked from each of its panels."""
 
     def expr(self, by: Sequence[str], *matchers: str) -> str:
@@ -182,7 +183,7 @@ class Measure:
 
     def panel(self, title: str, description: str, by: Sequence[str], *matchers: str,
               w: int = 12, h: int = 8, suffix: str = "", legend: str = "",
-              runbooks: Sequence[str] = ()) -> timeseries.Panel:
+              runbooks: Sequence[Alert] = ()) -> timeseries.Panel:
         """The panel; the legend names the ``by`` labels (then ``suffix``) unless given.
 
         It links the measure's runbooks, then ``runbooks`` (what this grouping confirms).

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check agent tests benchmarks dashboards
+.venv/bin/ruff check agent tests benchmarks dashboards scripts
 .venv/bin/mypy
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"
