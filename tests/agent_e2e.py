@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -53,19 +53,21 @@ POLLS = c.POLL_DURATION.prometheus_name + "_count"
 SERVER_DATA = tuple(s.prometheus_name for s in c.METRICS if s.name.startswith("postgresql."))
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition",
-               every: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+def wait_until(predicate: Callable[[], T | Literal[False] | None], timeout: float = 15.0,
+               what: str = "condition", every: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy (so never None or False: the
+    result's type says so); fail with ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = predicate()
+            result = predicate()
         except (OSError, urllib.error.URLError, ValueError) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if result is not None and result is not False and result:
+                return result
+            last = result
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
         time.sleep(every)
@@ -230,6 +232,10 @@ class Agent:
         if len(found) > 1:
             raise AssertionError(f"{name}{labels}: {len(found)} samples match")
         return found[0] if found else None
+
+    def wait_polls(self, count: float, timeout: float, what: str, **labels: str) -> None:
+        """Wait until the agent has polled ``count`` times (its poll-duration count)."""
+        wait_until(lambda: (self.value(POLLS, **labels) or 0) >= count, timeout, what)
 
     # -- process
     def rss_kb(self) -> int:

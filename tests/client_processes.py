@@ -63,7 +63,7 @@ class Clients:
             if line.strip() != "ready":
                 proc.kill()
                 _, err = proc.communicate(timeout=READY_TIMEOUT_S)
-                raise AssertionError(f"client {proc.args} did not connect: {str(err).strip()}")
+                raise AssertionError(f"client {proc.args!r} did not connect: {str(err).strip()}")
 
     def close(self) -> None:
         for proc in self.procs:

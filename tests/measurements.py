@@ -32,7 +32,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
-    lines = list(config.stash.get(_LINES, []))
+    recorded: list[str] = config.stash.get(_LINES, [])
+    lines = list(recorded)
     if _seconds_by_version:
         lines.append("version matrix, seconds per server version (setup + tests + teardown): "
                      + ", ".join(f"PostgreSQL {v}: {s:.1f}"

@@ -216,7 +216,9 @@ class GrpcReceiver(_Store):
                 return pb.ExportMetricsServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pb_grpc.add_MetricsServiceServicer_to_server(Servicer(), server)
+        # The generated service module has no annotations (opentelemetry-proto ships no stubs).
+        pb_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            Servicer(), server)
         address = f"127.0.0.1:{self.port}"
         if self._credentials is not None:
             port = server.add_secure_port(address, self._credentials)

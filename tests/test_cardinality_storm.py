@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 from address_relay import AddressRelay
-from agent_e2e import Agent, target_name, wait_until
+from agent_e2e import POLLS, Agent, target_name, wait_until
 from process_stats import proc_stats
 from psycopg import conninfo
 
@@ -82,9 +82,8 @@ def test_storm_stays_within_the_cap_and_memory_is_flat(server: LocalServer) -> N
                 crowd.close_oldest(n)
                 crowd.named([f"storm-{i:05d}" for i in range(seen, seen + n)])
                 seen += n
-                polls = agent.value(c.POLL_DURATION.prometheus_name + "_count") or 0
-                wait_until(lambda p=polls: (agent.value(
-                    c.POLL_DURATION.prometheus_name + "_count") or 0) >= p + 2, 20, "polls")
+                polls = agent.value(POLLS) or 0
+                agent.wait_polls(polls + 2, 20, "polls")
                 assert len(series(agent, COUNT)) <= MAX_GROUPS
             assert relay.sources_used >= DISTINCT
 

@@ -76,7 +76,8 @@ def test_server_restart_up_goes_0_then_back_to_1_without_stale_series(
             # Back by itself, and the killed workload is gone (no stale group kept).
             assert agent.value(COUNT, application_name="before-restart") is None
             assert agent.value(COUNT, application_name="pgconn-agent") == 1
-            assert agent.value(ERRORS, target=target, error="connect") >= 1
+            errors = agent.value(ERRORS, target=target, error="connect")
+            assert errors is not None and errors >= 1, errors
             logs = agent.logs()
             assert any(r.get("msg") == "target recovered" for r in logs)
             assert len(warnings_and_errors(agent)) <= 3, warnings_and_errors(agent)
@@ -241,8 +242,7 @@ def test_sighup_adds_a_target_and_keeps_the_config_on_garbage(e2e_server: LocalS
                    "the rejected reload's error")
         # One poll of the server serves both targets; its duration is recorded under "first".
         polls = agent.value(POLLS, target="first") or 0
-        wait_until(lambda: (agent.value(POLLS, target="first") or 0) >= polls + 2, 15,
-                   "the server still polled")
+        agent.wait_polls(polls + 2, 15, "the server still polled", target="first")
         assert agent.value(UP, target="first") == 1 and agent.value(UP, target="second") == 1
         assert agent_pids("postgres") == first_pids
         code, _ = agent.stop()

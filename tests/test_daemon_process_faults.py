@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -171,14 +172,15 @@ def test_sighup_with_hostile_config_keeps_the_running_one(server: LocalServer,
         for i, garbage in enumerate(GARBAGE, start=1):
             config.write_bytes(garbage)
             agent.signal(signal.SIGHUP)
-            rejected = wait_until(
-                lambda n=i: (r := [x for x in agent.logs() if x.get("msg", "").startswith(
-                    "reload rejected")]) and len(r) >= n and r, 10, f"reload {i} rejected")
+            def rejections(n: int = i) -> list[dict[str, Any]] | None:
+                r = [x for x in agent.logs() if x.get("msg", "").startswith("reload rejected")]
+                return r if len(r) >= n else None
+
+            rejected = wait_until(rejections, 10, f"reload {i} rejected")
             message = rejected[-1]["error"]
             assert message.startswith(str(config)) and message.isprintable(), message
             polls = agent.value(POLLS, target="db") or 0
-            wait_until(lambda p=polls: (agent.value(POLLS, target="db") or 0) >= p + 2, 10,
-                       "polling to go on")
+            agent.wait_polls(polls + 2, 10, "polling to go on", target="db")
             assert agent.value(UP, target="db") == 1
         assert agent.proc.poll() is None
         assert agent.stop()[0] == 0

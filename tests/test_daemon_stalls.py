@@ -193,8 +193,7 @@ def test_reload_applies_listen_logging_otlp_and_a_lower_max_groups(
             for batch in batches:
                 polls = agent.value(POLLS, target="db") or 0
                 work.named([f"batch{batch}-{i}" for i in range(3)])
-                wait_until(lambda p=polls: (agent.value(POLLS, target="db") or 0) >= p + 2, 10,
-                           "two polls")
+                agent.wait_polls(polls + 2, 10, "two polls", target="db")
                 work.close_oldest(3)
 
         new_names(range(8))

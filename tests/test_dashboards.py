@@ -20,7 +20,7 @@ from agent import alert_rules
 from agent import contract as c
 from dashboards import build
 from dashboards.links import Alert
-from dashboards.queries import builtin_intervals, panel_queries
+from dashboards.queries import Value, builtin_intervals, panel_queries
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "dashboards"
@@ -42,7 +42,7 @@ _MATCHER = re.compile(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(" + _STRIN
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _METRIC_LIKE = re.compile(r"\b(?:postgresql|pgconn_agent|pgbouncer)_[a-zA-Z0-9_:]*")
 
-SAMPLE_VARIABLES = {"target": "db1", "application_name": "shop-web"}
+SAMPLE_VARIABLES: dict[str, Value] = {"target": "db1", "application_name": "shop-web"}
 
 
 def dashboards() -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,9 +124,12 @@ def test_every_panel_query_returns_data_during_the_incident(incident: Incident) 
                         "incident:\n" + "\n".join(failures))
         time.sleep(1)
 
+Values = list[tuple[dict[str, str], float]]
+"""A panel query's result: each series' labels and value."""
+
 
 def _values(incident: Incident, dashboard: str, title: str, ref: int = 0
-            ) -> list[tuple[dict[str, str], float]]:
+            ) -> Values:
     model = build.rendered()[dashboard]
     exprs = [e for t, e in panel_queries(model, incident.variables()) if t == title]
     assert exprs, (dashboard, title)
@@ -135,8 +138,8 @@ def _values(incident: Incident, dashboard: str, title: str, ref: int = 0
     return [(r["metric"], float(r["value"][1])) for r in result]
 
 
-def _wait_value(incident: Incident, dashboard: str, title: str, expected: Any, ref: int = 0
-                ) -> list[tuple[dict[str, str], float]]:
+def _wait_value(incident: Incident, dashboard: str, title: str,
+                expected: Callable[[Values], bool], ref: int = 0) -> Values:
     """Poll a panel query until ``expected(values)`` holds (the agent polls every second)."""
     deadline = time.monotonic() + 30
     while True:
@@ -150,7 +153,8 @@ def _wait_value(incident: Incident, dashboard: str, title: str, expected: Any, r
 
 def test_key_panels_show_the_incident(incident: Incident) -> None:
     overview, drill = "connections-overview.json", "application-drilldown.json"
-    only = lambda v: len(v) == 1  # noqa: E731
+    def only(v: Sized) -> bool:
+        return len(v) == 1
 
     # shop-web, billing-worker 3, reporting 2, cron 2 and the agent's own session.
     clients = SHOP_TOTAL + 3 + 2 + 2 + 1

@@ -56,8 +56,13 @@ def stages() -> list[list[tuple[str, str]]]:
 
 
 def build_args() -> dict[str, str]:
-    return dict(re.match(r"(\w+)=(\S+)", arg).groups()  # type: ignore[union-attr]
-                for kind, arg in instructions() if kind == "ARG" and "=" in arg)
+    args: dict[str, str] = {}
+    for kind, arg in instructions():
+        if kind == "ARG" and "=" in arg:
+            match = re.match(r"(\w+)=(\S+)", arg)
+            assert match, f"ARG {arg}: expected NAME=VALUE"
+            args[match[1]] = match[2]
+    return args
 
 
 def resolve(image: str) -> str:

@@ -130,8 +130,8 @@ def check_contract(receiver: Receiver, held: Situation, late_app: str) -> None:
         points = list(data_points(metric))
         assert points, f"{spec.name}: no data points"
         for p in points:
-            names = sorted(kv.key for kv in p.attributes)
-            assert names == sorted(spec.attribute_names()), (spec.name, names)
+            keys = sorted(kv.key for kv in p.attributes)
+            assert keys == sorted(spec.attribute_names()), (spec.name, keys)
             assert {kv.key: kv.value.string_value for kv in p.attributes}["target"] == target
 
     def value(metric: str, /, **match: Any) -> float | None:

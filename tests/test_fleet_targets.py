@@ -17,6 +17,7 @@ from agent_e2e import Agent, wait_until
 
 from agent import config as cfg
 from agent.demo.server import LocalServer
+from agent.errors import ConfigError
 from agent.servers import server_key
 from agent.shard import mine, shard_of
 
@@ -110,8 +111,10 @@ def test_three_agents_poll_every_target_exactly_once(server: LocalServer,
         expected = [{t.name for t in mine(cfg.parse_target_file(targets / "fleet.toml", 1),
                                           (i, 3))} for i in range(3)]
         for agent, shard_targets in zip(agents, expected, strict=True):
-            wait_until(lambda a=agent, e=shard_targets: up_targets(a) == e, 15,
-                       "the shard's targets up")
+            def shard_up(a: Agent = agent, e: set[str] = shard_targets) -> bool:
+                return up_targets(a) == e
+
+            wait_until(shard_up, 15, "the shard's targets up")
         polled = [up_targets(agent) for agent in agents]
         for agent in agents:
             # Series of other shards' targets never appear, not even pgconn_agent_up 0.
@@ -122,7 +125,7 @@ def test_three_agents_poll_every_target_exactly_once(server: LocalServer,
 
 @pytest.mark.parametrize("text", ["3/3", "1/0", "x/3", "1/3/4", "pod-a/3"])
 def test_a_bad_shard_is_rejected_naming_the_key(text: str) -> None:
-    with pytest.raises(cfg.ConfigError, match=r"^<command line>: agent\.shard: expected I/N"):
+    with pytest.raises(ConfigError, match=r"^<command line>: agent\.shard: expected I/N"):
         cfg.load(None, {"shard": text})
 
 

@@ -22,7 +22,7 @@ from agent_e2e import Agent, wait_until
 from process_stats import proc_stats
 
 from agent.demo.server import LocalServer
-from agent.export.http import AgentHTTPServer, Limits, Response
+from agent.export.http import AgentHTTPServer, Limits, Request, Response
 
 CONNECTIONS = 1000
 HALF_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: agent\r\n"  # the blank line never comes
@@ -128,11 +128,16 @@ def test_aborted_and_malformed_requests_are_logged_not_tracebacks(
             json.loads(line)  # every line the agent wrote is a JSON log record
 
 
+def _boom(_: Request) -> Response:
+    """A handler that raises, as a bug in one would."""
+    raise ZeroDivisionError("boom")
+
+
 @pytest.fixture
 def small_server() -> Iterator[AgentHTTPServer]:
     server = AgentHTTPServer("127.0.0.1:0", None, lambda: (True, "ok"),
                              limits=Limits(max_connections=8))
-    server.routes["/boom"] = lambda _: 1 / 0  # type: ignore[return-value,misc]
+    server.routes["/boom"] = _boom
     server.routes["/echo"] = lambda r: Response(200, r.query.encode())
     server.start()
     try:

@@ -68,7 +68,7 @@ def _codes(pg: LocalServer, **thresholds: Any) -> dict[str, dict[str, Any]]:
 def test_a_real_long_transaction_is_reported_from_the_config_key(
         pg: LocalServer, workload: Workload) -> None:
     workload.idle_in_transaction(1, "forgetful")
-    started, pid = threading.Event(), []
+    started, pid = threading.Event(), list[int]()
     worker = threading.Thread(target=_busy_transaction, args=(pg.dsn(), started, pid))
     worker.start()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from agent import contract as c
-from agent.aggregate.points import Attributes, PointSet
+from agent.aggregate.points import Attributes, Points, PointSet
 from agent.export.state import MetricsState
 
 T: Attributes = (("target", "db1"),)
@@ -76,7 +76,7 @@ def test_writes_of_a_removed_or_replaced_owner_are_ignored() -> None:
 
 def test_data_past_its_freshness_is_dropped_and_up_reads_0() -> None:
     state = MetricsState()
-    points = {m.name: [] for m in c.METRICS}
+    points: Points = {m.name: [] for m in c.METRICS}
     points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
     state.publish("db1", PointSet(points, []), fresh_for=0.2)
     assert state.observe(c.CONNECTION_COUNT.name) == [(T, 3.0)]
@@ -88,7 +88,7 @@ def test_data_past_its_freshness_is_dropped_and_up_reads_0() -> None:
 
 def test_staleness_drops_polled_points_reads_up_0_and_keeps_counters() -> None:
     state = MetricsState()
-    points = {m.name: [] for m in c.METRICS}
+    points: Points = {m.name: [] for m in c.METRICS}
     points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
     state.claim("db1", "runner")
     state.publish("db1", PointSet(points, [(opened("web"), 2.0)]), fresh_for=0.2)
@@ -111,7 +111,7 @@ def test_staleness_drops_polled_points_reads_up_0_and_keeps_counters() -> None:
 
 def test_a_failed_poll_drops_the_targets_points_and_counts_its_kind() -> None:
     state = MetricsState()
-    points = {m.name: [] for m in c.METRICS}
+    points: Points = {m.name: [] for m in c.METRICS}
     points[c.CONNECTION_COUNT.name] = [(T, 3.0)]
     state.publish("db1", PointSet(points, [(opened("web"), 2.0)]))
     state.publish("db1", PointSet(points, []))

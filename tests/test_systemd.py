@@ -231,7 +231,9 @@ def test_agent_runs_as_exec_start_and_reloads_on_sighup(server: LocalServer) -> 
 
     env = {"PATH": SYSTEMD_PATH, "CREDENTIALS_DIRECTORY": str(creds)}
     for assignment in SETTINGS.get("Environment", []):
-        env.update(item.split("=", 1) for item in shlex.split(assignment))
+        for item in shlex.split(assignment):
+            name, value = item.split("=", 1)
+            env[name] = value
 
     script = ('mount --bind "$1" "$2" && mount --bind "$3" "$4" && shift 4 && '
               'exec setpriv --reuid="$UID_" --regid="$GID_" --clear-groups --no-new-privs "$@"')

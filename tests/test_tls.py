@@ -73,7 +73,7 @@ def verified_dsn(server: LocalServer, ca: Path, host: str = "127.0.0.1") -> str:
 def test_verify_full_against_the_test_ca(server: LocalServer, pki: Pki) -> None:
     code, report = diagnose_report(verified_dsn(server, pki.ca.cert))
     assert code in (0, 1), report
-    assert report["slots"]["client_backends"] >= 1  # type: ignore[index]
+    assert report["slots"]["client_backends"] >= 1
     with Agent(["--dsn", verified_dsn(server, pki.ca.cert), "--listen", "127.0.0.1:0",
                 "--interval", "0.3"]).started() as agent:
         wait_until(lambda: agent.value(c.AGENT_UP.prometheus_name) == 1, 15, "up over TLS")

@@ -53,7 +53,7 @@ def otlp_exporter(otlp: OtlpConfig) -> MetricExporter:
         )
         credentials = None
         if otlp.certificate:
-            import grpc  # type: ignore[import-untyped]
+            import grpc
 
             credentials = grpc.ssl_channel_credentials(otlp.certificate.read_bytes())
         return GrpcExporter(endpoint=otlp.endpoint, insecure=otlp.insecure,
